@@ -1,0 +1,376 @@
+"""Kubernetes watchers and the in-memory cluster store they fill.
+
+Each watcher lists, then watches from the list's resourceVersion, using only the
+official client's standard list/watch calls (``_preload_content=False``: we read the
+raw JSON and keep a few fields per object, not the client's model objects). Layers,
+as in kopf: ``run`` reconnects forever with a bounded backoff that resets on
+success; ``_list`` replaces the whole kind atomically; ``_watch`` streams one
+request, returns on 410 Gone (relist) or when the server ends the request (re-watch
+from the last resourceVersion), and raises on errors or silence longer than the
+inactivity timeout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import structlog
+import urllib3
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+
+from bgpspeaker.model import (
+    EndpointSlice,
+    Node,
+    ObjectInvalid,
+    Service,
+    Snapshot,
+    object_key,
+    parse_endpoint_slice,
+    parse_node,
+    parse_service,
+)
+
+__all__ = ["ClusterStore", "WatchSettings", "Watcher", "api_client", "make_watchers"]
+
+log = structlog.get_logger("bgpspeaker.kube")
+
+Parsed = Service | EndpointSlice | Node
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WatchSettings:
+    """Timeouts and backoff of the watchers."""
+
+    server_timeout_s: int = 300
+    """Asked of the API server per watch request (client-go uses 5-10 minutes)."""
+    inactivity_timeout_s: float = 90.0
+    """No byte for this long ends the stream: API servers send a bookmark about every
+    60 s when asked (allowWatchBookmarks), so 90 s of silence means a dead stream."""
+    connect_timeout_s: float = 10.0
+    backoff_s: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+    """Delays between failed attempts; the last repeats; resets after a good list."""
+    page_size: int = 500
+    """``limit`` of each list page, as client-go's reflector."""
+
+
+class ClusterStore:
+    """What the watchers know. Thread-safe; calls ``on_change`` when something relevant changed.
+
+    Only parsed values are stored, and an update that leaves the parsed value equal
+    (a Node's heartbeat, a Service's unrelated annotation) changes nothing downstream.
+    """
+
+    KINDS = ("services", "endpointslices", "nodes")
+
+    def __init__(self, on_change: Callable[[], None]) -> None:
+        self._on_change = on_change
+        self._lock = threading.Lock()
+        self._services: dict[str, Service] = {}
+        self._slices: dict[str, EndpointSlice] = {}
+        self._slices_by_service: dict[str, dict[str, EndpointSlice]] = {}
+        self._nodes: dict[str, Node] = {}
+        self._listed: set[str] = set()
+        self.last_sync_monotonic: dict[str, float] = {}
+
+    @property
+    def synced(self) -> bool:
+        """True once every kind has completed its first list."""
+        with self._lock:
+            return self._listed.issuperset(self.KINDS)
+
+    def snapshot(self) -> Snapshot:
+        """A consistent copy for one decision."""
+        with self._lock:
+            return Snapshot(
+                services=dict(self._services),
+                slices_by_service={k: dict(v) for k, v in self._slices_by_service.items()},
+                nodes=dict(self._nodes),
+            )
+
+    def _table(self, kind: str) -> dict[str, Any]:
+        return {"services": self._services, "endpointslices": self._slices, "nodes": self._nodes}[kind]
+
+    def _index_slice(self, key: str, value: EndpointSlice | None) -> None:
+        old = self._slices.get(key)
+        if old is not None and old.service_key is not None:
+            bucket = self._slices_by_service.get(old.service_key, {})
+            bucket.pop(key, None)
+            if not bucket:
+                self._slices_by_service.pop(old.service_key, None)
+        if value is not None and value.service_key is not None:
+            self._slices_by_service.setdefault(value.service_key, {})[key] = value
+
+    def replace(self, kind: str, items: Mapping[str, Parsed]) -> None:
+        """Replace every object of ``kind`` at once (after a list); no partial state is seen."""
+        with self._lock:
+            table = self._table(kind)
+            changed = table != items or kind not in self._listed
+            if kind == "endpointslices":
+                self._slices_by_service = {}
+                for key, value in items.items():
+                    assert isinstance(value, EndpointSlice)
+                    if value.service_key is not None:
+                        self._slices_by_service.setdefault(value.service_key, {})[key] = value
+            table.clear()
+            table.update(items)
+            self._listed.add(kind)
+            self.last_sync_monotonic[kind] = time.monotonic()
+        if changed:
+            self._on_change()
+
+    def upsert(self, kind: str, key: str, value: Parsed) -> None:
+        """Add or update one object."""
+        with self._lock:
+            table = self._table(kind)
+            if table.get(key) == value:
+                return
+            if kind == "endpointslices":
+                assert isinstance(value, EndpointSlice)
+                self._index_slice(key, value)
+            table[key] = value
+        self._on_change()
+
+    def delete(self, kind: str, key: str) -> None:
+        """Remove one object (no-op when unknown)."""
+        with self._lock:
+            table = self._table(kind)
+            if key not in table:
+                return
+            if kind == "endpointslices":
+                self._index_slice(key, None)
+            del table[key]
+        self._on_change()
+
+    def mark_synced(self, kind: str) -> None:
+        """Record that ``kind`` is known current now (a bookmark or event arrived)."""
+        with self._lock:
+            self.last_sync_monotonic[kind] = time.monotonic()
+
+
+class _Expired(Exception):
+    """The watch's resourceVersion is too old (410 Gone): relist."""
+
+
+class _Parser:
+    """Parses one kind's objects and logs each distinct problem once."""
+
+    def __init__(self, kind: str, parse: Callable[[Any], Parsed]) -> None:
+        self.kind = kind
+        self._parse = parse
+        self._reported: dict[str, str] = {}
+
+    def __call__(self, obj: Any) -> tuple[str, Parsed] | None:
+        try:
+            key = object_key(obj)
+        except ObjectInvalid as error:
+            log.warning("object_invalid", kind=self.kind, object="?", error=str(error))
+            return None
+        try:
+            value = self._parse(obj)
+        except ObjectInvalid as error:
+            if self._reported.get(key) != str(error):
+                self._reported[key] = str(error)
+                log.warning("object_invalid", kind=self.kind, object=key, error=str(error))
+            return None
+        self._reported.pop(key, None)
+        return key, value
+
+
+class Watcher:
+    """Keeps one kind in the store current: list, watch, relist on 410, reconnect on errors."""
+
+    def __init__(
+        self,
+        kind: str,
+        list_call: Callable[..., Any],
+        parse: Callable[[Any], Parsed],
+        store: ClusterStore,
+        *,
+        settings: WatchSettings,
+        stop: threading.Event,
+        field_selector: str | None = None,
+    ) -> None:
+        self.kind = kind
+        self._list_call = list_call
+        self._parser = _Parser(kind, parse)
+        self._store = store
+        self._settings = settings
+        self._stop = stop
+        self._field_selector = field_selector
+        self.restarts = 0
+        self.resource_version: str | None = None
+        """Where the next watch starts; None: list first."""
+        self.thread = threading.Thread(target=self.run, name=f"watch-{kind}", daemon=True)
+
+    def _selector_kwargs(self) -> dict[str, Any]:
+        return {"field_selector": self._field_selector} if self._field_selector else {}
+
+    def run(self) -> None:
+        """Forever: list, then watch until expired or broken; back off after failures."""
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                if self.resource_version is None:
+                    self.resource_version = self._list()
+                    failures = 0
+                self._watch()
+            except (ApiException, _Expired) as error:
+                if isinstance(error, ApiException) and error.status != 410:
+                    failures = self._failed(error, failures)
+                    continue
+                log.info("watch_expired", kind=self.kind, resource_version=self.resource_version)
+                self.resource_version = None
+                self.restarts += 1
+            except (urllib3.exceptions.HTTPError, OSError, ValueError) as error:
+                failures = self._failed(error, failures)
+
+    def _failed(self, error: BaseException, failures: int) -> int:
+        """Log the failure and wait the backoff delay; return the new failure count."""
+        if self._stop.is_set():
+            return failures
+        delay = self._settings.backoff_s[min(failures, len(self._settings.backoff_s) - 1)]
+        self.restarts += 1
+        log.warning(
+            "watch_restarted", kind=self.kind, error=_describe(error), attempt=failures + 1, retry_in_s=delay
+        )
+        self._stop.wait(delay)
+        return failures + 1
+
+    def _list(self) -> str:
+        items: dict[str, Parsed] = {}
+        token: str | None = None
+        while True:
+            kwargs = self._selector_kwargs()
+            if token:
+                kwargs["_continue"] = token
+            response = self._list_call(
+                limit=self._settings.page_size,
+                _preload_content=False,
+                _request_timeout=(self._settings.connect_timeout_s, 60.0),
+                **kwargs,
+            )
+            try:
+                body = json.loads(response.data)
+            finally:
+                response.release_conn()
+            for obj in body.get("items") or []:
+                parsed = self._parser(obj)
+                if parsed is not None:
+                    items[parsed[0]] = parsed[1]
+            metadata = body.get("metadata") or {}
+            token = metadata.get("continue")
+            if not token:
+                resource_version = metadata.get("resourceVersion")
+                if not isinstance(resource_version, str) or not resource_version:
+                    raise ValueError(f"list of {self.kind} returned no resourceVersion")
+                break
+        self._store.replace(self.kind, items)
+        log.info("watch_listed", kind=self.kind, objects=len(items), resource_version=resource_version)
+        return resource_version
+
+    def _watch(self) -> None:
+        response = self._list_call(
+            watch=True,
+            resource_version=self.resource_version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=self._settings.server_timeout_s,
+            _preload_content=False,
+            _request_timeout=(self._settings.connect_timeout_s, self._settings.inactivity_timeout_s),
+            **self._selector_kwargs(),
+        )
+        try:
+            for line in _lines(response):
+                if self._stop.is_set():
+                    break
+                self.resource_version = self._apply(json.loads(line), self.resource_version or "")
+        finally:
+            response.release_conn()
+
+    def _apply(self, event: Any, resource_version: str) -> str:
+        if not isinstance(event, dict):
+            raise ValueError(f"watch event is not an object: {str(event)[:200]}")
+        kind = event.get("type")
+        obj = event.get("object") or {}
+        if kind == "ERROR":
+            if obj.get("code") == 410:
+                raise _Expired()
+            raise ValueError(f"watch error event: {json.dumps(obj)[:300]}")
+        new_version = (obj.get("metadata") or {}).get("resourceVersion") or resource_version
+        if kind == "BOOKMARK":
+            self._store.mark_synced(self.kind)
+            return str(new_version)
+        if kind in ("ADDED", "MODIFIED"):
+            parsed = self._parser(obj)
+            if parsed is not None:
+                self._store.upsert(self.kind, *parsed)
+        elif kind == "DELETED":
+            try:
+                self._store.delete(self.kind, object_key(obj))
+            except ObjectInvalid as error:
+                log.warning("object_invalid", kind=self.kind, object="?", error=str(error))
+        else:
+            raise ValueError(f"unknown watch event type {kind!r}")
+        self._store.mark_synced(self.kind)
+        return str(new_version)
+
+
+def _lines(response: Any) -> Iterator[bytes]:
+    """Split a chunked watch response into JSON lines."""
+    buffer = b""
+    for chunk in response.stream(amt=None, decode_content=False):
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            if line.strip():
+                yield line
+    if buffer.strip():
+        yield buffer
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, ApiException):
+        return f"HTTP {error.status} {error.reason}".strip()
+    return f"{type(error).__name__}: {error}"[:300]
+
+
+def api_client(kubeconfig: str | None) -> k8s.ApiClient:
+    """``--kubeconfig`` if given, else in-cluster config, else the usual kubeconfig lookup."""
+    configuration = k8s.Configuration()
+    if kubeconfig:
+        k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    else:
+        try:
+            k8s_config.load_incluster_config(client_configuration=configuration)
+        except k8s_config.ConfigException:
+            k8s_config.load_kube_config(client_configuration=configuration)
+    return k8s.ApiClient(configuration)
+
+
+def make_watchers(
+    api: k8s.ApiClient,
+    store: ClusterStore,
+    *,
+    node_name: str,
+    settings: WatchSettings,
+    stop: threading.Event,
+) -> list[Watcher]:
+    """The three watchers the daemon runs. Nodes: only this node (a field selector)."""
+    core = k8s.CoreV1Api(api)
+    discovery = k8s.DiscoveryV1Api(api)
+    common: dict[str, Any] = {"settings": settings, "stop": stop}
+    return [
+        Watcher("services", core.list_service_for_all_namespaces, parse_service, store, **common),
+        Watcher(
+            "endpointslices", discovery.list_endpoint_slice_for_all_namespaces, parse_endpoint_slice, store, **common
+        ),
+        Watcher(
+            "nodes", core.list_node, parse_node, store, field_selector=f"metadata.name={node_name}", **common
+        ),
+    ]

@@ -1,0 +1,227 @@
+"""The cluster as the decision sees it: Services, EndpointSlices and Nodes (pure).
+
+Each ``parse_*`` function takes one raw Kubernetes JSON object (a dict, as the API
+server sends it) and returns the few fields bgpspeaker needs, or raises
+``ObjectInvalid`` with a specific message. Nothing here trusts its input: a field of
+the wrong type is a problem to report, not an exception to escape.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from collections.abc import Mapping
+from typing import Any
+
+from bgpspeaker.config import IPAddress
+
+__all__ = [
+    "EXCLUDE_LABEL",
+    "SERVICE_NAME_LABEL",
+    "Endpoint",
+    "EndpointSlice",
+    "Node",
+    "ObjectInvalid",
+    "Service",
+    "Snapshot",
+    "is_usable",
+    "object_key",
+    "parse_endpoint_slice",
+    "parse_node",
+    "parse_service",
+]
+
+EXCLUDE_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+
+class ObjectInvalid(ValueError):
+    """A Kubernetes object lacks a field bgpspeaker needs, or has one of the wrong shape."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Service:
+    """A Service, reduced to what decides announcements."""
+
+    key: str
+    """``namespace/name``."""
+    type: str
+    load_balancer_class: str | None
+    external_traffic_policy: str
+    """``Cluster`` or ``Local``; the API server defaults it to Cluster."""
+    ingress_ips: tuple[IPAddress, ...]
+    ingress_hostnames: tuple[str, ...]
+    bad_ingress: tuple[str, ...] = ()
+    """Ingress entries whose ``ip`` did not parse; reported, never announced."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One endpoint of a slice: the conditions that make it usable, and where it runs."""
+
+    has_addresses: bool
+    ready: bool | None
+    serving: bool | None
+    node_name: str | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EndpointSlice:
+    """An EndpointSlice and the Service it belongs to (label kubernetes.io/service-name)."""
+
+    key: str
+    service_key: str | None
+    endpoints: tuple[Endpoint, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Node:
+    """A Node's labels and the one condition that matters here."""
+
+    name: str
+    labels: Mapping[str, str]
+    network_unavailable: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything the watchers know at one instant. Slices are indexed by Service key."""
+
+    services: Mapping[str, Service]
+    slices_by_service: Mapping[str, Mapping[str, EndpointSlice]]
+    nodes: Mapping[str, Node]
+
+
+def is_usable(endpoint: Endpoint) -> bool:
+    """The one definition of usable: has addresses and (ready unset or true, or serving).
+
+    A terminating endpoint that still serves (``ready=false, serving=true``) stays
+    usable, so a rolling update does not withdraw the VIP under live connections.
+    """
+    return endpoint.has_addresses and (endpoint.ready is not False or endpoint.serving is True)
+
+
+def _mapping(value: Any, path: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ObjectInvalid(f"{path}: must be an object, got {type(value).__name__}")
+    return value
+
+
+def _list(value: Any, path: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ObjectInvalid(f"{path}: must be a list, got {type(value).__name__}")
+    return value
+
+
+def _optional_str(value: Any, path: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ObjectInvalid(f"{path}: must be a string, got {type(value).__name__}")
+    return value
+
+
+def _optional_bool(value: Any, path: str) -> bool | None:
+    if value is None:
+        return None
+    if not isinstance(value, bool):
+        raise ObjectInvalid(f"{path}: must be true or false, got {value!r}")
+    return value
+
+
+def object_key(obj: Any) -> str:
+    """``namespace/name`` (or ``name`` for cluster-scoped objects) of a raw object."""
+    meta = _mapping(obj.get("metadata") if isinstance(obj, Mapping) else None, "metadata")
+    name = meta.get("name")
+    if not isinstance(name, str) or not name:
+        raise ObjectInvalid("metadata.name: required, a non-empty string")
+    namespace = meta.get("namespace")
+    if namespace is None:
+        return name
+    if not isinstance(namespace, str) or not namespace:
+        raise ObjectInvalid("metadata.namespace: must be a non-empty string")
+    return f"{namespace}/{name}"
+
+
+def parse_service(obj: Any) -> Service:
+    """Reduce a raw Service; raise ObjectInvalid when a needed field has the wrong shape."""
+    key = object_key(obj)
+    spec = _mapping(obj.get("spec"), "spec")
+    status = _mapping(obj.get("status"), "status")
+    load_balancer = _mapping(status.get("loadBalancer"), "status.loadBalancer")
+    ips: list[IPAddress] = []
+    hostnames: list[str] = []
+    bad: list[str] = []
+    for index, ingress in enumerate(_list(load_balancer.get("ingress"), "status.loadBalancer.ingress")):
+        entry = _mapping(ingress, f"status.loadBalancer.ingress[{index}]")
+        raw_ip = entry.get("ip")
+        if raw_ip is not None:
+            try:
+                if not isinstance(raw_ip, str):
+                    raise ValueError
+                ip = ipaddress.ip_address(raw_ip)
+            except ValueError:
+                bad.append(repr(raw_ip)[:80])
+                continue
+            if ip not in ips:
+                ips.append(ip)
+        hostname = entry.get("hostname")
+        if raw_ip is None and isinstance(hostname, str) and hostname:
+            hostnames.append(hostname)
+    policy = _optional_str(spec.get("externalTrafficPolicy"), "spec.externalTrafficPolicy") or "Cluster"
+    return Service(
+        key=key,
+        type=_optional_str(spec.get("type"), "spec.type") or "ClusterIP",
+        load_balancer_class=_optional_str(spec.get("loadBalancerClass"), "spec.loadBalancerClass"),
+        external_traffic_policy=policy,
+        ingress_ips=tuple(ips),
+        ingress_hostnames=tuple(hostnames),
+        bad_ingress=tuple(bad),
+    )
+
+
+def parse_endpoint_slice(obj: Any) -> EndpointSlice:
+    """Reduce a raw EndpointSlice (discovery.k8s.io/v1)."""
+    key = object_key(obj)
+    meta = _mapping(obj.get("metadata"), "metadata")
+    labels = _mapping(meta.get("labels"), "metadata.labels")
+    service_name = labels.get(SERVICE_NAME_LABEL)
+    namespace = key.split("/", 1)[0] if "/" in key else None
+    service_key = (
+        f"{namespace}/{service_name}" if isinstance(service_name, str) and service_name and namespace else None
+    )
+    endpoints: list[Endpoint] = []
+    for index, raw in enumerate(_list(obj.get("endpoints"), "endpoints")):
+        path = f"endpoints[{index}]"
+        entry = _mapping(raw, path)
+        conditions = _mapping(entry.get("conditions"), f"{path}.conditions")
+        addresses = _list(entry.get("addresses"), f"{path}.addresses")
+        endpoints.append(
+            Endpoint(
+                has_addresses=any(isinstance(a, str) and a for a in addresses),
+                ready=_optional_bool(conditions.get("ready"), f"{path}.conditions.ready"),
+                serving=_optional_bool(conditions.get("serving"), f"{path}.conditions.serving"),
+                node_name=_optional_str(entry.get("nodeName"), f"{path}.nodeName"),
+            )
+        )
+    return EndpointSlice(key=key, service_key=service_key, endpoints=tuple(endpoints))
+
+
+def parse_node(obj: Any) -> Node:
+    """Reduce a raw Node to its labels and its NetworkUnavailable condition."""
+    name = object_key(obj)
+    meta = _mapping(obj.get("metadata"), "metadata")
+    labels = {
+        str(k): str(v) for k, v in _mapping(meta.get("labels"), "metadata.labels").items() if isinstance(v, str)
+    }
+    status = _mapping(obj.get("status"), "status")
+    unavailable = False
+    for index, raw in enumerate(_list(status.get("conditions"), "status.conditions")):
+        condition = _mapping(raw, f"status.conditions[{index}]")
+        if condition.get("type") == "NetworkUnavailable" and condition.get("status") == "True":
+            unavailable = True
+    return Node(name=name, labels=labels, network_unavailable=unavailable)

@@ -1,0 +1,212 @@
+"""End to end: Kubernetes objects in, routes in FRR out (real bgpspeaker, ExaBGP and bgpd)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+from tests.integration.conftest import NODE, Topology
+from tests.lab.kubeapi import endpoint_slice, service
+from tests.lab.netns import pid_alive, wait_until
+
+VIP = "192.0.2.10/32"
+SPEAKER_NEXT_HOP = "10.0.0.2"
+
+
+def best(topology: Topology, prefix: str) -> dict[str, Any] | None:
+    """The best path FRR holds for ``prefix``, or None."""
+    return topology.frr.best_paths().get(prefix)
+
+
+def wait_best(topology: Topology, prefix: str, timeout_s: float = 15.0) -> dict[str, Any]:
+    return wait_until(lambda: best(topology, prefix), timeout_s=timeout_s,
+                      desc=f"{prefix} best in FRR; speaker log: {topology.speaker.tail(5)}")
+
+
+def wait_gone(topology: Topology, prefix: str, timeout_s: float = 10.0) -> None:
+    wait_until(lambda: best(topology, prefix) is None, timeout_s=timeout_s, desc=f"{prefix} gone from FRR")
+
+
+def cluster_service(topology: Topology, name: str, ip: str, endpoint_node: str = "node-b") -> None:
+    topology.api.apply(service("default", name, ips=[ip]))
+    topology.api.apply(endpoint_slice("default", f"{name}-1", service_name=name,
+                                      endpoints=[("10.244.1.5", endpoint_node, True, True)]))
+
+
+def start(topology: Topology) -> None:
+    topology.speaker.start()
+    topology.speaker.wait_event("peer_up", timeout_s=20, peer="tor-a")
+
+
+def test_cluster_vip_is_announced_with_the_node_as_next_hop(topology: Topology) -> None:
+    """A Cluster-policy VIP with a ready endpoint on another node is best in FRR via this node."""
+    topology.api.apply(service("default", "web", ips=["192.0.2.10"]))
+    start(topology)
+    # Intermediate state: listed, no endpoints yet, nothing announced.
+    topology.speaker.wait_event("reconcile_finished", desired=0)
+    assert best(topology, VIP) is None
+    topology.api.apply(endpoint_slice("default", "web-1", service_name="web",
+                                      endpoints=[("10.244.1.5", "node-b", True, True)]))
+    path = wait_best(topology, VIP)
+    assert [hop["ip"] for hop in path["nexthops"]] == [SPEAKER_NEXT_HOP]
+    assert path["path"] == "64513"
+    announced = topology.speaker.wait_event("route_announced", prefix=VIP)
+    assert announced["services"] == ["default/web"]
+    assert announced["reason"] == "cluster_endpoint"
+
+
+def test_local_vip_follows_the_local_endpoint(topology: Topology) -> None:
+    """Local policy: announced only while this node runs a usable endpoint; withdrawn when it moves away."""
+    topology.api.apply(service("default", "local", ips=["192.0.2.20"], policy="Local"))
+    topology.api.apply(endpoint_slice("default", "local-1", service_name="local",
+                                      endpoints=[("10.244.1.5", "node-b", True, True)]))
+    # A canary applied afterwards: once it is best, the speaker has seen the Local objects too.
+    cluster_service(topology, "canary", "192.0.2.99")
+    start(topology)
+    wait_best(topology, "192.0.2.99/32")
+    assert best(topology, "192.0.2.20/32") is None, "Local VIP announced without a local endpoint"
+
+    topology.api.apply(endpoint_slice("default", "local-1", service_name="local",
+                                      endpoints=[("10.244.0.7", NODE, True, True)]))
+    wait_best(topology, "192.0.2.20/32")
+
+    topology.api.apply(endpoint_slice("default", "local-1", service_name="local",
+                                      endpoints=[("10.244.1.9", "node-b", True, True)]))
+    wait_gone(topology, "192.0.2.20/32")
+    withdrawn = topology.speaker.wait_event("route_withdrawn", prefix="192.0.2.20/32")
+    assert withdrawn["reason"] == "no_local_endpoints"
+    assert withdrawn["services"] == ["default/local"]
+    assert best(topology, "192.0.2.99/32") is not None
+
+
+def test_terminating_but_serving_endpoint_keeps_the_route(topology: Topology) -> None:
+    """ready=false, serving=true (a rollout) keeps the VIP; serving=false too withdraws it."""
+    topology.api.apply(service("default", "roll", ips=["192.0.2.30"], policy="Local"))
+    topology.api.apply(endpoint_slice("default", "roll-1", service_name="roll",
+                                      endpoints=[("10.244.0.7", NODE, True, True)]))
+    start(topology)
+    wait_best(topology, "192.0.2.30/32")
+    topology.api.apply(endpoint_slice("default", "roll-1", service_name="roll",
+                                      endpoints=[("10.244.0.7", NODE, False, True)]))
+    cluster_service(topology, "canary", "192.0.2.99")
+    wait_best(topology, "192.0.2.99/32")
+    assert best(topology, "192.0.2.30/32") is not None
+    topology.api.apply(endpoint_slice("default", "roll-1", service_name="roll",
+                                      endpoints=[("10.244.0.7", NODE, False, False)]))
+    wait_gone(topology, "192.0.2.30/32")
+
+
+def test_service_deleted_withdraws_its_vip(topology: Topology) -> None:
+    """Deleting the Service withdraws its VIP, and the log says why."""
+    cluster_service(topology, "web", "192.0.2.10")
+    start(topology)
+    wait_best(topology, VIP)
+    topology.api.delete("services", "default/web")
+    wait_gone(topology, VIP)
+    assert topology.speaker.wait_event("route_withdrawn", prefix=VIP)["reason"] == "service_deleted"
+
+
+def test_shared_vip_stays_while_any_service_qualifies(topology: Topology) -> None:
+    """Two services on one IP: up while either qualifies, withdrawn when the last one stops."""
+    topology.api.apply(service("default", "tcp", ips=["192.0.2.40"], policy="Local"))
+    topology.api.apply(endpoint_slice("default", "tcp-1", service_name="tcp",
+                                      endpoints=[("10.244.1.5", "node-b", True, True)]))
+    cluster_service(topology, "udp", "192.0.2.40")
+    start(topology)
+    wait_best(topology, "192.0.2.40/32")
+    announced = topology.speaker.wait_event("route_announced", prefix="192.0.2.40/32")
+    assert announced["services"] == ["default/udp"]
+    topology.api.delete("services", "default/udp")
+    wait_gone(topology, "192.0.2.40/32")
+    withdrawn = topology.speaker.wait_event("route_withdrawn", prefix="192.0.2.40/32")
+    assert withdrawn["reason"] == "service_deleted"
+
+
+class PathSampler:
+    """Samples FRR's best paths in the background; records every prefix that went missing."""
+
+    def __init__(self, topology: Topology, prefixes: set[str]) -> None:
+        self.topology, self.prefixes = topology, prefixes
+        self.samples = 0
+        self.missing: list[tuple[float, set[str]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            present = set(self.topology.frr.best_paths())
+            self.samples += 1
+            if not self.prefixes <= present:
+                self.missing.append((time.monotonic(), self.prefixes - present))
+
+    def __enter__(self) -> PathSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def test_dropped_streams_and_410_relist_without_flapping(topology: Topology) -> None:
+    """Cut watch streams and expire resourceVersions: relist, keep every route, no withdraw."""
+    cluster_service(topology, "web", "192.0.2.10")
+    cluster_service(topology, "api", "192.0.2.11")
+    start(topology)
+    wait_best(topology, VIP)
+    wait_best(topology, "192.0.2.11/32")
+    lists_before = len(topology.speaker.events("watch_listed"))
+    with PathSampler(topology, {VIP, "192.0.2.11/32"}) as sampler:
+        topology.api.compact()
+        assert topology.api.drop_watches() >= 3
+        # Changed while the speaker was reconnecting: must arrive through the relist.
+        cluster_service(topology, "late", "192.0.2.12")
+        wait_until(lambda: len(topology.speaker.events("watch_listed")) >= lists_before + 3,
+                   timeout_s=15, desc="all three kinds relisted")
+        assert len(topology.speaker.events("watch_expired")) >= 3
+        wait_best(topology, "192.0.2.12/32")
+        # A stream dropped without expiry resumes from its resourceVersion (no relist).
+        topology.api.drop_watches()
+        topology.api.delete("services", "default/late")
+        wait_gone(topology, "192.0.2.12/32")
+    assert sampler.samples >= 5, sampler.samples
+    assert sampler.missing == [], f"routes went missing during the relist: {sampler.missing[:5]}"
+    withdrawn = [e["prefix"] for e in topology.speaker.events("route_withdrawn")]
+    assert withdrawn == ["192.0.2.12/32"]
+    assert len(topology.speaker.events("watch_listed")) == lists_before + 3
+
+
+def test_exabgp_killed_is_restarted_and_routes_come_back(topology: Topology) -> None:
+    """SIGKILL ExaBGP: the supervisor restarts it and replays every route."""
+    cluster_service(topology, "web", "192.0.2.10")
+    start(topology)
+    wait_best(topology, VIP)
+    first = topology.speaker.exabgp_pid()
+    killed_at = time.monotonic()
+    os.kill(first, signal.SIGKILL)
+    restarted = topology.speaker.wait_event("exabgp_started", after=1, timeout_s=10)
+    assert restarted["pid"] != first
+    wait_until(lambda: best(topology, VIP) and pid_alive(restarted["pid"]), timeout_s=15,
+               desc="route back through the new ExaBGP")
+    print(f"ExaBGP SIGKILL -> route best again: {time.monotonic() - killed_at:.2f} s")
+    assert not pid_alive(first)
+    assert topology.speaker.events("exabgp_exited", pid=first)
+
+
+def test_sigterm_withdraws_and_leaves_no_process(topology: Topology) -> None:
+    """SIGTERM: routes withdrawn, ExaBGP stopped, exit 0 within 10 s."""
+    cluster_service(topology, "web", "192.0.2.10")
+    start(topology)
+    wait_best(topology, VIP)
+    exabgp_pid = topology.speaker.exabgp_pid()
+    code, took_s = topology.speaker.terminate(timeout_s=10)
+    assert code == 0, topology.speaker.tail()
+    assert took_s < 10
+    wait_gone(topology, VIP, timeout_s=5)
+    assert not pid_alive(exabgp_pid)
+    withdrawn = topology.speaker.events("route_withdrawn", prefix=VIP)
+    assert withdrawn and withdrawn[-1]["reason"] == "shutdown"
+    assert withdrawn[-1]["confirmed"] is True

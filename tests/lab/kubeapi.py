@@ -1,0 +1,505 @@
+"""A small Kubernetes API server for tests and the demo: real HTTP, real list/watch semantics.
+
+It serves Services, EndpointSlices and Nodes the way kube-apiserver does for the
+calls bgpspeaker makes: paginated lists (``limit``/``continue``) that carry a
+``resourceVersion``; chunked watch streams that start *after* the given
+resourceVersion, send BOOKMARK events when asked (``allowWatchBookmarks``), end after
+``timeoutSeconds``, and answer a compacted resourceVersion with an in-stream ERROR
+event of code 410 (Gone); ``fieldSelector`` on ``metadata.name``/``metadata.namespace``.
+
+Faults for tests: ``drop_watches()`` cuts every open stream mid-flight,
+``compact()`` makes every earlier resourceVersion too old (410 on the next watch),
+``silence_watches()`` leaves streams open but mute, ``set_outage(503)`` answers
+every request with an error, ``stop()``/``start()`` make it unreachable.
+
+The server can listen inside a network namespace (``netns=``), so a speaker in that
+namespace reaches it on its own loopback while the test drives it from here.
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import ctypes
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+__all__ = ["FakeKubeApi", "endpoint_slice", "node", "service"]
+
+_CLONE_NEWNET = 0x40000000
+
+# kind -> (URL prefix, plural, namespaced, apiVersion, Kind)
+_RESOURCES = {
+    "services": ("/api/v1", "services", True, "v1", "Service"),
+    "endpointslices": ("/apis/discovery.k8s.io/v1", "endpointslices", True, "discovery.k8s.io/v1", "EndpointSlice"),
+    "nodes": ("/api/v1", "nodes", False, "v1", "Node"),
+}
+
+
+def service(
+    namespace: str,
+    name: str,
+    *,
+    ips: list[str] | None = None,
+    hostnames: list[str] | None = None,
+    policy: str = "Cluster",
+    type_: str = "LoadBalancer",
+    lb_class: str | None = None,
+) -> dict[str, Any]:
+    """A Service object as the API server would return it."""
+    ingress = [{"ip": ip} for ip in ips or []] + [{"hostname": h} for h in hostnames or []]
+    spec: dict[str, Any] = {"type": type_, "externalTrafficPolicy": policy, "ports": [{"port": 80, "protocol": "TCP"}]}
+    if lb_class is not None:
+        spec["loadBalancerClass"] = lb_class
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"namespace": namespace, "name": name},
+        "spec": spec,
+        "status": {"loadBalancer": {"ingress": ingress} if ingress else {}},
+    }
+
+
+def endpoint_slice(
+    namespace: str, name: str, *, service_name: str, endpoints: list[tuple[str, str, bool | None, bool | None]]
+) -> dict[str, Any]:
+    """An EndpointSlice; ``endpoints`` are (address, nodeName, ready, serving)."""
+    items = []
+    for address, node_name, ready, serving in endpoints:
+        conditions: dict[str, Any] = {}
+        if ready is not None:
+            conditions["ready"] = ready
+        if serving is not None:
+            conditions["serving"] = serving
+        items.append({"addresses": [address], "nodeName": node_name, "conditions": conditions})
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "namespace": namespace,
+            "name": name,
+            "labels": {"kubernetes.io/service-name": service_name},
+        },
+        "addressType": "IPv4",
+        "endpoints": items,
+    }
+
+
+def node(name: str, *, labels: dict[str, str] | None = None, network_unavailable: bool = False) -> dict[str, Any]:
+    """A Node with a Ready condition and, optionally, NetworkUnavailable=True."""
+    conditions = [{"type": "Ready", "status": "True"}]
+    conditions.append({"type": "NetworkUnavailable", "status": "True" if network_unavailable else "False"})
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": dict(labels or {})},
+        "status": {"conditions": conditions},
+    }
+
+
+def _key(obj: dict[str, Any]) -> str:
+    meta = obj["metadata"]
+    return f"{meta['namespace']}/{meta['name']}" if meta.get("namespace") else meta["name"]
+
+
+def _socket_in_netns(netns: str | None, host: str, port: int) -> socket.socket:
+    """Create a listening TCP socket, inside ``netns`` when given (setns on a scratch thread)."""
+    result: list[Any] = []
+
+    def create() -> None:
+        try:
+            if netns is not None:
+                libc = ctypes.CDLL(None, use_errno=True)
+                fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
+                try:
+                    if libc.setns(fd, _CLONE_NEWNET) != 0:
+                        raise OSError(ctypes.get_errno(), f"setns({netns}) failed")
+                finally:
+                    os.close(fd)
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(64)
+            result.append(sock)
+        except BaseException as error:  # handed to the caller's thread
+            result.append(error)
+
+    # The scratch thread's namespace switch ends with the thread; the socket stays there.
+    thread = threading.Thread(target=create)
+    thread.start()
+    thread.join()
+    if isinstance(result[0], BaseException):
+        raise result[0]
+    sock: socket.socket = result[0]
+    return sock
+
+
+class _Watch:
+    """One open watch stream (for fault injection)."""
+
+    def __init__(self, handler: BaseHTTPRequestHandler) -> None:
+        self.handler = handler
+        self.dropped = False
+
+
+class FakeKubeApi:
+    """In-memory API server. Thread-safe; drive it from the test, talk to it over HTTP."""
+
+    def __init__(
+        self,
+        *,
+        netns: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        bookmark_interval_s: float = 1.0,
+        history: int = 100_000,
+    ) -> None:
+        self.netns = netns
+        self.host = host
+        self.port = port
+        self.bookmark_interval_s = bookmark_interval_s
+        self._cond = threading.Condition()
+        self._objects: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in _RESOURCES}
+        self._events: collections.deque[tuple[int, str, str, dict[str, Any]]] = collections.deque(maxlen=history)
+        self._rv = 1000
+        self._compacted_rv = 0
+        self._watches: set[_Watch] = set()
+        self._silent = False
+        self._outage: int | None = None
+        self.requests: list[tuple[str, str]] = []
+        """(method, path?query) of every request received, in order."""
+        self._server: ThreadingHTTPServer | None = None
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """Base URL (valid inside ``netns``)."""
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> FakeKubeApi:
+        """Listen (again, on the same port after a stop) and serve in a thread."""
+        sock = _socket_in_netns(self.netns, self.host, self.port)
+        self.port = sock.getsockname()[1]
+        api = self
+
+        class Handler(_Handler):
+            server_api = api
+
+        server = ThreadingHTTPServer((self.host, self.port), Handler, bind_and_activate=False)
+        server.socket.close()
+        server.socket = sock
+        server.server_address = sock.getsockname()
+        server.daemon_threads = True
+        self._server = server
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        """Stop listening and cut every open stream: the API server is unreachable."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        self.drop_watches()
+
+    def kubeconfig(self) -> str:
+        """A kubeconfig document pointing at this server."""
+        return json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+                "users": [{"name": "fake", "user": {"token": "test-token"}}],
+                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
+                "current-context": "fake",
+            }
+        )
+
+    # -- state changes ----------------------------------------------------------------
+
+    @property
+    def resource_version(self) -> int:
+        """The latest resourceVersion."""
+        with self._cond:
+            return self._rv
+
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Create or replace an object; returns the stored copy (with resourceVersion)."""
+        kind = _kind_of(obj)
+        with self._cond:
+            self._rv += 1
+            stored = copy.deepcopy(obj)
+            meta = stored.setdefault("metadata", {})
+            key = _key(stored)
+            old = self._objects[kind].get(key)
+            meta["resourceVersion"] = str(self._rv)
+            meta["uid"] = old["metadata"]["uid"] if old else str(uuid.uuid4())
+            meta.setdefault("creationTimestamp", "2026-01-01T00:00:00Z")
+            self._objects[kind][key] = stored
+            self._events.append((self._rv, kind, "MODIFIED" if old else "ADDED", stored))
+            self._cond.notify_all()
+            return copy.deepcopy(stored)
+
+    def delete(self, kind: str, key: str) -> None:
+        """Delete an object by kind and ``namespace/name`` (or name)."""
+        with self._cond:
+            stored = self._objects[kind].pop(key)
+            self._rv += 1
+            gone = copy.deepcopy(stored)
+            gone["metadata"]["resourceVersion"] = str(self._rv)
+            self._events.append((self._rv, kind, "DELETED", gone))
+            self._cond.notify_all()
+
+    def get(self, kind: str, key: str) -> dict[str, Any] | None:
+        """The stored object, or None."""
+        with self._cond:
+            obj = self._objects[kind].get(key)
+            return copy.deepcopy(obj) if obj else None
+
+    # -- faults -----------------------------------------------------------------------
+
+    def compact(self) -> None:
+        """Make every resourceVersion handed out so far too old: watches from them get 410."""
+        with self._cond:
+            self._rv += 1
+            self._compacted_rv = self._rv
+            self._cond.notify_all()
+
+    def drop_watches(self) -> int:
+        """Cut every open watch stream abruptly (no terminating chunk); returns how many."""
+        with self._cond:
+            watches = list(self._watches)
+            for watch in watches:
+                watch.dropped = True
+            self._cond.notify_all()
+        for watch in watches:
+            try:
+                watch.handler.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        return len(watches)
+
+    def silence_watches(self, silent: bool = True) -> None:
+        """Keep streams open but send nothing at all (no events, no bookmarks)."""
+        with self._cond:
+            self._silent = silent
+            self._cond.notify_all()
+
+    def set_outage(self, status: int | None) -> None:
+        """Answer every request with HTTP ``status`` (e.g. 503); None ends the outage."""
+        with self._cond:
+            self._outage = status
+        if status is not None:
+            self.drop_watches()
+
+    @property
+    def open_watches(self) -> int:
+        """How many watch streams are open now."""
+        with self._cond:
+            return len(self._watches)
+
+    # -- serving (called by the handler) ---------------------------------------------
+
+    def _list(self, kind: str, query: dict[str, str]) -> dict[str, Any]:
+        with self._cond:
+            items = [copy.deepcopy(o) for o in self._objects[kind].values() if _selected(o, query)]
+            rv = self._rv
+        items.sort(key=_key)
+        limit = int(query.get("limit") or 0)
+        start = int(query.get("continue") or 0)
+        metadata: dict[str, Any] = {"resourceVersion": str(rv)}
+        if limit and start + limit < len(items):
+            metadata["continue"] = str(start + limit)
+        if limit:
+            items = items[start : start + limit]
+        prefix, _, _, api_version, kind_name = _RESOURCES[kind]
+        return {"apiVersion": api_version, "kind": f"{kind_name}List", "metadata": metadata, "items": items}
+
+    def _watch_events(self, kind: str, query: dict[str, str], watch: _Watch) -> Iterator[dict[str, Any]]:
+        """Events after the requested resourceVersion, then live ones, until timeout or drop."""
+        timeout_s = float(query.get("timeoutSeconds") or 1800)
+        deadline = time.monotonic() + timeout_s
+        bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
+        try:
+            since = int(query.get("resourceVersion") or 0)
+        except ValueError:
+            since = 0
+        with self._cond:
+            if since and since < self._compacted_rv:
+                yield {
+                    "type": "ERROR",
+                    "object": {
+                        "kind": "Status",
+                        "apiVersion": "v1",
+                        "status": "Failure",
+                        "message": f"too old resource version: {since} ({self._compacted_rv})",
+                        "reason": "Expired",
+                        "code": 410,
+                    },
+                }
+                return
+            if not since:
+                since = self._rv
+                initial = [copy.deepcopy(o) for o in self._objects[kind].values() if _selected(o, query)]
+            else:
+                initial = []
+        for obj in initial:
+            yield {"type": "ADDED", "object": obj}
+        next_bookmark = time.monotonic() + self.bookmark_interval_s
+        while True:
+            with self._cond:
+                if watch.dropped:
+                    return
+                silent = self._silent
+                pending = [] if silent else [
+                    (rv, event_type, obj)
+                    for rv, event_kind, event_type, obj in self._events
+                    if rv > since and event_kind == kind
+                ]
+                if not pending:
+                    now = time.monotonic()
+                    wake = deadline if silent or not bookmarks else min(deadline, next_bookmark)
+                    if wake > now:
+                        self._cond.wait(wake - now)
+                latest = self._rv
+            for rv, event_type, obj in pending:
+                since = rv
+                if _selected(obj, query):
+                    yield {"type": event_type, "object": copy.deepcopy(obj)}
+            if silent:
+                continue  # a mute stream: no events, no bookmarks, no end
+            now = time.monotonic()
+            if now >= deadline:
+                return
+            if bookmarks and now >= next_bookmark:
+                # Every event of this kind up to `latest` was yielded above.
+                since = max(since, latest)
+                yield _bookmark(kind, since)
+                next_bookmark = now + self.bookmark_interval_s
+
+
+def _bookmark(kind: str, rv: int) -> dict[str, Any]:
+    _, _, _, api_version, kind_name = _RESOURCES[kind]
+    return {
+        "type": "BOOKMARK",
+        "object": {"apiVersion": api_version, "kind": kind_name, "metadata": {"resourceVersion": str(rv)}},
+    }
+
+
+def _kind_of(obj: dict[str, Any]) -> str:
+    for kind, (_, _, _, api_version, kind_name) in _RESOURCES.items():
+        if obj.get("kind") == kind_name:
+            return kind
+    raise ValueError(f"unsupported kind {obj.get('kind')!r}")
+
+
+def _selected(obj: dict[str, Any], query: dict[str, str]) -> bool:
+    selector = query.get("fieldSelector") or ""
+    meta = obj.get("metadata", {})
+    for term in filter(None, selector.split(",")):
+        field, _, value = term.partition("=")
+        field = field.rstrip("=!")
+        negate = "!=" in term
+        actual = {"metadata.name": meta.get("name"), "metadata.namespace": meta.get("namespace")}.get(field)
+        if (actual == value) == negate:
+            return False
+    return True
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_api: FakeKubeApi
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002  # quiet
+        pass
+
+    def _route(self, path: str) -> tuple[str, str | None, str | None] | None:
+        """(kind, namespace, name) for a collection or object path."""
+        for kind, (prefix, plural, namespaced, _, _) in _RESOURCES.items():
+            if not path.startswith(prefix + "/"):
+                continue
+            parts = path[len(prefix) + 1 :].strip("/").split("/")
+            if parts[0] == plural and len(parts) <= 2:
+                return kind, None, parts[1] if len(parts) == 2 else None
+            if namespaced and len(parts) in (3, 4) and parts[0] == "namespaces" and parts[2] == plural:
+                return kind, parts[1], parts[3] if len(parts) == 4 else None
+        return None
+
+    def _send_json(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _status(self, code: int, reason: str, message: str) -> None:
+        self._send_json(
+            code,
+            {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message, "reason": reason,
+             "code": code},
+        )
+
+    def do_GET(self) -> None:  # noqa: N802  # http.server's naming
+        api = self.server_api
+        split = urlsplit(self.path)
+        api.requests.append(("GET", self.path))
+        query = {k: v[-1] for k, v in parse_qs(split.query).items()}
+        with api._cond:
+            outage = api._outage
+        if outage is not None:
+            self._status(outage, "ServiceUnavailable", "injected outage")
+            return
+        route = self._route(split.path)
+        if route is None:
+            self._status(404, "NotFound", f"no route for {split.path}")
+            return
+        kind, namespace, name = route
+        if namespace:
+            query["fieldSelector"] = ",".join(filter(None, [query.get("fieldSelector"), f"metadata.namespace={namespace}"]))
+        if name is not None:
+            obj = api.get(kind, f"{namespace}/{name}" if namespace else name)
+            if obj is None:
+                self._status(404, "NotFound", f"{kind} {name!r} not found")
+            else:
+                self._send_json(200, obj)
+            return
+        if query.get("watch") in ("true", "1"):
+            self._stream(kind, query)
+        else:
+            self._send_json(200, api._list(kind, query))
+
+    def _stream(self, kind: str, query: dict[str, str]) -> None:
+        api = self.server_api
+        watch = _Watch(self)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        with api._cond:
+            api._watches.add(watch)
+        try:
+            for event in api._watch_events(kind, query, watch):
+                line = json.dumps(event).encode() + b"\n"
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+                self.wfile.flush()
+            if not watch.dropped:
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+        except OSError:
+            pass
+        finally:
+            with api._cond:
+                api._watches.discard(watch)
+            if watch.dropped:
+                self.close_connection = True
+

@@ -1,0 +1,175 @@
+"""Test topology: network namespaces joined by veth pairs, FRR's bgpd in one of them.
+
+Everything is created under unique names and torn down by the ``Lab`` that made it;
+processes are stopped by PID only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+__all__ = ["Frr", "Lab", "wait_until"]
+
+T = TypeVar("T")
+
+
+def wait_until(
+    probe: Callable[[], T], *, timeout_s: float, desc: str, interval_s: float = 0.02
+) -> T:
+    """Poll ``probe`` until it returns a truthy value; on timeout fail with the last value seen."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while True:
+        try:
+            last = probe()
+        except Exception as error:  # noqa: BLE001  # reported below if it never recovers
+            last = f"{type(error).__name__}: {error}"
+        else:
+            if last:
+                return last
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {desc}; last observed: {last!r}")
+        time.sleep(interval_s)
+
+
+def _run(*argv: str) -> str:
+    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def stop_pid(pid: int, *, timeout_s: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL; wait until the PID is gone."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not pid_alive(pid):
+                return
+            time.sleep(0.02)
+
+
+@dataclasses.dataclass
+class Frr:
+    """One bgpd in a namespace, driven through vtysh."""
+
+    netns: str
+    workdir: Path
+    pid: int = 0
+
+    def start(self, config: str) -> Frr:
+        """Write ``bgpd.conf`` and start bgpd without zebra (-Z), daemonized; record its PID."""
+        subprocess.run(["install", "-d", "-o", "frr", "-g", "frr", str(self.workdir)], check=True)
+        conf = self.workdir / "bgpd.conf"
+        conf.write_text(config)
+        subprocess.run(["chown", "frr:frr", str(conf)], check=True)
+        pidfile = self.workdir / "bgpd.pid"
+        pidfile.unlink(missing_ok=True)
+        _run(
+            "ip", "netns", "exec", self.netns, "/usr/lib/frr/bgpd", "-d", "-Z",
+            "-f", str(conf), "-i", str(pidfile), "--vty_socket", str(self.workdir),
+            "-A", "127.0.0.1", "-P", "0",
+        )  # fmt: skip
+        self.pid = int(wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), timeout_s=10,
+                                  desc="bgpd pidfile"))
+        return self
+
+    def vtysh(self, command: str) -> str:
+        """Run one vtysh command against this bgpd."""
+        return _run("vtysh", "--vty_socket", str(self.workdir), "-c", command)
+
+    def json(self, command: str) -> Any:
+        """Run a ``... json`` command and decode it."""
+        return json.loads(self.vtysh(command) or "{}")
+
+    def best_paths(self, afi: str = "ipv4") -> dict[str, dict[str, Any]]:
+        """{prefix: best path} of the unicast table."""
+        table = self.json(f"show bgp {afi} unicast json").get("routes", {})
+        best = {}
+        for prefix, paths in table.items():
+            for path in paths:
+                if path.get("bestpath"):
+                    best[prefix] = path
+        return best
+
+    def neighbor(self, address: str) -> dict[str, Any]:
+        """FRR's JSON view of one neighbor."""
+        data: dict[str, Any] = self.json(f"show bgp neighbors {address} json").get(address, {})
+        return data
+
+    def stop(self) -> None:
+        """Stop bgpd by PID."""
+        if self.pid:
+            stop_pid(self.pid)
+            self.pid = 0
+
+
+class Lab:
+    """Namespaces and links with unique names; ``close()`` removes all of it."""
+
+    def __init__(self, tag: str = "") -> None:
+        self.prefix = f"bsp{os.getpid() % 100000}{tag}"
+        self.namespaces: list[str] = []
+        self.frrs: list[Frr] = []
+        self._links = 0
+        # bgpd drops to user frr: its directories must be reachable by that user,
+        # which pytest's 0700 tmp_path is not.
+        self.root = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-"))
+        self.root.chmod(0o755)
+
+    def netns(self, name: str) -> str:
+        """Create a namespace with loopback up; return its full name."""
+        full = f"{self.prefix}-{name}"
+        _run("ip", "netns", "add", full)
+        self.namespaces.append(full)
+        _run("ip", "-n", full, "link", "set", "lo", "up")
+        return full
+
+    def link(self, ns_a: str, addr_a: str, ns_b: str, addr_b: str) -> tuple[str, str]:
+        """A veth pair between two namespaces with the given ``addr/len`` on each end."""
+        self._links += 1
+        if_a, if_b = f"v{os.getpid() % 100000}a{self._links}", f"v{os.getpid() % 100000}b{self._links}"
+        _run("ip", "link", "add", if_a, "type", "veth", "peer", "name", if_b)
+        _run("ip", "link", "set", if_a, "netns", ns_a)
+        _run("ip", "link", "set", if_b, "netns", ns_b)
+        for ns, ifname, addr in ((ns_a, if_a, addr_a), (ns_b, if_b, addr_b)):
+            family = "-6" if ":" in addr else "-4"
+            extra = ["nodad"] if family == "-6" else []
+            _run("ip", family, "-n", ns, "addr", "add", addr, "dev", ifname, *extra)
+            _run("ip", "-n", ns, "link", "set", ifname, "up")
+        return if_a, if_b
+
+    def frr(self, netns: str, config: str) -> Frr:
+        """Start a bgpd in ``netns``, with its files under this lab's directory."""
+        frr = Frr(netns=netns, workdir=self.root / netns).start(config)
+        self.frrs.append(frr)
+        return frr
+
+    def close(self) -> None:
+        """Stop every bgpd and delete every namespace (their veths go with them)."""
+        for frr in self.frrs:
+            frr.stop()
+        for ns in reversed(self.namespaces):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        self.namespaces.clear()
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -1,0 +1,106 @@
+"""Run the real ``bgpspeaker run`` process in a namespace and read its JSON log stream."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.lab.netns import pid_alive, stop_pid, wait_until
+
+__all__ = ["SpeakerProcess"]
+
+
+class SpeakerProcess:
+    """One bgpspeaker daemon, started with ``ip netns exec`` (which execs: same PID)."""
+
+    def __init__(self, *, netns: str, workdir: Path, config: str, kubeconfig: str, node_name: str) -> None:
+        self.netns = netns
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path = workdir / "speaker.yaml"
+        self.config_path.write_text(config)
+        self.kubeconfig_path = workdir / "kubeconfig"
+        self.kubeconfig_path.write_text(kubeconfig)
+        self.log_path = workdir / "speaker.log"
+        self.node_name = node_name
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, *extra: str) -> SpeakerProcess:
+        """Start the daemon; returns at once (wait on log events for readiness)."""
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [
+                "ip", "netns", "exec", self.netns,
+                sys.executable, "-m", "bgpspeaker.cli", "--log-format", "json", "--log-level", "debug",
+                "run", "--config", str(self.config_path), "--kubeconfig", str(self.kubeconfig_path),
+                "--node-name", self.node_name, *extra,
+            ],  # fmt: skip
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def events(self, event: str | None = None, **match: Any) -> list[dict[str, Any]]:
+        """Every JSON log line so far, optionally only ``event`` with keys equal to ``match``."""
+        out = []
+        for line in self.log_path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if event is not None and record.get("event") != event:
+                continue
+            if all(record.get(k) == v for k, v in match.items()):
+                out.append(record)
+        return out
+
+    def wait_event(self, event: str, *, timeout_s: float = 10.0, after: int = 0, **match: Any) -> dict[str, Any]:
+        """Wait for the (after+1)-th matching log event."""
+        found: list[dict[str, Any]] = wait_until(
+            lambda: (events := self.events(event, **match)) and len(events) > after and events,
+            timeout_s=timeout_s,
+            desc=f"log event {event} {match} (#{after + 1}); log tail: {self.tail()}",
+        )
+        return found[after]
+
+    def tail(self, lines: int = 15) -> str:
+        """The end of the log, for failure messages."""
+        return "\n".join(self.log_path.read_text().splitlines()[-lines:])
+
+    def exabgp_pid(self) -> int:
+        """PID of the ExaBGP child that is running now (the latest exabgp_started)."""
+        pid: int = self.wait_event("exabgp_started")["pid"]
+        latest: int = self.events("exabgp_started")[-1]["pid"]
+        return latest if pid_alive(latest) else pid
+
+    def terminate(self, timeout_s: float = 10.0) -> tuple[int | None, float]:
+        """SIGTERM and wait; returns (exit code or None if it had to be killed, seconds taken)."""
+        assert self.proc is not None
+        started = time.monotonic()
+        self.proc.terminate()
+        try:
+            code: int | None = self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            code = None
+        return code, time.monotonic() - started
+
+    def close(self) -> None:
+        """Stop the daemon and every ExaBGP it started, by PID."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.terminate()
+        for record in self.events("exabgp_started"):
+            if pid_alive(record["pid"]):
+                stop_pid(record["pid"])
