@@ -67,7 +67,7 @@ def _guarded(target: Callable[[], None], name: str, crashed: threading.Event) ->
     def body() -> None:
         try:
             target()
-        except BaseException:  # noqa: BLE001  # a half-alive speaker is worse than a restart
+        except BaseException:  # a half-alive speaker is worse than a restart
             log.exception("thread_crashed", thread=name)
             crashed.set()
 
@@ -119,9 +119,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     reconciler = Reconciler(config, node_name=node_name, store=store, exabgp=exabgp)
     settings = WatchSettings(inactivity_timeout_s=args.watch_inactivity_timeout)
-    watchers = make_watchers(
-        api_client(args.kubeconfig), store, node_name=node_name, settings=settings, stop=stop
-    )
+    watchers = make_watchers(api_client(args.kubeconfig), store, node_name=node_name, settings=settings, stop=stop)
     log.info(
         "speaker_starting",
         version=__version__,

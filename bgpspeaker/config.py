@@ -86,9 +86,7 @@ def _peer(data: Any, path: str, problems: list[str]) -> PeerConfig | None:
     _unknown_keys(data, _PEER_KEYS, path, problems)
     name = data.get("name")
     if not isinstance(name, str) or not _PEER_NAME.match(name):
-        problems.append(
-            f"{path}.name: must be a DNS label (lowercase letters, digits, '-', at most 63), got {name!r}"
-        )
+        problems.append(f"{path}.name: must be a DNS label (lowercase letters, digits, '-', at most 63), got {name!r}")
     raw_address = data.get("peerAddress")
     address: IPAddress | None = None
     try:
@@ -145,9 +143,7 @@ def parse_config(data: Any) -> SpeakerConfig:
     if lb_class is None:
         lb_class = ""
     if not isinstance(lb_class, str) or (lb_class and not _CLASS_NAME.match(lb_class)):
-        problems.append(
-            f"loadBalancerClass: must be \"\" or a class name like 'example.com/bgp', got {lb_class!r}"
-        )
+        problems.append(f"loadBalancerClass: must be \"\" or a class name like 'example.com/bgp', got {lb_class!r}")
         lb_class = ""
 
     peers: list[tuple[int, PeerConfig]] = []
@@ -174,4 +170,6 @@ def parse_config(data: Any) -> SpeakerConfig:
 
     if problems:
         raise ConfigError(problems)
-    return SpeakerConfig(my_asn=my_asn, peers=tuple(peer for _, peer in peers), router_id=router_id, load_balancer_class=lb_class)
+    return SpeakerConfig(
+        my_asn=my_asn, peers=tuple(peer for _, peer in peers), router_id=router_id, load_balancer_class=lb_class
+    )

@@ -193,9 +193,7 @@ def decide(snapshot: Snapshot, config: SpeakerConfig, node_name: str) -> Decisio
         if service.type != "LoadBalancer":
             continue  # not ours to talk about: keeps verdicts proportional to LB services
         slices = snapshot.slices_by_service.get(key, {}).values()
-        for verdict in decide_service(
-            service, slices, config=config, node_name=node_name, node_reason=node_reason
-        ):
+        for verdict in decide_service(service, slices, config=config, node_name=node_name, node_reason=node_reason):
             verdicts.append(verdict)
             if verdict.ip is not None and verdict.reason.announces:
                 peers, services = wanted.setdefault(host_prefix(verdict.ip), (set(), set()))

@@ -41,9 +41,7 @@ class Changes:
         return bool(self.announces or self.withdraws)
 
 
-def diff(
-    desired: Mapping[RouteKey, Attributes], acked: Mapping[RouteKey, Attributes | Unknown]
-) -> Changes:
+def diff(desired: Mapping[RouteKey, Attributes], acked: Mapping[RouteKey, Attributes | Unknown]) -> Changes:
     """Only the difference: new or changed routes to announce, stale ones to withdraw."""
     announces: dict[tuple[str, Attributes], list[Prefix]] = {}
     withdraws: dict[str, list[Prefix]] = {}

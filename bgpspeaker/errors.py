@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 __all__ = ["BgpSpeakerError", "CommandValueError", "ConfigError", "ExabgpUnavailable"]
 
 
@@ -22,4 +24,12 @@ class CommandValueError(BgpSpeakerError):
 
 
 class ExabgpUnavailable(BgpSpeakerError):
-    """ExaBGP is not running, or its API connection was lost mid-command."""
+    """ExaBGP is not running, or its API connection was lost mid-command.
+
+    ``results`` holds the acks received before the failure, one per line sent, in order;
+    the lines after them are in an unknown state.
+    """
+
+    def __init__(self, message: str, results: Sequence[bool] = ()) -> None:
+        super().__init__(message)
+        self.results = tuple(results)

@@ -35,7 +35,7 @@ from typing import IO, Any
 
 import structlog
 
-from bgpspeaker.config import IPAddress, PeerConfig, SpeakerConfig
+from bgpspeaker.config import IPAddress, SpeakerConfig
 from bgpspeaker.errors import ExabgpUnavailable
 
 __all__ = ["ExabgpSupervisor", "PeerState", "render_config"]
@@ -60,9 +60,7 @@ def _safe_path(path: str) -> str:
     return path
 
 
-def render_config(
-    config: SpeakerConfig, *, router_id: IPAddress, relay_command: Sequence[str]
-) -> str:
+def render_config(config: SpeakerConfig, *, router_id: IPAddress, relay_command: Sequence[str]) -> str:
     """ExaBGP's configuration text for ``config`` (pure; every value is typed or checked)."""
     neighbor = _template("neighbor.conf.tmpl")
     blocks = []
@@ -196,7 +194,7 @@ class ExabgpSupervisor:
                     try:
                         conn.sock.sendall(payload)
                     except OSError as error:
-                        raise self._unavailable(f"write failed: {error}", results) from error
+                        raise ExabgpUnavailable(f"write failed: {error}", results) from error
                     sent = end
                     continue
                 try:
@@ -209,9 +207,9 @@ class ExabgpSupervisor:
                         timeout_s=self.ack_timeout_s,
                     )
                     self._kill()
-                    raise self._unavailable("no acknowledgement before the deadline", results) from None
+                    raise ExabgpUnavailable("no acknowledgement before the deadline", results) from None
                 if ack is None:
-                    raise self._unavailable("API connection closed", results)
+                    raise ExabgpUnavailable("API connection closed", results)
                 results.append(ack)
             return generation, results
 
@@ -231,12 +229,6 @@ class ExabgpSupervisor:
         self._thread.join(timeout_s)
 
     # -- internals -------------------------------------------------------------------
-
-    @staticmethod
-    def _unavailable(message: str, results: list[bool]) -> ExabgpUnavailable:
-        error = ExabgpUnavailable(message)
-        error.results = list(results)  # type: ignore[attr-defined]  # partial results travel with it
-        return error
 
     def _kill(self) -> None:
         proc = self._proc
@@ -284,7 +276,7 @@ class ExabgpSupervisor:
     def _run(self) -> None:
         try:
             self._supervise()
-        except BaseException as error:  # noqa: BLE001  # recorded for the entry point, which exits
+        except BaseException as error:  # recorded for the entry point, which exits
             self.failed = error
             log.exception("exabgp_supervisor_failed")
         finally:
@@ -354,8 +346,12 @@ class ExabgpSupervisor:
                 with self._ready:
                     self._conn = conn
                     self._ready.notify_all()
-                log.info("exabgp_api_connected", pid=proc.pid, generation=generation,
-                         startup_ms=round((time.monotonic() - started) * 1000, 1))
+                log.info(
+                    "exabgp_api_connected",
+                    pid=proc.pid,
+                    generation=generation,
+                    startup_ms=round((time.monotonic() - started) * 1000, 1),
+                )
                 self._on_ready()
                 continue
             try:
@@ -378,8 +374,13 @@ class ExabgpSupervisor:
             self._drop_connection(conn)
         output.join(2.0)
         level = log.info if self._stopping.is_set() else log.error
-        level("exabgp_exited", pid=proc.pid, code=code, generation=generation,
-              uptime_s=round(time.monotonic() - started, 1))
+        level(
+            "exabgp_exited",
+            pid=proc.pid,
+            code=code,
+            generation=generation,
+            uptime_s=round(time.monotonic() - started, 1),
+        )
         for name, state in list(self.peers.items()):
             if state.state == "up":
                 log.warning("peer_down", peer=name, reason="exabgp_exited")
@@ -421,8 +422,9 @@ class ExabgpSupervisor:
         previous = self.peers.get(name)
         self.peers[name] = PeerState(name, state, time.monotonic(), reason)
         if state == "up":
-            log.info("peer_up", peer=name, peer_address=peer_address,
-                     local_address=neighbor.get("address", {}).get("local"))
+            log.info(
+                "peer_up", peer=name, peer_address=peer_address, local_address=neighbor.get("address", {}).get("local")
+            )
         elif state == "down":
             if previous is not None and previous.state == "up":
                 log.warning("peer_down", peer=name, peer_address=peer_address, reason=reason or "unknown")

@@ -95,7 +95,12 @@ class ClusterStore:
             )
 
     def _table(self, kind: str) -> dict[str, Any]:
-        return {"services": self._services, "endpointslices": self._slices, "nodes": self._nodes}[kind]
+        tables: dict[str, dict[str, Any]] = {
+            "services": self._services,
+            "endpointslices": self._slices,
+            "nodes": self._nodes,
+        }
+        return tables[kind]
 
     def _index_slice(self, key: str, value: EndpointSlice | None) -> None:
         old = self._slices.get(key)
@@ -237,9 +242,7 @@ class Watcher:
             return failures
         delay = self._settings.backoff_s[min(failures, len(self._settings.backoff_s) - 1)]
         self.restarts += 1
-        log.warning(
-            "watch_restarted", kind=self.kind, error=_describe(error), attempt=failures + 1, retry_in_s=delay
-        )
+        log.warning("watch_restarted", kind=self.kind, error=_describe(error), attempt=failures + 1, retry_in_s=delay)
         self._stop.wait(delay)
         return failures + 1
 
@@ -344,12 +347,12 @@ def api_client(kubeconfig: str | None) -> k8s.ApiClient:
     """``--kubeconfig`` if given, else in-cluster config, else the usual kubeconfig lookup."""
     configuration = k8s.Configuration()
     if kubeconfig:
-        k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)  # type: ignore[no-untyped-call]  # untyped library
     else:
         try:
-            k8s_config.load_incluster_config(client_configuration=configuration)
+            k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]  # untyped library
         except k8s_config.ConfigException:
-            k8s_config.load_kube_config(client_configuration=configuration)
+            k8s_config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]  # untyped library
     return k8s.ApiClient(configuration)
 
 
@@ -370,7 +373,5 @@ def make_watchers(
         Watcher(
             "endpointslices", discovery.list_endpoint_slice_for_all_namespaces, parse_endpoint_slice, store, **common
         ),
-        Watcher(
-            "nodes", core.list_node, parse_node, store, field_selector=f"metadata.name={node_name}", **common
-        ),
+        Watcher("nodes", core.list_node, parse_node, store, field_selector=f"metadata.name={node_name}", **common),
     ]

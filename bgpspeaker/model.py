@@ -215,9 +215,7 @@ def parse_node(obj: Any) -> Node:
     """Reduce a raw Node to its labels and its NetworkUnavailable condition."""
     name = object_key(obj)
     meta = _mapping(obj.get("metadata"), "metadata")
-    labels = {
-        str(k): str(v) for k, v in _mapping(meta.get("labels"), "metadata.labels").items() if isinstance(v, str)
-    }
+    labels = {str(k): str(v) for k, v in _mapping(meta.get("labels"), "metadata.labels").items() if isinstance(v, str)}
     status = _mapping(obj.get("status"), "status")
     unavailable = False
     for index, raw in enumerate(_list(status.get("conditions"), "status.conditions")):

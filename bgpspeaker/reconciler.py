@@ -35,15 +35,11 @@ def desired_routes(decision: Decision) -> dict[RouteKey, Attributes]:
     """Every (peer, prefix) the decision wants, with its attributes."""
     plain = Attributes()
     return {
-        (peer, prefix): plain
-        for prefix, announcement in decision.announcements.items()
-        for peer in announcement.peers
+        (peer, prefix): plain for prefix, announcement in decision.announcements.items() for peer in announcement.peers
     }
 
 
-def withdraw_reason(
-    prefix: Prefix, services: Iterable[str], decision: Decision, snapshot: Snapshot
-) -> Reason:
+def withdraw_reason(prefix: Prefix, services: Iterable[str], decision: Decision, snapshot: Snapshot) -> Reason:
     """Why ``prefix``, once wanted by ``services``, is no longer announced."""
     by_service: dict[str, list[Verdict]] = {}
     for verdict in decision.verdicts:
@@ -176,11 +172,11 @@ class Reconciler:
         try:
             _, results = self._exabgp.execute(lines)
         except ExabgpUnavailable as error:
-            results = getattr(error, "results", [])
+            results = list(error.results)
             log.warning("exabgp_unavailable", error=str(error), acknowledged=len(results), sent=len(lines))
         announced: dict[Prefix, list[str]] = {}
         withdrawn: dict[Prefix, list[str]] = {}
-        for index, (peer, attributes, chunk) in enumerate(sent):
+        for index, (peer, sent_attributes, chunk) in enumerate(sent):
             ok = results[index] if index < len(results) else None
             if ok is False:
                 log.error("exabgp_command_failed", peer=peer, command=lines[index][:200], prefixes=len(chunk))
@@ -188,11 +184,11 @@ class Reconciler:
                 key = (peer, prefix)
                 if ok is not True:
                     self._acked[key] = UNKNOWN
-                elif attributes is None:
+                elif sent_attributes is None:
                     self._acked.pop(key, None)
                     withdrawn.setdefault(prefix, []).append(peer)
                 else:
-                    self._acked[key] = attributes
+                    self._acked[key] = sent_attributes
                     announced.setdefault(prefix, []).append(peer)
         self._log_routes(announced, withdrawn, decision=decision, snapshot=snapshot)
         if any(ok is not True for ok in results) or len(results) < len(lines):
@@ -238,7 +234,7 @@ class Reconciler:
         try:
             _, results = self._exabgp.execute(lines)
         except ExabgpUnavailable as error:
-            results = getattr(error, "results", [])
+            results = list(error.results)
         confirmed = len(results) == len(lines) and all(results)
         for prefix in sorted({prefix for _, prefix in self._acked}, key=prefix_order):
             log.info(
@@ -252,4 +248,3 @@ class Reconciler:
         if confirmed:
             self._acked.clear()
         return remaining
-

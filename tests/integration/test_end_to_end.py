@@ -22,8 +22,11 @@ def best(topology: Topology, prefix: str) -> dict[str, Any] | None:
 
 
 def wait_best(topology: Topology, prefix: str, timeout_s: float = 15.0) -> dict[str, Any]:
-    return wait_until(lambda: best(topology, prefix), timeout_s=timeout_s,
-                      desc=f"{prefix} best in FRR; speaker log: {topology.speaker.tail(5)}")
+    return wait_until(
+        lambda: best(topology, prefix),
+        timeout_s=timeout_s,
+        desc=f"{prefix} best in FRR; speaker log: {topology.speaker.tail(5)}",
+    )
 
 
 def wait_gone(topology: Topology, prefix: str, timeout_s: float = 10.0) -> None:
@@ -32,8 +35,9 @@ def wait_gone(topology: Topology, prefix: str, timeout_s: float = 10.0) -> None:
 
 def cluster_service(topology: Topology, name: str, ip: str, endpoint_node: str = "node-b") -> None:
     topology.api.apply(service("default", name, ips=[ip]))
-    topology.api.apply(endpoint_slice("default", f"{name}-1", service_name=name,
-                                      endpoints=[("10.244.1.5", endpoint_node, True, True)]))
+    topology.api.apply(
+        endpoint_slice("default", f"{name}-1", service_name=name, endpoints=[("10.244.1.5", endpoint_node, True, True)])
+    )
 
 
 def start(topology: Topology) -> None:
@@ -48,8 +52,9 @@ def test_cluster_vip_is_announced_with_the_node_as_next_hop(topology: Topology) 
     # Intermediate state: listed, no endpoints yet, nothing announced.
     topology.speaker.wait_event("reconcile_finished", desired=0)
     assert best(topology, VIP) is None
-    topology.api.apply(endpoint_slice("default", "web-1", service_name="web",
-                                      endpoints=[("10.244.1.5", "node-b", True, True)]))
+    topology.api.apply(
+        endpoint_slice("default", "web-1", service_name="web", endpoints=[("10.244.1.5", "node-b", True, True)])
+    )
     path = wait_best(topology, VIP)
     assert [hop["ip"] for hop in path["nexthops"]] == [SPEAKER_NEXT_HOP]
     assert path["path"] == "64513"
@@ -61,20 +66,23 @@ def test_cluster_vip_is_announced_with_the_node_as_next_hop(topology: Topology) 
 def test_local_vip_follows_the_local_endpoint(topology: Topology) -> None:
     """Local policy: announced only while this node runs a usable endpoint; withdrawn when it moves away."""
     topology.api.apply(service("default", "local", ips=["192.0.2.20"], policy="Local"))
-    topology.api.apply(endpoint_slice("default", "local-1", service_name="local",
-                                      endpoints=[("10.244.1.5", "node-b", True, True)]))
+    topology.api.apply(
+        endpoint_slice("default", "local-1", service_name="local", endpoints=[("10.244.1.5", "node-b", True, True)])
+    )
     # A canary applied afterwards: once it is best, the speaker has seen the Local objects too.
     cluster_service(topology, "canary", "192.0.2.99")
     start(topology)
     wait_best(topology, "192.0.2.99/32")
     assert best(topology, "192.0.2.20/32") is None, "Local VIP announced without a local endpoint"
 
-    topology.api.apply(endpoint_slice("default", "local-1", service_name="local",
-                                      endpoints=[("10.244.0.7", NODE, True, True)]))
+    topology.api.apply(
+        endpoint_slice("default", "local-1", service_name="local", endpoints=[("10.244.0.7", NODE, True, True)])
+    )
     wait_best(topology, "192.0.2.20/32")
 
-    topology.api.apply(endpoint_slice("default", "local-1", service_name="local",
-                                      endpoints=[("10.244.1.9", "node-b", True, True)]))
+    topology.api.apply(
+        endpoint_slice("default", "local-1", service_name="local", endpoints=[("10.244.1.9", "node-b", True, True)])
+    )
     wait_gone(topology, "192.0.2.20/32")
     withdrawn = topology.speaker.wait_event("route_withdrawn", prefix="192.0.2.20/32")
     assert withdrawn["reason"] == "no_local_endpoints"
@@ -85,17 +93,20 @@ def test_local_vip_follows_the_local_endpoint(topology: Topology) -> None:
 def test_terminating_but_serving_endpoint_keeps_the_route(topology: Topology) -> None:
     """ready=false, serving=true (a rollout) keeps the VIP; serving=false too withdraws it."""
     topology.api.apply(service("default", "roll", ips=["192.0.2.30"], policy="Local"))
-    topology.api.apply(endpoint_slice("default", "roll-1", service_name="roll",
-                                      endpoints=[("10.244.0.7", NODE, True, True)]))
+    topology.api.apply(
+        endpoint_slice("default", "roll-1", service_name="roll", endpoints=[("10.244.0.7", NODE, True, True)])
+    )
     start(topology)
     wait_best(topology, "192.0.2.30/32")
-    topology.api.apply(endpoint_slice("default", "roll-1", service_name="roll",
-                                      endpoints=[("10.244.0.7", NODE, False, True)]))
+    topology.api.apply(
+        endpoint_slice("default", "roll-1", service_name="roll", endpoints=[("10.244.0.7", NODE, False, True)])
+    )
     cluster_service(topology, "canary", "192.0.2.99")
     wait_best(topology, "192.0.2.99/32")
     assert best(topology, "192.0.2.30/32") is not None
-    topology.api.apply(endpoint_slice("default", "roll-1", service_name="roll",
-                                      endpoints=[("10.244.0.7", NODE, False, False)]))
+    topology.api.apply(
+        endpoint_slice("default", "roll-1", service_name="roll", endpoints=[("10.244.0.7", NODE, False, False)])
+    )
     wait_gone(topology, "192.0.2.30/32")
 
 
@@ -112,8 +123,9 @@ def test_service_deleted_withdraws_its_vip(topology: Topology) -> None:
 def test_shared_vip_stays_while_any_service_qualifies(topology: Topology) -> None:
     """Two services on one IP: up while either qualifies, withdrawn when the last one stops."""
     topology.api.apply(service("default", "tcp", ips=["192.0.2.40"], policy="Local"))
-    topology.api.apply(endpoint_slice("default", "tcp-1", service_name="tcp",
-                                      endpoints=[("10.244.1.5", "node-b", True, True)]))
+    topology.api.apply(
+        endpoint_slice("default", "tcp-1", service_name="tcp", endpoints=[("10.244.1.5", "node-b", True, True)])
+    )
     cluster_service(topology, "udp", "192.0.2.40")
     start(topology)
     wait_best(topology, "192.0.2.40/32")
@@ -164,8 +176,11 @@ def test_dropped_streams_and_410_relist_without_flapping(topology: Topology) -> 
         assert topology.api.drop_watches() >= 3
         # Changed while the speaker was reconnecting: must arrive through the relist.
         cluster_service(topology, "late", "192.0.2.12")
-        wait_until(lambda: len(topology.speaker.events("watch_listed")) >= lists_before + 3,
-                   timeout_s=15, desc="all three kinds relisted")
+        wait_until(
+            lambda: len(topology.speaker.events("watch_listed")) >= lists_before + 3,
+            timeout_s=15,
+            desc="all three kinds relisted",
+        )
         assert len(topology.speaker.events("watch_expired")) >= 3
         wait_best(topology, "192.0.2.12/32")
         # A stream dropped without expiry resumes from its resourceVersion (no relist).
@@ -189,8 +204,11 @@ def test_exabgp_killed_is_restarted_and_routes_come_back(topology: Topology) -> 
     os.kill(first, signal.SIGKILL)
     restarted = topology.speaker.wait_event("exabgp_started", after=1, timeout_s=10)
     assert restarted["pid"] != first
-    wait_until(lambda: best(topology, VIP) and pid_alive(restarted["pid"]), timeout_s=15,
-               desc="route back through the new ExaBGP")
+    wait_until(
+        lambda: best(topology, VIP) and pid_alive(restarted["pid"]),
+        timeout_s=15,
+        desc="route back through the new ExaBGP",
+    )
     print(f"ExaBGP SIGKILL -> route best again: {time.monotonic() - killed_at:.2f} s")
     assert not pid_alive(first)
     assert topology.speaker.events("exabgp_exited", pid=first)

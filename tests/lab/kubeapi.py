@@ -129,7 +129,7 @@ def _socket_in_netns(netns: str | None, host: str, port: int) -> socket.socket:
             sock.bind((host, port))
             sock.listen(64)
             result.append(sock)
-        except BaseException as error:  # handed to the caller's thread
+        except BaseException as error:  # noqa: BLE001  # handed to the caller's thread
             result.append(error)
 
     # The scratch thread's namespace switch ends with the thread; the socket stays there.
@@ -321,7 +321,7 @@ class FakeKubeApi:
             metadata["continue"] = str(start + limit)
         if limit:
             items = items[start : start + limit]
-        prefix, _, _, api_version, kind_name = _RESOURCES[kind]
+        _, _, _, api_version, kind_name = _RESOURCES[kind]
         return {"apiVersion": api_version, "kind": f"{kind_name}List", "metadata": metadata, "items": items}
 
     def _watch_events(self, kind: str, query: dict[str, str], watch: _Watch) -> Iterator[dict[str, Any]]:
@@ -360,11 +360,15 @@ class FakeKubeApi:
                 if watch.dropped:
                     return
                 silent = self._silent
-                pending = [] if silent else [
-                    (rv, event_type, obj)
-                    for rv, event_kind, event_type, obj in self._events
-                    if rv > since and event_kind == kind
-                ]
+                pending = (
+                    []
+                    if silent
+                    else [
+                        (rv, event_type, obj)
+                        for rv, event_kind, event_type, obj in self._events
+                        if rv > since and event_kind == kind
+                    ]
+                )
                 if not pending:
                     now = time.monotonic()
                     wake = deadline if silent or not bookmarks else min(deadline, next_bookmark)
@@ -396,7 +400,7 @@ def _bookmark(kind: str, rv: int) -> dict[str, Any]:
 
 
 def _kind_of(obj: dict[str, Any]) -> str:
-    for kind, (_, _, _, api_version, kind_name) in _RESOURCES.items():
+    for kind, (_, _, _, _, kind_name) in _RESOURCES.items():
         if obj.get("kind") == kind_name:
             return kind
     raise ValueError(f"unsupported kind {obj.get('kind')!r}")
@@ -419,7 +423,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_api: FakeKubeApi
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002  # quiet
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
 
     def _route(self, path: str) -> tuple[str, str | None, str | None] | None:
@@ -445,11 +449,17 @@ class _Handler(BaseHTTPRequestHandler):
     def _status(self, code: int, reason: str, message: str) -> None:
         self._send_json(
             code,
-            {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message, "reason": reason,
-             "code": code},
+            {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "status": "Failure",
+                "message": message,
+                "reason": reason,
+                "code": code,
+            },
         )
 
-    def do_GET(self) -> None:  # noqa: N802  # http.server's naming
+    def do_GET(self) -> None:  # http.server's naming
         api = self.server_api
         split = urlsplit(self.path)
         api.requests.append(("GET", self.path))
@@ -465,7 +475,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         kind, namespace, name = route
         if namespace:
-            query["fieldSelector"] = ",".join(filter(None, [query.get("fieldSelector"), f"metadata.namespace={namespace}"]))
+            query["fieldSelector"] = ",".join(
+                filter(None, [query.get("fieldSelector"), f"metadata.namespace={namespace}"])
+            )
         if name is not None:
             obj = api.get(kind, f"{namespace}/{name}" if namespace else name)
             if obj is None:
@@ -502,4 +514,3 @@ class _Handler(BaseHTTPRequestHandler):
                 api._watches.discard(watch)
             if watch.dropped:
                 self.close_connection = True
-

@@ -23,9 +23,7 @@ __all__ = ["Frr", "Lab", "wait_until"]
 T = TypeVar("T")
 
 
-def wait_until(
-    probe: Callable[[], T], *, timeout_s: float, desc: str, interval_s: float = 0.02
-) -> T:
+def wait_until(probe: Callable[[], T], *, timeout_s: float, desc: str, interval_s: float = 0.02) -> T:
     """Poll ``probe`` until it returns a truthy value; on timeout fail with the last value seen."""
     deadline = time.monotonic() + timeout_s
     last: Any = None
@@ -90,8 +88,9 @@ class Frr:
             "-f", str(conf), "-i", str(pidfile), "--vty_socket", str(self.workdir),
             "-A", "127.0.0.1", "-P", "0",
         )  # fmt: skip
-        self.pid = int(wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), timeout_s=10,
-                                  desc="bgpd pidfile"))
+        self.pid = int(
+            wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), timeout_s=10, desc="bgpd pidfile")
+        )
         return self
 
     def vtysh(self, command: str) -> str:
@@ -170,6 +169,6 @@ class Lab:
         for frr in self.frrs:
             frr.stop()
         for ns in reversed(self.namespaces):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
         self.namespaces.clear()
         shutil.rmtree(self.root, ignore_errors=True)

@@ -1,0 +1,94 @@
+"""The demo: FRR in a namespace, the real bgpspeaker in another, a small example cluster.
+
+    python -m tests.lab.demo [--keep]
+
+Three LoadBalancer services, seen from node "node-a":
+  default/web      192.0.2.10  Cluster, endpoints on node-b      -> announced
+  default/ingress  192.0.2.20  Local, an endpoint on node-a      -> announced
+  default/batch    192.0.2.30  Local, endpoints only on node-b   -> not announced (no_local_endpoints)
+It prints FRR's BGP table and the speaker's route log, then (unless --keep) stops
+everything it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from tests.lab.kubeapi import FakeKubeApi, endpoint_slice, node, service
+from tests.lab.netns import Lab, wait_until
+from tests.lab.speaker import SpeakerProcess
+
+HERE = Path(__file__).resolve().parent.parent / "integration"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--keep", action="store_true", help="stay up until Ctrl-C")
+    args = parser.parse_args()
+
+    lab = Lab("demo")
+    api: FakeKubeApi | None = None
+    speaker: SpeakerProcess | None = None
+    try:
+        tor = lab.netns("tor")
+        node_ns = lab.netns("node")
+        lab.link(tor, "10.0.0.1/24", node_ns, "10.0.0.2/24")
+        frr = lab.frr(tor, (HERE / "frr" / "bgpd.conf").read_text())
+        api = FakeKubeApi(netns=node_ns).start()
+        api.apply(node("node-a"))
+        api.apply(node("node-b"))
+        for name, ip, policy, endpoint_node in (
+            ("web", "192.0.2.10", "Cluster", "node-b"),
+            ("ingress", "192.0.2.20", "Local", "node-a"),
+            ("batch", "192.0.2.30", "Local", "node-b"),
+        ):
+            api.apply(service("default", name, ips=[ip], policy=policy))
+            api.apply(
+                endpoint_slice(
+                    "default", f"{name}-abc12", service_name=name, endpoints=[("10.244.1.5", endpoint_node, True, True)]
+                )
+            )
+        speaker = SpeakerProcess(
+            netns=node_ns,
+            workdir=lab.root / "speaker",
+            config=(HERE / "speaker.yaml").read_text(),
+            kubeconfig=api.kubeconfig(),
+            node_name="node-a",
+        ).start()
+        print(f"FRR (AS 64512) in netns {tor}; bgpspeaker (AS 64513, node-a) in netns {node_ns}", flush=True)
+        started = time.monotonic()
+        wait_until(
+            lambda: {"192.0.2.10/32", "192.0.2.20/32"} <= set(frr.best_paths()),
+            timeout_s=30,
+            desc=f"VIPs best in FRR; speaker log:\n{speaker.tail()}",
+        )
+        print(f"VIPs best in FRR {time.monotonic() - started:.1f} s after the speaker started.\n")
+        print("$ vtysh -c 'show bgp ipv4 unicast'")
+        print(frr.vtysh("show bgp ipv4 unicast"))
+        print("speaker log (route events):")
+        for event in speaker.events("route_announced"):
+            print(f"  route_announced {event['prefix']} services={event['services']} reason={event['reason']}")
+        assert "192.0.2.30/32" not in frr.best_paths()
+        print("  192.0.2.30/32 (default/batch) not announced: Local policy, no endpoint on node-a")
+        if args.keep:
+            print(f"\nRunning. Try: vtysh --vty_socket {frr.workdir} -c 'show bgp summary'   (Ctrl-C stops)")
+            while True:
+                time.sleep(3600)
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if speaker is not None:
+            code, took_s = speaker.terminate()
+            print(f"\nspeaker stopped (exit {code}, {took_s:.1f} s); routes left in FRR: {len(frr.best_paths())}")
+            speaker.close()
+        if api is not None:
+            api.stop()
+        lab.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
