@@ -228,3 +228,21 @@ def test_sigterm_withdraws_and_leaves_no_process(topology: Topology) -> None:
     withdrawn = topology.speaker.events("route_withdrawn", prefix=VIP)
     assert withdrawn and withdrawn[-1]["reason"] == "shutdown"
     assert withdrawn[-1]["confirmed"] is True
+
+
+def test_frozen_exabgp_is_detected_by_the_ack_deadline(topology: Topology) -> None:
+    """SIGSTOP ExaBGP: the next command goes unacknowledged, ExaBGP is killed, restarted, replayed."""
+    cluster_service(topology, "web", "192.0.2.10")
+    topology.speaker.start("--exabgp-ack-timeout", "2")
+    topology.speaker.wait_event("peer_up", timeout_s=20, peer="tor-a")
+    wait_best(topology, VIP)
+    frozen = topology.speaker.exabgp_pid()
+    os.kill(frozen, signal.SIGSTOP)
+    cluster_service(topology, "api", "192.0.2.11")
+    unresponsive = topology.speaker.wait_event("exabgp_unresponsive", timeout_s=10)
+    assert unresponsive["pid"] == frozen
+    restarted = topology.speaker.wait_event("exabgp_started", after=1, timeout_s=10)
+    wait_best(topology, "192.0.2.11/32")
+    wait_best(topology, VIP)
+    assert not pid_alive(frozen)
+    assert pid_alive(restarted["pid"])
