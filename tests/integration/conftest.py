@@ -1,7 +1,7 @@
 """Integration fixtures: FRR in one namespace, the real speaker in another, a real-HTTP API server.
 
     ns "tor" (FRR bgpd, AS 64512)  10.0.0.1/24 ==veth== 10.0.0.2/24  ns "node" (bgpspeaker, AS 64513)
-                                                                      + Kubernetes API on 127.0.0.1
+                                   fd00::1/64             fd00::2/64  + Kubernetes API on 127.0.0.1
 
 Every test gets its own topology; everything is removed by PID and name afterwards.
 """
@@ -65,7 +65,7 @@ def topology(tmp_path: Path) -> Iterator[Topology]:
     try:
         tor = lab.netns("tor")
         node_ns = lab.netns("node")
-        lab.link(tor, "10.0.0.1/24", node_ns, "10.0.0.2/24")
+        lab.link(tor, ["10.0.0.1/24", "fd00::1/64"], node_ns, ["10.0.0.2/24", "fd00::2/64"])
         frr = lab.frr(tor, (HERE / "frr" / "bgpd.conf").read_text())
         api = FakeKubeApi(netns=node_ns, bookmark_interval_s=1.0).start()
         api.apply(node(NODE))

@@ -246,3 +246,40 @@ def test_frozen_exabgp_is_detected_by_the_ack_deadline(topology: Topology) -> No
     wait_best(topology, VIP)
     assert not pid_alive(frozen)
     assert pid_alive(restarted["pid"])
+
+
+DUAL_STACK_CONFIG = """\
+apiVersion: bgpspeaker.io/v1alpha1
+kind: SpeakerConfig
+myASN: 64513
+routerID: 10.0.0.2
+peers:
+  - name: tor-a
+    peerAddress: 10.0.0.1
+    peerASN: 64512
+  - name: tor-a-v6
+    peerAddress: fd00::1
+    peerASN: 64512
+"""
+
+
+def test_dual_stack_vips_go_to_the_session_of_their_family(topology: Topology) -> None:
+    """A /32 over the IPv4 session and a /128 over the IPv6 one, each with this node's address."""
+    topology.speaker.config_path.write_text(DUAL_STACK_CONFIG)
+    topology.api.apply(service("default", "dual", ips=["192.0.2.50", "2001:db8::50"]))
+    topology.api.apply(
+        endpoint_slice("default", "dual-1", service_name="dual", endpoints=[("10.244.1.5", "node-b", True, True)])
+    )
+    topology.speaker.start()
+    topology.speaker.wait_event("peer_up", timeout_s=20, peer="tor-a-v6")
+    v6 = wait_until(lambda: topology.frr.best_paths("ipv6").get("2001:db8::50/128"), timeout_s=15, desc="/128 best")
+    print("IPv6 next hops:", v6["nexthops"])
+    assert [hop["ip"] for hop in v6["nexthops"] if hop.get("scope") == "global"] == ["fd00::2"]
+    v4 = wait_best(topology, "192.0.2.50/32")
+    assert v4["peerId"] == "10.0.0.2"
+    assert set(topology.frr.best_paths("ipv6")) == {"2001:db8::50/128"}
+    assert set(topology.frr.best_paths()) == {"192.0.2.50/32"}
+    # Withdraw both when the endpoint goes.
+    topology.api.apply(endpoint_slice("default", "dual-1", service_name="dual", endpoints=[]))
+    wait_until(lambda: not topology.frr.best_paths("ipv6"), timeout_s=10, desc="/128 withdrawn")
+    wait_gone(topology, "192.0.2.50/32")

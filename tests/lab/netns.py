@@ -144,17 +144,18 @@ class Lab:
         _run("ip", "-n", full, "link", "set", "lo", "up")
         return full
 
-    def link(self, ns_a: str, addr_a: str, ns_b: str, addr_b: str) -> tuple[str, str]:
-        """A veth pair between two namespaces with the given ``addr/len`` on each end."""
+    def link(self, ns_a: str, addr_a: str | list[str], ns_b: str, addr_b: str | list[str]) -> tuple[str, str]:
+        """A veth pair between two namespaces with the given ``addr/len`` (one or several) on each end."""
         self._links += 1
         if_a, if_b = f"v{os.getpid() % 100000}a{self._links}", f"v{os.getpid() % 100000}b{self._links}"
         _run("ip", "link", "add", if_a, "type", "veth", "peer", "name", if_b)
         _run("ip", "link", "set", if_a, "netns", ns_a)
         _run("ip", "link", "set", if_b, "netns", ns_b)
-        for ns, ifname, addr in ((ns_a, if_a, addr_a), (ns_b, if_b, addr_b)):
-            family = "-6" if ":" in addr else "-4"
-            extra = ["nodad"] if family == "-6" else []
-            _run("ip", family, "-n", ns, "addr", "add", addr, "dev", ifname, *extra)
+        for ns, ifname, addrs in ((ns_a, if_a, addr_a), (ns_b, if_b, addr_b)):
+            for addr in [addrs] if isinstance(addrs, str) else addrs:
+                family = "-6" if ":" in addr else "-4"
+                extra = ["nodad"] if family == "-6" else []
+                _run("ip", family, "-n", ns, "addr", "add", addr, "dev", ifname, *extra)
             _run("ip", "-n", ns, "link", "set", ifname, "up")
         return if_a, if_b
 
