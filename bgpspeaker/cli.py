@@ -148,9 +148,16 @@ def _run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     log.info("speaker_stopping", signal=signals_seen[0] if signals_seen else None, exit_code=exit_code)
     stop.set()
+    exabgp.ack_timeout_s = min(exabgp.ack_timeout_s, 3.0)
     reconciler.stop()
-    reconcile_thread.join(timeout=2.0)
-    remaining = reconciler.withdraw_all(Reason.SHUTDOWN, timeout_s=3.0)
+    reconcile_thread.join(timeout=3.5)
+    if reconcile_thread.is_alive():
+        # Still inside a command: a second writer would race it. Stopping ExaBGP
+        # closes the sessions, and the routers drop the routes with them.
+        log.error("shutdown_withdraw_skipped", reason="reconciler_busy")
+        remaining = len(reconciler.acknowledged)
+    else:
+        remaining = reconciler.withdraw_all(Reason.SHUTDOWN, timeout_s=3.0)
     exabgp.stop(timeout_s=max(1.0, SHUTDOWN_BUDGET_S - (time.monotonic() - started) - 1.0))
     shutil.rmtree(workdir, ignore_errors=True)
     log.info(

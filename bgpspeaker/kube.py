@@ -225,7 +225,11 @@ class Watcher:
                 if self.resource_version is None:
                     self.resource_version = self._list()
                     failures = 0
+                started = time.monotonic()
                 self._watch()
+                if time.monotonic() - started < 1.0:
+                    # Ended at once without an error: do not spin against such a server.
+                    self._stop.wait(self._settings.backoff_s[0])
             except (ApiException, _Expired) as error:
                 if isinstance(error, ApiException) and error.status != 410:
                     failures = self._failed(error, failures)
@@ -263,6 +267,8 @@ class Watcher:
                 body = json.loads(response.data)
             finally:
                 response.release_conn()
+            if not isinstance(body, dict):
+                raise ValueError(f"list of {self.kind} is not an object: {str(body)[:200]}")
             for obj in body.get("items") or []:
                 parsed = self._parser(obj)
                 if parsed is not None:
@@ -300,12 +306,15 @@ class Watcher:
         if not isinstance(event, dict):
             raise ValueError(f"watch event is not an object: {str(event)[:200]}")
         kind = event.get("type")
-        obj = event.get("object") or {}
+        obj = event.get("object")
+        if not isinstance(obj, dict):
+            raise ValueError(f"watch event without an object: {str(event)[:200]}")
         if kind == "ERROR":
             if obj.get("code") == 410:
                 raise _Expired()
             raise ValueError(f"watch error event: {json.dumps(obj)[:300]}")
-        new_version = (obj.get("metadata") or {}).get("resourceVersion") or resource_version
+        metadata = obj.get("metadata")
+        new_version = (metadata.get("resourceVersion") if isinstance(metadata, dict) else None) or resource_version
         if kind == "BOOKMARK":
             self._store.mark_synced(self.kind)
             return str(new_version)
