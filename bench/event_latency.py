@@ -13,7 +13,6 @@ so both rows carry the same probe resolution. Prints a table; this is not a pass
 from __future__ import annotations
 
 import argparse
-import ctypes
 import ipaddress
 import json
 import os
@@ -26,12 +25,9 @@ from pathlib import Path
 from bgpspeaker.commands import Attributes, announce_line, withdraw_line
 from bgpspeaker.config import parse_config
 from bgpspeaker.exabgp import ExabgpSupervisor
-from tests.lab.kubeapi import FakeKubeApi, endpoint_slice, node, service
-from tests.lab.netns import Frr, Lab, wait_until
-from tests.lab.speaker import SpeakerProcess
-
-ROOT = Path(__file__).resolve().parent.parent
-CONF = ROOT / "tests" / "integration"
+from tests.lab.kubeapi import endpoint_slice, service
+from tests.lab.netns import Frr, Lab, enter_netns, wait_until
+from tests.lab.topology import single_node
 
 
 def is_best(frr: Frr, prefix: str) -> bool:
@@ -57,37 +53,17 @@ def summary(name: str, samples: list[float]) -> str:
     )
 
 
-def enter_netns(name: str) -> None:
-    """Move this (main) thread into ``name``; processes it spawns start there."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
-    try:
-        if libc.setns(fd, 0x40000000) != 0:
-            raise OSError(ctypes.get_errno(), "setns")
-    finally:
-        os.close(fd)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=20)
     args = parser.parse_args()
-    lab = Lab("bench")
     rows: list[str] = []
-    try:
-        tor, node_ns = lab.netns("tor"), lab.netns("node")
-        lab.link(tor, "10.0.0.1/24", node_ns, "10.0.0.2/24")
-        frr = lab.frr(tor, (CONF / "frr" / "bgpd.conf").read_text())
-        api = FakeKubeApi(netns=node_ns).start()
-        api.apply(node("node-a"))
+    with Lab("bench") as lab:
+        topo = single_node(lab)
+        frr, api, speaker = topo.frr, topo.api, topo.speaker
+        node_ns = lab.namespaces[1]
         api.apply(service("default", "web", ips=["192.0.2.10"], policy="Local"))
-        speaker = SpeakerProcess(
-            netns=node_ns,
-            workdir=lab.root / "speaker",
-            config=(CONF / "speaker.yaml").read_text(),
-            kubeconfig=api.kubeconfig(),
-            node_name="node-a",
-        ).start()
+        speaker.start()
         speaker.wait_event("peer_up", timeout_s=30)
         prefix = "192.0.2.10/32"
         up, down = [], []
@@ -100,8 +76,7 @@ def main() -> None:
             up.append(timed(endpoints(True), frr, prefix, present=True))
             down.append(timed(endpoints(False), frr, prefix, present=False))
         speaker.terminate()
-        speaker.close()
-        api.stop()
+        topo.close()
         rows += [summary("bgpspeaker: slice -> best", up), summary("bgpspeaker: slice -> gone", down)]
 
         # Raw ExaBGP anchor, same topology: our supervisor, commands written directly.
@@ -139,8 +114,6 @@ def main() -> None:
         ratio_up = statistics.median(up) / statistics.median(raw_up)
         ratio_down = statistics.median(down) / statistics.median(raw_down)
         rows.append(f"median ratio bgpspeaker/raw: announce {ratio_up:.2f}x, withdraw {ratio_down:.2f}x")
-    finally:
-        lab.close()
     print(f"event latency, {os.cpu_count()} cores, FRR 8.4 bgpd, ExaBGP 5.0.15, {args.trials} trials each")
     print("\n".join(rows))
 

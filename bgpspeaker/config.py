@@ -22,6 +22,7 @@ __all__ = [
     "PeerConfig",
     "SpeakerConfig",
     "parse_config",
+    "parse_ip",
 ]
 
 API_VERSION = "bgpspeaker.io/v1alpha1"
@@ -66,6 +67,16 @@ _TOP_KEYS = frozenset({"apiVersion", "kind", "myASN", "routerID", "loadBalancerC
 _PEER_KEYS = frozenset({"name", "peerAddress", "peerASN"})
 
 
+def parse_ip(value: Any) -> IPAddress | None:
+    """An IPv4/IPv6 address from untrusted text; None for anything else (non-strings included)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError:
+        return None
+
+
 def _asn(value: Any, path: str, problems: list[str]) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not ASN_MIN <= value <= ASN_MAX:
         problems.append(f"{path}: must be an integer {ASN_MIN}..{ASN_MAX}, got {value!r}")
@@ -88,17 +99,12 @@ def _peer(data: Any, path: str, problems: list[str]) -> PeerConfig | None:
     if not isinstance(name, str) or not _PEER_NAME.match(name):
         problems.append(f"{path}.name: must be a DNS label (lowercase letters, digits, '-', at most 63), got {name!r}")
     raw_address = data.get("peerAddress")
-    address: IPAddress | None = None
-    try:
-        if not isinstance(raw_address, str):
-            raise ValueError
-        address = ipaddress.ip_address(raw_address)
-    except ValueError:
+    address = parse_ip(raw_address)
+    if address is None:
         problems.append(f"{path}.peerAddress: must be an IPv4 or IPv6 address, got {raw_address!r}")
-    else:
-        if address.is_unspecified or address.is_multicast or address.is_loopback:
-            problems.append(f"{path}.peerAddress: must be a unicast, non-loopback address, got {raw_address!r}")
-            address = None
+    elif address.is_unspecified or address.is_multicast or address.is_loopback:
+        problems.append(f"{path}.peerAddress: must be a unicast, non-loopback address, got {raw_address!r}")
+        address = None
     if "peerASN" not in data:
         problems.append(f"{path}.peerASN: required, an integer {ASN_MIN}..{ASN_MAX}")
         asn = 0
@@ -129,15 +135,13 @@ def parse_config(data: Any) -> SpeakerConfig:
     router_id: ipaddress.IPv4Address | None = None
     raw_router_id = data.get("routerID")
     if raw_router_id is not None:
-        try:
-            if not isinstance(raw_router_id, str):
-                raise ValueError
-            router_id = ipaddress.IPv4Address(raw_router_id)
-        except ValueError:
+        parsed_router_id = parse_ip(raw_router_id)
+        if not isinstance(parsed_router_id, ipaddress.IPv4Address):
             problems.append(f"routerID: must be an IPv4 address (dotted quad), got {raw_router_id!r}")
+        elif parsed_router_id.is_unspecified:
+            problems.append(f"routerID: must not be 0.0.0.0, got {raw_router_id!r}")
         else:
-            if router_id.is_unspecified:
-                problems.append(f"routerID: must not be 0.0.0.0, got {raw_router_id!r}")
+            router_id = parsed_router_id
 
     lb_class = data.get("loadBalancerClass", "")
     if lb_class is None:

@@ -9,11 +9,10 @@ the wrong type is a problem to report, not an exception to escape.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
-from bgpspeaker.config import IPAddress
+from bgpspeaker.config import IPAddress, parse_ip
 
 __all__ = [
     "EXCLUDE_LABEL",
@@ -160,11 +159,8 @@ def parse_service(obj: Any) -> Service:
         entry = _mapping(ingress, f"status.loadBalancer.ingress[{index}]")
         raw_ip = entry.get("ip")
         if raw_ip is not None:
-            try:
-                if not isinstance(raw_ip, str):
-                    raise ValueError
-                ip = ipaddress.ip_address(raw_ip)
-            except ValueError:
+            ip = parse_ip(raw_ip)
+            if ip is None:
                 bad.append(repr(raw_ip)[:80])
                 continue
             if ip not in ips:

@@ -15,13 +15,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-from tests.lab.kubeapi import FakeKubeApi, endpoint_slice, node, service
+from tests.lab.kubeapi import endpoint_slice, service
 from tests.lab.netns import Lab, wait_until
-from tests.lab.speaker import SpeakerProcess
-
-HERE = Path(__file__).resolve().parent.parent / "integration"
+from tests.lab.topology import SingleNode, single_node
 
 
 def main() -> int:
@@ -29,35 +26,24 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="stay up until Ctrl-C")
     args = parser.parse_args()
 
-    lab = Lab("demo")
-    api: FakeKubeApi | None = None
-    speaker: SpeakerProcess | None = None
+    with Lab("demo") as lab:
+        topo = single_node(lab)
+        return _show(topo, keep=args.keep)
+
+
+def _show(topo: SingleNode, *, keep: bool) -> int:
+    frr, api, speaker = topo.frr, topo.api, topo.speaker
     try:
-        tor = lab.netns("tor")
-        node_ns = lab.netns("node")
-        lab.link(tor, "10.0.0.1/24", node_ns, "10.0.0.2/24")
-        frr = lab.frr(tor, (HERE / "frr" / "bgpd.conf").read_text())
-        api = FakeKubeApi(netns=node_ns).start()
-        api.apply(node("node-a"))
-        api.apply(node("node-b"))
         for name, ip, policy, endpoint_node in (
             ("web", "192.0.2.10", "Cluster", "node-b"),
             ("ingress", "192.0.2.20", "Local", "node-a"),
             ("batch", "192.0.2.30", "Local", "node-b"),
         ):
             api.apply(service("default", name, ips=[ip], policy=policy))
-            api.apply(
-                endpoint_slice(
-                    "default", f"{name}-abc12", service_name=name, endpoints=[("10.244.1.5", endpoint_node, True, True)]
-                )
-            )
-        speaker = SpeakerProcess(
-            netns=node_ns,
-            workdir=lab.root / "speaker",
-            config=(HERE / "speaker.yaml").read_text(),
-            kubeconfig=api.kubeconfig(),
-            node_name="node-a",
-        ).start()
+            eps = [("10.244.1.5", endpoint_node, True, True)]
+            api.apply(endpoint_slice("default", f"{name}-abc12", service_name=name, endpoints=eps))
+        speaker.start()
+        tor, node_ns = topo.lab.namespaces
         print(f"FRR (AS 64512) in netns {tor}; bgpspeaker (AS 64513, node-a) in netns {node_ns}", flush=True)
         started = time.monotonic()
         wait_until(
@@ -73,7 +59,7 @@ def main() -> int:
             print(f"  route_announced {event['prefix']} services={event['services']} reason={event['reason']}")
         assert "192.0.2.30/32" not in frr.best_paths()
         print("  192.0.2.30/32 (default/batch) not announced: Local policy, no endpoint on node-a")
-        if args.keep:
+        if keep:
             print(f"\nRunning. Try: vtysh --vty_socket {frr.workdir} -c 'show bgp summary'   (Ctrl-C stops)")
             while True:
                 time.sleep(3600)
@@ -81,13 +67,10 @@ def main() -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        if speaker is not None:
+        if speaker.proc is not None:
             code, took_s = speaker.terminate()
             print(f"\nspeaker stopped (exit {code}, {took_s:.1f} s); routes left in FRR: {len(frr.best_paths())}")
-            speaker.close()
-        if api is not None:
-            api.stop()
-        lab.close()
+        topo.close()
 
 
 if __name__ == "__main__":

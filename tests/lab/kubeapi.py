@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import collections
 import copy
-import ctypes
 import json
-import os
 import socket
 import threading
 import time
@@ -32,9 +30,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["FakeKubeApi", "endpoint_slice", "node", "service"]
+from tests.lab.netns import enter_netns
 
-_CLONE_NEWNET = 0x40000000
+__all__ = ["FakeKubeApi", "endpoint_slice", "node", "service"]
 
 # kind -> (URL prefix, plural, namespaced, apiVersion, Kind)
 _RESOURCES = {
@@ -117,13 +115,7 @@ def _socket_in_netns(netns: str | None, host: str, port: int) -> socket.socket:
     def create() -> None:
         try:
             if netns is not None:
-                libc = ctypes.CDLL(None, use_errno=True)
-                fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
-                try:
-                    if libc.setns(fd, _CLONE_NEWNET) != 0:
-                        raise OSError(ctypes.get_errno(), f"setns({netns}) failed")
-                finally:
-                    os.close(fd)
+                enter_netns(netns)
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((host, port))

@@ -6,6 +6,7 @@ processes are stopped by PID only.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import json
 import os
@@ -18,7 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["Frr", "Lab", "wait_until"]
+__all__ = ["Frr", "Lab", "enter_netns", "wait_until"]
+
+_CLONE_NEWNET = 0x40000000
 
 T = TypeVar("T")
 
@@ -38,6 +41,17 @@ def wait_until(probe: Callable[[], T], *, timeout_s: float, desc: str, interval_
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {desc}; last observed: {last!r}")
         time.sleep(interval_s)
+
+
+def enter_netns(name: str) -> None:
+    """Move the calling thread into network namespace ``name`` (processes it spawns start there)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
+    try:
+        if libc.setns(fd, _CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns({name}) failed")
+    finally:
+        os.close(fd)
 
 
 def _run(*argv: str) -> str:
@@ -164,6 +178,12 @@ class Lab:
         frr = Frr(netns=netns, workdir=self.root / netns).start(config)
         self.frrs.append(frr)
         return frr
+
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         """Stop every bgpd and delete every namespace (their veths go with them)."""
