@@ -72,11 +72,15 @@ def main() -> None:
             eps = [("10.244.0.5", "node-a", True, True)] if ready else []
             return lambda: api.apply(endpoint_slice("default", "web-1", service_name="web", endpoints=eps))
 
-        for _ in range(args.trials):
-            up.append(timed(endpoints(True), frr, prefix, present=True))
-            down.append(timed(endpoints(False), frr, prefix, present=False))
-        speaker.terminate()
-        topo.close()
+        try:
+            for _ in range(args.trials):
+                up.append(timed(endpoints(True), frr, prefix, present=True))
+                down.append(timed(endpoints(False), frr, prefix, present=False))
+        except AssertionError:
+            print(speaker.tail(60))
+            raise
+        speaker.close()
+        api.stop()  # the namespaces and FRR stay for the raw ExaBGP rows
         rows += [summary("bgpspeaker: slice -> best", up), summary("bgpspeaker: slice -> gone", down)]
 
         # Raw ExaBGP anchor, same topology: our supervisor, commands written directly.

@@ -352,35 +352,31 @@ class FakeKubeApi:
                 if watch.dropped:
                     return
                 silent = self._silent
-                pending = (
-                    []
-                    if silent
-                    else [
-                        (rv, event_type, obj)
-                        for rv, event_kind, event_type, obj in self._events
-                        if rv > since and event_kind == kind
-                    ]
-                )
-                if not pending:
-                    now = time.monotonic()
-                    wake = deadline if silent or not bookmarks else min(deadline, next_bookmark)
-                    if wake > now:
-                        self._cond.wait(wake - now)
+                # `pending` and `latest` are read together: every event of this kind up to
+                # `latest` is in `pending`, so a bookmark at `latest` skips nothing.
+                pending = [] if silent else [(rv, t, obj) for rv, k, t, obj in self._events if rv > since and k == kind]
                 latest = self._rv
             for rv, event_type, obj in pending:
                 since = rv
                 if _selected(obj, query):
                     yield {"type": event_type, "object": copy.deepcopy(obj)}
-            if silent:
-                continue  # a mute stream: no events, no bookmarks, no end
             now = time.monotonic()
+            if silent:
+                with self._cond:  # a mute stream: no events, no bookmarks, no end
+                    if self._silent and not watch.dropped:
+                        self._cond.wait(0.5)
+                continue
             if now >= deadline:
                 return
             if bookmarks and now >= next_bookmark:
-                # Every event of this kind up to `latest` was yielded above.
                 since = max(since, latest)
                 yield _bookmark(kind, since)
                 next_bookmark = now + self.bookmark_interval_s
+            if not pending:
+                with self._cond:
+                    if self._rv == latest and not watch.dropped and not self._silent:
+                        wake = min(deadline, next_bookmark) if bookmarks else deadline
+                        self._cond.wait(max(0.0, wake - time.monotonic()))
 
 
 def _bookmark(kind: str, rv: int) -> dict[str, Any]:
