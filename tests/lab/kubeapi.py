@@ -260,7 +260,8 @@ class FakeKubeApi:
     # -- faults -----------------------------------------------------------------------
 
     def compact(self) -> None:
-        """Make every resourceVersion handed out so far too old: watches from them get 410."""
+        """Make every resourceVersion handed out so far too old: open watches end with an
+        in-stream 410 ERROR event, and new watches from an older version get one at once."""
         with self._cond:
             self._rv += 1
             self._compacted_rv = self._rv
@@ -326,19 +327,6 @@ class FakeKubeApi:
         except ValueError:
             since = 0
         with self._cond:
-            if since and since < self._compacted_rv:
-                yield {
-                    "type": "ERROR",
-                    "object": {
-                        "kind": "Status",
-                        "apiVersion": "v1",
-                        "status": "Failure",
-                        "message": f"too old resource version: {since} ({self._compacted_rv})",
-                        "reason": "Expired",
-                        "code": 410,
-                    },
-                }
-                return
             if not since:
                 since = self._rv
                 initial = [copy.deepcopy(o) for o in self._objects[kind].values() if _selected(o, query)]
@@ -351,6 +339,11 @@ class FakeKubeApi:
             with self._cond:
                 if watch.dropped:
                     return
+                if since < self._compacted_rv:
+                    # As kube-apiserver does when a watcher falls out of its window:
+                    # an ERROR event with code 410 in the stream, then the end.
+                    expired = _expired(since, self._compacted_rv)
+                    break
                 silent = self._silent
                 # `pending` and `latest` are read together: every event of this kind up to
                 # `latest` is in `pending`, so a bookmark at `latest` skips nothing.
@@ -377,6 +370,21 @@ class FakeKubeApi:
                     if self._rv == latest and not watch.dropped and not self._silent:
                         wake = min(deadline, next_bookmark) if bookmarks else deadline
                         self._cond.wait(max(0.0, wake - time.monotonic()))
+        yield expired
+
+
+def _expired(since: int, compacted: int) -> dict[str, Any]:
+    return {
+        "type": "ERROR",
+        "object": {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "status": "Failure",
+            "message": f"too old resource version: {since} ({compacted})",
+            "reason": "Expired",
+            "code": 410,
+        },
+    }
 
 
 def _bookmark(kind: str, rv: int) -> dict[str, Any]:
