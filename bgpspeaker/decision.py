@@ -77,10 +77,6 @@ class Decision:
     announcements: Mapping[Prefix, Announcement]
     verdicts: tuple[Verdict, ...]
 
-    def verdicts_for(self, service: str) -> tuple[Verdict, ...]:
-        """All verdicts about one service (``namespace/name``)."""
-        return tuple(v for v in self.verdicts if v.service == service)
-
 
 def prefix_order(prefix: Prefix) -> tuple[int, int, int]:
     """Sort key: IPv4 before IPv6, then by address and length."""

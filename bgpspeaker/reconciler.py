@@ -23,7 +23,7 @@ from bgpspeaker.exabgp import ExabgpSupervisor
 from bgpspeaker.kube import ClusterStore
 from bgpspeaker.model import Snapshot
 
-__all__ = ["Reconciler", "desired_routes", "withdraw_reason"]
+__all__ = ["Reconciler", "desired_routes", "verdicts_by_service", "withdraw_reason"]
 
 log = structlog.get_logger("bgpspeaker.reconciler")
 
@@ -39,11 +39,18 @@ def desired_routes(decision: Decision) -> dict[RouteKey, Attributes]:
     }
 
 
-def withdraw_reason(prefix: Prefix, services: Iterable[str], decision: Decision, snapshot: Snapshot) -> Reason:
-    """Why ``prefix``, once wanted by ``services``, is no longer announced."""
+def verdicts_by_service(decision: Decision) -> dict[str, list[Verdict]]:
+    """Index the verdicts once per pass (looking them up per route would be quadratic)."""
     by_service: dict[str, list[Verdict]] = {}
     for verdict in decision.verdicts:
         by_service.setdefault(verdict.service, []).append(verdict)
+    return by_service
+
+
+def withdraw_reason(
+    prefix: Prefix, services: Iterable[str], by_service: Mapping[str, list[Verdict]], snapshot: Snapshot
+) -> Reason:
+    """Why ``prefix``, once wanted by ``services``, is no longer announced."""
     ip = prefix.network_address
     for service in sorted(services):
         if service not in snapshot.services:
@@ -203,17 +210,18 @@ class Reconciler:
         decision: Decision,
         snapshot: Snapshot,
     ) -> None:
+        by_service = verdicts_by_service(decision)
         for prefix, peers in announced.items():
             services = sorted(decision.announcements[prefix].services)
             reason = next(
-                (v.reason for v in decision.verdicts if v.service == services[0] and v.ip == prefix.network_address),
+                (v.reason for v in by_service.get(services[0], ()) if v.ip == prefix.network_address),
                 Reason.CLUSTER_ENDPOINT,
             )
             log.info("route_announced", prefix=str(prefix), peers=sorted(peers), services=services, reason=str(reason))
         for prefix, peers in withdrawn.items():
             services = sorted(self._services_by_prefix.get(prefix, ()))
             reason = (
-                withdraw_reason(prefix, services, decision, snapshot)
+                withdraw_reason(prefix, services, by_service, snapshot)
                 if prefix not in decision.announcements
                 else Reason.NOT_DESIRED
             )
