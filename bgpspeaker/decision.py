@@ -157,12 +157,14 @@ def decide_service(
     config: SpeakerConfig,
     node_name: str,
     node_reason: Reason | None,
+    peers_by_family: Mapping[int, tuple[str, ...]],
 ) -> tuple[Verdict, ...]:
-    """Verdicts for one service: one per VIP when it qualifies, else one for the service."""
+    """Verdicts for one service: one per VIP when it qualifies, else one for the service.
+
+    ``peers_by_family`` maps 4 and 6 to the peers whose session carries that family."""
     reason = service_reason(service, slices, config=config, node_name=node_name, node_reason=node_reason)
     if not reason.announces:
         return (Verdict(service=service.key, reason=reason),)
-    peers_by_family = _peers_by_family(config.peers)
     verdicts = []
     for ip in service.ingress_ips:
         peers = peers_by_family[ip.version]
@@ -183,13 +185,21 @@ def decide_service(
 def decide(snapshot: Snapshot, config: SpeakerConfig, node_name: str) -> Decision:
     """Compute every prefix this node must announce, and a verdict for every service."""
     node_reason = _node_reason(snapshot, node_name)
+    peers_by_family = _peers_by_family(config.peers)
     verdicts: list[Verdict] = []
     wanted: dict[Prefix, tuple[set[str], set[str]]] = {}
     for key, service in snapshot.services.items():
         if service.type != "LoadBalancer":
             continue  # not ours to talk about: keeps verdicts proportional to LB services
         slices = snapshot.slices_by_service.get(key, {}).values()
-        for verdict in decide_service(service, slices, config=config, node_name=node_name, node_reason=node_reason):
+        for verdict in decide_service(
+            service,
+            slices,
+            config=config,
+            node_name=node_name,
+            node_reason=node_reason,
+            peers_by_family=peers_by_family,
+        ):
             verdicts.append(verdict)
             if verdict.ip is not None and verdict.reason.announces:
                 peers, services = wanted.setdefault(host_prefix(verdict.ip), (set(), set()))
