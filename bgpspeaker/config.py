@@ -13,13 +13,28 @@ from collections.abc import Mapping
 from typing import Any
 
 from bgpspeaker.errors import ConfigError
+from bgpspeaker.values import (
+    ASN_MAX,
+    ASN_MIN,
+    U32_MAX,
+    IPAddress,
+    LabelSelector,
+    parse_asn,
+    parse_communities,
+    parse_duration,
+    parse_int,
+    parse_ip,
+    parse_selectors,
+)
 
 __all__ = [
     "API_VERSION",
     "KIND",
+    "Advertisement",
     "Family",
     "IPAddress",
     "PeerConfig",
+    "SecretRef",
     "SpeakerConfig",
     "parse_config",
     "parse_ip",
@@ -28,27 +43,84 @@ __all__ = [
 API_VERSION = "bgpspeaker.io/v1alpha1"
 KIND = "SpeakerConfig"
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-ASN_MIN, ASN_MAX = 1, 4_294_967_295
-_PEER_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _CLASS_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,251}[A-Za-z0-9])?$")
+_SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
 
 Family = str
 """An address family a session carries: ``"ipv4"`` or ``"ipv6"`` (unicast)."""
+FAMILIES = ("ipv4", "ipv6")
+MAX_PREPEND = 16
+MAX_GRACEFUL_RESTART_S = 4095
+"""The restart time field of the graceful-restart capability is 12 bits."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SecretRef:
+    """Where a peer's TCP MD5 password lives in the API server."""
+
+    name: str
+    namespace: str
+    key: str
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class PeerConfig:
-    """One BGP neighbor this node's ExaBGP connects to."""
+    """One BGP neighbor: one session, run by its own ExaBGP child."""
 
     name: str
     peer_address: IPAddress
     peer_asn: int
     families: frozenset[Family]
     """Families the session carries; default: the peer address's own family."""
+    my_asn: int = 0
+    """Our AS on this session (the top-level myASN unless overridden)."""
+    peer_port: int = 179
+    source_address: IPAddress | None = None
+    """None: the address the kernel would use to reach the peer (route lookup at start)."""
     hold_time_s: int = 90
     """ExaBGP's default is 180 s; 90 s is what FRR, BIRD and MetalLB use."""
+    keepalive_s: int = 30
+    password_file: str | None = None
+    password_secret: SecretRef | None = None
+    ebgp_multihop: int | None = None
+    ipv6_next_hop: IPAddress | None = None
+    """None: ``auto`` (``self`` on an IPv6 session; on an IPv4 session this node's global
+    IPv6 on the interface toward the peer)."""
+    graceful_restart_s: int | None = None
+    node_selectors: tuple[LabelSelector, ...] = ()
+
+    @property
+    def ebgp(self) -> bool:
+        """True when the session is external (the ASes differ)."""
+        return self.peer_asn != self.my_asn
+
+    @property
+    def has_password(self) -> bool:
+        """True when the session uses TCP MD5."""
+        return self.password_file is not None or self.password_secret is not None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Advertisement:
+    """Which services' VIPs go to which peers from which nodes, with which attributes."""
+
+    name: str
+    service_selectors: tuple[LabelSelector, ...] = ()
+    node_selectors: tuple[LabelSelector, ...] = ()
+    peers: tuple[str, ...] = ()
+    """Peer names; empty: every peer."""
+    aggregation_length: int = 32
+    aggregation_length_v6: int = 128
+    communities: tuple[str, ...] = ()
+    large_communities: tuple[str, ...] = ()
+    local_pref: int | None = None
+    med: int | None = None
+    as_path_prepend: int = 0
+
+
+DEFAULT_ADVERTISEMENT = Advertisement(name="default")
+"""Used when the config has no advertisements: every eligible VIP to every peer, plain."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -61,27 +133,60 @@ class SpeakerConfig:
     """None: this node's primary IPv4, looked up at start."""
     load_balancer_class: str = ""
     """``""``: only Services without ``spec.loadBalancerClass``."""
+    advertisements: tuple[Advertisement, ...] = (DEFAULT_ADVERTISEMENT,)
+    service_annotations: bool = False
+
+    def peer(self, name: str) -> PeerConfig | None:
+        """The peer called ``name``, if any."""
+        return next((peer for peer in self.peers if peer.name == name), None)
 
 
-_TOP_KEYS = frozenset({"apiVersion", "kind", "myASN", "routerID", "loadBalancerClass", "peers"})
-_PEER_KEYS = frozenset({"name", "peerAddress", "peerASN"})
-
-
-def parse_ip(value: Any) -> IPAddress | None:
-    """An IPv4/IPv6 address from untrusted text; None for anything else (non-strings included)."""
-    if not isinstance(value, str):
-        return None
-    try:
-        return ipaddress.ip_address(value)
-    except ValueError:
-        return None
-
-
-def _asn(value: Any, path: str, problems: list[str]) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not ASN_MIN <= value <= ASN_MAX:
-        problems.append(f"{path}: must be an integer {ASN_MIN}..{ASN_MAX}, got {value!r}")
-        return 0
-    return value
+_TOP_KEYS = frozenset(
+    {
+        "apiVersion",
+        "kind",
+        "myASN",
+        "routerID",
+        "loadBalancerClass",
+        "peers",
+        "advertisements",
+        "serviceAnnotations",
+    }
+)
+_PEER_KEYS = frozenset(
+    {
+        "name",
+        "peerAddress",
+        "peerASN",
+        "myASN",
+        "peerPort",
+        "sourceAddress",
+        "holdTime",
+        "keepaliveTime",
+        "passwordFile",
+        "passwordSecret",
+        "ebgpMultiHop",
+        "families",
+        "ipv6NextHop",
+        "gracefulRestart",
+        "nodeSelectors",
+    }
+)
+_ADVERTISEMENT_KEYS = frozenset(
+    {
+        "name",
+        "serviceSelectors",
+        "nodeSelectors",
+        "peers",
+        "aggregationLength",
+        "aggregationLengthV6",
+        "communities",
+        "localPref",
+        "med",
+        "asPathPrepend",
+    }
+)
+_SECRET_KEYS = frozenset({"name", "namespace", "key"})
 
 
 def _unknown_keys(data: Mapping[str, Any], allowed: frozenset[str], path: str, problems: list[str]) -> None:
@@ -90,14 +195,69 @@ def _unknown_keys(data: Mapping[str, Any], allowed: frozenset[str], path: str, p
         problems.append(f"{where}: unknown field (allowed: {', '.join(sorted(allowed))})")
 
 
-def _peer(data: Any, path: str, problems: list[str]) -> PeerConfig | None:
+def _name(value: Any, path: str, problems: list[str]) -> str | None:
+    if not isinstance(value, str) or not _NAME.match(value):
+        problems.append(f"{path}: must be a DNS label (lowercase letters, digits, '-', at most 63), got {value!r}")
+        return None
+    return value
+
+
+def _families(value: Any, path: str, problems: list[str]) -> frozenset[Family] | None:
+    if not isinstance(value, list) or not value or any(item not in FAMILIES for item in value):
+        problems.append(f"{path}: must be a non-empty list of ipv4, ipv6; got {value!r}")
+        return None
+    if len(set(value)) != len(value):
+        problems.append(f"{path}: lists a family twice, got {value!r}")
+        return None
+    return frozenset(value)
+
+
+def _secret_ref(value: Any, path: str, problems: list[str]) -> SecretRef | None:
+    if not isinstance(value, Mapping):
+        problems.append(f"{path}: must be a mapping with name, namespace and key, got {value!r}")
+        return None
+    before = len(problems)
+    _unknown_keys(value, _SECRET_KEYS, path, problems)
+    name = _name(value.get("name"), f"{path}.name", problems) if "name" in value else None
+    if "name" not in value:
+        problems.append(f"{path}.name: required, the Secret's name")
+    namespace = _name(value.get("namespace"), f"{path}.namespace", problems) if "namespace" in value else None
+    if "namespace" not in value:
+        problems.append(f"{path}.namespace: required, the Secret's namespace")
+    key = value.get("key")
+    if not isinstance(key, str) or not _SECRET_KEY.match(key):
+        problems.append(f"{path}.key: must be a Secret data key (letters, digits, '-', '_', '.'), got {key!r}")
+    if len(problems) != before or name is None or namespace is None or not isinstance(key, str):
+        return None
+    return SecretRef(name=name, namespace=namespace, key=key)
+
+
+def _timers(data: Mapping[str, Any], path: str, problems: list[str]) -> tuple[int, int]:
+    hold = parse_duration(data["holdTime"], f"{path}.holdTime", problems) if "holdTime" in data else 90
+    if hold is not None and hold != 0 and not 3 <= hold <= 65535:
+        problems.append(f"{path}.holdTime: must be 0 (no keepalives) or 3s..65535s, got {data['holdTime']!r}")
+        hold = None
+    if hold is None:
+        return 90, 30
+    if "keepaliveTime" not in data:
+        return hold, hold // 3
+    keepalive = parse_duration(data["keepaliveTime"], f"{path}.keepaliveTime", problems)
+    if keepalive is None:
+        return hold, hold // 3
+    if hold == 0 and keepalive != 0:
+        problems.append(f"{path}.keepaliveTime: must be 0 when holdTime is 0, got {data['keepaliveTime']!r}")
+    elif hold and not 1 <= keepalive <= hold:
+        problems.append(f"{path}.keepaliveTime: must be 1s..holdTime ({hold}s), got {data['keepaliveTime']!r}")
+    return hold, keepalive
+
+
+def _peer(data: Any, path: str, top_asn: int, problems: list[str]) -> PeerConfig | None:
     if not isinstance(data, Mapping):
         problems.append(f"{path}: must be a mapping, got {data!r}")
         return None
+    before = len(problems)
     _unknown_keys(data, _PEER_KEYS, path, problems)
-    name = data.get("name")
-    if not isinstance(name, str) or not _PEER_NAME.match(name):
-        problems.append(f"{path}.name: must be a DNS label (lowercase letters, digits, '-', at most 63), got {name!r}")
+    name = _name(data.get("name"), f"{path}.name", problems)
     raw_address = data.get("peerAddress")
     address = parse_ip(raw_address)
     if address is None:
@@ -107,13 +267,183 @@ def _peer(data: Any, path: str, problems: list[str]) -> PeerConfig | None:
         address = None
     if "peerASN" not in data:
         problems.append(f"{path}.peerASN: required, an integer {ASN_MIN}..{ASN_MAX}")
-        asn = 0
+        peer_asn = None
     else:
-        asn = _asn(data["peerASN"], f"{path}.peerASN", problems)
-    if address is None or not asn or not isinstance(name, str):
+        peer_asn = parse_asn(data["peerASN"], f"{path}.peerASN", problems)
+    my_asn = parse_asn(data["myASN"], f"{path}.myASN", problems) if "myASN" in data else top_asn
+    port = parse_int(data.get("peerPort", 179), f"{path}.peerPort", problems, low=1, high=65535)
+
+    source: IPAddress | None = None
+    if data.get("sourceAddress") is not None:
+        source = parse_ip(data["sourceAddress"])
+        if source is None or source.is_unspecified or source.is_multicast:
+            problems.append(
+                f"{path}.sourceAddress: must be a unicast IPv4 or IPv6 address, got {data['sourceAddress']!r}"
+            )
+            source = None
+        elif address is not None and source.version != address.version:
+            problems.append(
+                f"{path}.sourceAddress: must be the same family as peerAddress ({address}),"
+                f" got {data['sourceAddress']!r}"
+            )
+    hold, keepalive = _timers(data, path, problems)
+
+    password_file = data.get("passwordFile")
+    if password_file is not None and (not isinstance(password_file, str) or not password_file.startswith("/")):
+        problems.append(f"{path}.passwordFile: must be an absolute path, got {password_file!r}")
+    secret = (
+        _secret_ref(data["passwordSecret"], f"{path}.passwordSecret", problems)
+        if data.get("passwordSecret") is not None
+        else None
+    )
+    if password_file is not None and data.get("passwordSecret") is not None:
+        problems.append(f"{path}: set passwordFile or passwordSecret, not both")
+
+    ebgp = peer_asn is not None and my_asn is not None and peer_asn != my_asn
+    multihop = None
+    if data.get("ebgpMultiHop") is not None:
+        multihop = parse_int(data["ebgpMultiHop"], f"{path}.ebgpMultiHop", problems, low=1, high=255)
+        if multihop is not None and peer_asn is not None and my_asn is not None and not ebgp:
+            problems.append(
+                f"{path}.ebgpMultiHop: only for eBGP sessions; this one is iBGP (peerASN = myASN = {my_asn})"
+            )
+
+    families: frozenset[Family] | None = None
+    if address is not None:
+        families = (
+            _families(data["families"], f"{path}.families", problems)
+            if "families" in data
+            else frozenset({"ipv4" if address.version == 4 else "ipv6"})
+        )
+    next_hop: IPAddress | None = None
+    raw_next_hop = data.get("ipv6NextHop", "auto")
+    if raw_next_hop != "auto":
+        parsed = parse_ip(raw_next_hop)
+        if (
+            not isinstance(parsed, ipaddress.IPv6Address)
+            or parsed.ipv4_mapped is not None
+            or parsed.is_link_local
+            or parsed.is_unspecified
+            or parsed.is_multicast
+            or parsed.is_loopback
+        ):
+            problems.append(
+                f"{path}.ipv6NextHop: must be 'auto' or a global IPv6 address (not IPv4-mapped, not link-local),"
+                f" got {raw_next_hop!r}"
+            )
+        else:
+            next_hop = parsed
+    if next_hop is not None and families is not None and "ipv6" not in families:
+        problems.append(f"{path}.ipv6NextHop: set, but the session does not carry ipv6 (families: {sorted(families)})")
+
+    graceful: int | None = None
+    if data.get("gracefulRestart") is not None:
+        graceful = parse_duration(data["gracefulRestart"], f"{path}.gracefulRestart", problems)
+        if graceful is not None and not 1 <= graceful <= MAX_GRACEFUL_RESTART_S:
+            problems.append(
+                f"{path}.gracefulRestart: must be 1s..{MAX_GRACEFUL_RESTART_S}s (the capability's 12-bit field),"
+                f" got {data['gracefulRestart']!r}"
+            )
+            graceful = None
+    selectors = parse_selectors(data.get("nodeSelectors"), f"{path}.nodeSelectors", problems)
+
+    if len(problems) != before or None in (name, address, peer_asn, my_asn, port, families):
         return None
-    family = "ipv4" if address.version == 4 else "ipv6"
-    return PeerConfig(name=name, peer_address=address, peer_asn=asn, families=frozenset({family}))
+    assert name is not None and address is not None and peer_asn is not None and my_asn is not None
+    assert port is not None and families is not None
+    return PeerConfig(
+        name=name,
+        peer_address=address,
+        peer_asn=peer_asn,
+        families=families,
+        my_asn=my_asn,
+        peer_port=port,
+        source_address=source,
+        hold_time_s=hold,
+        keepalive_s=keepalive,
+        password_file=password_file,
+        password_secret=secret,
+        ebgp_multihop=multihop,
+        ipv6_next_hop=next_hop,
+        graceful_restart_s=graceful,
+        node_selectors=selectors,
+    )
+
+
+def _advertisement(data: Any, path: str, peers: Mapping[str, PeerConfig], problems: list[str]) -> Advertisement | None:
+    if not isinstance(data, Mapping):
+        problems.append(f"{path}: must be a mapping, got {data!r}")
+        return None
+    before = len(problems)
+    _unknown_keys(data, _ADVERTISEMENT_KEYS, path, problems)
+    name = _name(data.get("name"), f"{path}.name", problems)
+    service_selectors = parse_selectors(data.get("serviceSelectors"), f"{path}.serviceSelectors", problems)
+    node_selectors = parse_selectors(data.get("nodeSelectors"), f"{path}.nodeSelectors", problems)
+    raw_peers = data.get("peers") or []
+    peer_names: list[str] = []
+    if not isinstance(raw_peers, list):
+        problems.append(f"{path}.peers: must be a list of peer names, got {raw_peers!r}")
+    else:
+        for index, peer_name in enumerate(raw_peers):
+            if peer_name not in peers:
+                problems.append(
+                    f"{path}.peers[{index}]: no peer named {peer_name!r} (peers: {', '.join(sorted(peers)) or 'none'})"
+                )
+            elif peer_name not in peer_names:
+                peer_names.append(peer_name)
+    length = parse_int(data.get("aggregationLength", 32), f"{path}.aggregationLength", problems, low=0, high=32)
+    length_v6 = parse_int(
+        data.get("aggregationLengthV6", 128), f"{path}.aggregationLengthV6", problems, low=0, high=128
+    )
+    communities = parse_communities(data.get("communities", []), f"{path}.communities", problems)
+    local_pref = (
+        parse_int(data["localPref"], f"{path}.localPref", problems, low=0, high=U32_MAX)
+        if data.get("localPref") is not None
+        else None
+    )
+    med = parse_int(data["med"], f"{path}.med", problems, low=0, high=U32_MAX) if data.get("med") is not None else None
+    prepend = parse_int(data.get("asPathPrepend", 0), f"{path}.asPathPrepend", problems, low=0, high=MAX_PREPEND)
+    targets = [peers[n] for n in peer_names] if raw_peers else list(peers.values())
+    if local_pref is not None:
+        for peer in targets:
+            if peer.ebgp:
+                problems.append(
+                    f"{path}.localPref: iBGP only, but this advertisement reaches eBGP peer {peer.name!r}"
+                    " (list only iBGP peers in peers, or drop localPref)"
+                )
+    if prepend:
+        for peer in targets:
+            if not peer.ebgp:
+                problems.append(
+                    f"{path}.asPathPrepend: eBGP only, but this advertisement reaches iBGP peer {peer.name!r}"
+                    " (an iBGP router drops paths holding its own AS)"
+                )
+    if len(problems) != before or None in (name, length, length_v6, communities, prepend):
+        return None
+    assert name is not None and length is not None and length_v6 is not None and communities is not None
+    assert prepend is not None
+    return Advertisement(
+        name=name,
+        service_selectors=service_selectors,
+        node_selectors=node_selectors,
+        peers=tuple(peer_names),
+        aggregation_length=length,
+        aggregation_length_v6=length_v6,
+        communities=communities[0],
+        large_communities=communities[1],
+        local_pref=local_pref,
+        med=med,
+        as_path_prepend=prepend,
+    )
+
+
+def _duplicates(items: list[tuple[int, Any]], attribute: str, path: str, field: str, problems: list[str]) -> None:
+    seen: dict[Any, int] = {}
+    for index, item in items:
+        value = getattr(item, attribute)
+        if value in seen:
+            problems.append(f"{path}[{index}].{field}: duplicate of {path}[{seen[value]}], got '{value}'")
+        seen.setdefault(value, index)
 
 
 def parse_config(data: Any) -> SpeakerConfig:
@@ -128,9 +458,9 @@ def parse_config(data: Any) -> SpeakerConfig:
         problems.append(f"kind: must be {KIND!r}, got {data.get('kind')!r}")
     if "myASN" not in data:
         problems.append(f"myASN: required, an integer {ASN_MIN}..{ASN_MAX}")
-        my_asn = 0
+        my_asn = None
     else:
-        my_asn = _asn(data["myASN"], "myASN", problems)
+        my_asn = parse_asn(data["myASN"], "myASN", problems)
 
     router_id: ipaddress.IPv4Address | None = None
     raw_router_id = data.get("routerID")
@@ -149,6 +479,10 @@ def parse_config(data: Any) -> SpeakerConfig:
     if not isinstance(lb_class, str) or (lb_class and not _CLASS_NAME.match(lb_class)):
         problems.append(f"loadBalancerClass: must be \"\" or a class name like 'example.com/bgp', got {lb_class!r}")
         lb_class = ""
+    annotations = data.get("serviceAnnotations", False)
+    if not isinstance(annotations, bool):
+        problems.append(f"serviceAnnotations: must be true or false, got {annotations!r}")
+        annotations = False
 
     peers: list[tuple[int, PeerConfig]] = []
     raw_peers = data.get("peers")
@@ -156,24 +490,33 @@ def parse_config(data: Any) -> SpeakerConfig:
         problems.append(f"peers: must be a non-empty list of peers, got {raw_peers!r}")
     else:
         for index, raw_peer in enumerate(raw_peers):
-            peer = _peer(raw_peer, f"peers[{index}]", problems)
+            # Without a valid top-level myASN, per-peer checks that need it use 0 (never a real AS).
+            peer = _peer(raw_peer, f"peers[{index}]", my_asn or 0, problems)
             if peer is not None:
                 peers.append((index, peer))
-        seen_names: dict[str, int] = {}
-        seen_addresses: dict[IPAddress, int] = {}
-        for index, peer in peers:
-            if peer.name in seen_names:
-                problems.append(f"peers[{index}].name: duplicate of peers[{seen_names[peer.name]}], got {peer.name!r}")
-            seen_names.setdefault(peer.name, index)
-            if peer.peer_address in seen_addresses:
-                problems.append(
-                    f"peers[{index}].peerAddress: duplicate of peers[{seen_addresses[peer.peer_address]}],"
-                    f" got '{peer.peer_address}'"
-                )
-            seen_addresses.setdefault(peer.peer_address, index)
+        _duplicates(peers, "name", "peers", "name", problems)
+        _duplicates(peers, "peer_address", "peers", "peerAddress", problems)
+
+    advertisements: list[tuple[int, Advertisement]] = []
+    raw_advertisements = data.get("advertisements")
+    if raw_advertisements is not None and not isinstance(raw_advertisements, list):
+        problems.append(f"advertisements: must be a list, got {raw_advertisements!r}")
+    elif raw_advertisements:
+        by_name = {peer.name: peer for _, peer in peers}
+        for index, raw in enumerate(raw_advertisements):
+            advertisement = _advertisement(raw, f"advertisements[{index}]", by_name, problems)
+            if advertisement is not None:
+                advertisements.append((index, advertisement))
+        _duplicates(advertisements, "name", "advertisements", "name", problems)
 
     if problems:
         raise ConfigError(problems)
+    assert my_asn is not None
     return SpeakerConfig(
-        my_asn=my_asn, peers=tuple(peer for _, peer in peers), router_id=router_id, load_balancer_class=lb_class
+        my_asn=my_asn,
+        peers=tuple(peer for _, peer in peers),
+        router_id=router_id,
+        load_balancer_class=lb_class,
+        advertisements=tuple(a for _, a in advertisements) or (DEFAULT_ADVERTISEMENT,),
+        service_annotations=annotations,
     )

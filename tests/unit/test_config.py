@@ -22,6 +22,99 @@ def valid() -> dict[str, Any]:
     }
 
 
+def full() -> dict[str, Any]:
+    """Every field of the issue's example, plus an iBGP peer."""
+    return {
+        "apiVersion": "bgpspeaker.io/v1alpha1",
+        "kind": "SpeakerConfig",
+        "myASN": 64513,
+        "serviceAnnotations": True,
+        "peers": [
+            {
+                "name": "tor-a",
+                "peerAddress": "10.0.0.1",
+                "peerASN": 64512,
+                "myASN": 64513,
+                "peerPort": 179,
+                "sourceAddress": "10.0.0.2",
+                "holdTime": "90s",
+                "keepaliveTime": "30s",
+                "passwordFile": "/etc/bgpspeaker/tor-a.password",
+                "ebgpMultiHop": 2,
+                "families": ["ipv4", "ipv6"],
+                "ipv6NextHop": "auto",
+                "gracefulRestart": "120s",
+                "nodeSelectors": [{"matchLabels": {"rack": "r1"}}],
+            },
+            {
+                "name": "tor-b",
+                "peerAddress": "fd00::1",
+                "peerASN": 64513,
+                "passwordSecret": {"name": "bgp", "namespace": "kube-system", "key": "tor-b"},
+                "nodeSelectors": [{"matchExpressions": [{"key": "rack", "operator": "In", "values": ["r1", "r2"]}]}],
+            },
+        ],
+        "advertisements": [
+            {
+                "name": "public",
+                "serviceSelectors": [{"matchLabels": {"exposure": "public"}}],
+                "nodeSelectors": [],
+                "peers": ["tor-a"],
+                "aggregationLength": 32,
+                "aggregationLengthV6": 128,
+                "communities": ["64512:100", "no-export", "large:64512:1:1"],
+                "med": 10,
+                "asPathPrepend": 2,
+            },
+            {"name": "internal", "peers": ["tor-b"], "localPref": 200},
+        ],
+    }
+
+
+def test_full_example_parses() -> None:
+    """Every field of the issue's example comes out typed, with the defaults filled in."""
+    config = parse_config(full())
+    tor_a, tor_b = config.peers
+    assert (tor_a.hold_time_s, tor_a.keepalive_s, tor_a.graceful_restart_s, tor_a.ebgp_multihop) == (90, 30, 120, 2)
+    assert tor_a.families == {"ipv4", "ipv6"} and tor_a.ebgp and tor_a.ipv6_next_hop is None
+    assert tor_a.node_selectors[0].matches({"rack": "r1"}) and not tor_a.node_selectors[0].matches({"rack": "r2"})
+    assert tor_b.my_asn == 64513 and not tor_b.ebgp and tor_b.keepalive_s == 30
+    assert tor_b.password_secret is not None and tor_b.password_secret.key == "tor-b"
+    public, internal = config.advertisements
+    assert public.communities == ("64512:100", "no-export") and public.large_communities == ("64512:1:1",)
+    assert (public.med, public.as_path_prepend, internal.local_pref) == (10, 2, 200)
+    assert config.service_annotations
+
+
+def test_keepalive_defaults_to_a_third_of_hold_time() -> None:
+    """holdTime 9s without keepaliveTime gives 3 s keepalives; 0 disables both."""
+    data = valid()
+    data["peers"][0]["holdTime"] = "9s"
+    assert parse_config(data).peers[0].keepalive_s == 3
+    data["peers"][0]["holdTime"] = 0
+    assert parse_config(data).peers[0].keepalive_s == 0
+
+
+def test_multihop_on_ibgp_is_an_error() -> None:
+    """ebgpMultiHop on a session whose ASes match is rejected, naming the AS."""
+    data = valid()
+    data["peers"][0].update(peerASN=64513, ebgpMultiHop=2)
+    with pytest.raises(ConfigError) as raised:
+        parse_config(data)
+    assert raised.value.problems == [
+        "peers[0].ebgpMultiHop: only for eBGP sessions; this one is iBGP (peerASN = myASN = 64513)"
+    ]
+
+
+def test_both_password_sources_is_an_error() -> None:
+    """passwordFile and passwordSecret together are ambiguous."""
+    data = valid()
+    data["peers"][0].update(passwordFile="/p", passwordSecret={"name": "bgp", "namespace": "default", "key": "k"})
+    with pytest.raises(ConfigError) as raised:
+        parse_config(data)
+    assert raised.value.problems == ["peers[0]: set passwordFile or passwordSecret, not both"]
+
+
 def test_valid_config_parses_with_typed_values() -> None:
     """The issue's example parses; addresses become ipaddress objects, families default by address."""
     config = parse_config(valid())
@@ -47,7 +140,7 @@ def test_optional_fields_have_defaults() -> None:
 
 
 def with_change(path: str, value: Any) -> dict[str, Any]:
-    data = valid()
+    data = full() if path.startswith("advertisements") else valid()
     target: Any = data
     *parents, last = path.split(".")
     for part in parents:
@@ -86,8 +179,162 @@ CASES = [
     ),
     ("peers.0.peerASN", -1, "peers[0].peerASN: must be an integer 1..4294967295, got -1"),
     ("peers.0.peerASN", KeyError, "peers[0].peerASN: required, an integer 1..4294967295"),
-    ("peers.0.holdTime", "90s", "peers[0].holdTime: unknown field (allowed: name, peerASN, peerAddress)"),
-    ("myAsn", 1, "myAsn: unknown field (allowed: apiVersion, kind, loadBalancerClass, myASN, peers, routerID)"),
+    (
+        "peers.0.holdtime",
+        "90s",
+        "peers[0].holdtime: unknown field (allowed: ebgpMultiHop, families, gracefulRestart, holdTime, ipv6NextHop,"
+        " keepaliveTime, myASN, name, nodeSelectors, passwordFile, passwordSecret, peerASN, peerAddress, peerPort,"
+        " sourceAddress)",
+    ),
+    (
+        "myAsn",
+        1,
+        "myAsn: unknown field (allowed: advertisements, apiVersion, kind, loadBalancerClass, myASN, peers, routerID,"
+        " serviceAnnotations)",
+    ),
+    ("serviceAnnotations", "yes", "serviceAnnotations: must be true or false, got 'yes'"),
+    ("peers.0.myASN", 0, "peers[0].myASN: must be an integer 1..4294967295, got 0"),
+    ("peers.0.peerPort", 0, "peers[0].peerPort: must be an integer 1..65535, got 0"),
+    (
+        "peers.0.sourceAddress",
+        "fd00::2",
+        "peers[0].sourceAddress: must be the same family as peerAddress (10.0.0.1), got 'fd00::2'",
+    ),
+    ("peers.0.sourceAddress", "eth0", "peers[0].sourceAddress: must be a unicast IPv4 or IPv6 address, got 'eth0'"),
+    ("peers.0.holdTime", "2s", "peers[0].holdTime: must be 0 (no keepalives) or 3s..65535s, got '2s'"),
+    (
+        "peers.0.holdTime",
+        "90",
+        "peers[0].holdTime: must be a duration in whole seconds like 90s, 2m or 1m30s, got '90'",
+    ),
+    ("peers.0.keepaliveTime", "100s", "peers[0].keepaliveTime: must be 1s..holdTime (90s), got '100s'"),
+    (
+        "peers.0.keepaliveTime",
+        "1.5s",
+        "peers[0].keepaliveTime: must be a duration in whole seconds like 90s, 2m or 1m30s, got '1.5s'",
+    ),
+    ("peers.0.passwordFile", "secret.txt", "peers[0].passwordFile: must be an absolute path, got 'secret.txt'"),
+    (
+        "peers.0.passwordSecret",
+        {"name": "bgp", "namespace": "kube-system"},
+        "peers[0].passwordSecret.key: must be a Secret data key (letters, digits, '-', '_', '.'), got None",
+    ),
+    (
+        "peers.0.passwordSecret",
+        "bgp",
+        "peers[0].passwordSecret: must be a mapping with name, namespace and key, got 'bgp'",
+    ),
+    ("peers.0.ebgpMultiHop", 0, "peers[0].ebgpMultiHop: must be an integer 1..255, got 0"),
+    (
+        "peers.0.families",
+        ["ipv4", "vpnv4"],
+        "peers[0].families: must be a non-empty list of ipv4, ipv6; got ['ipv4', 'vpnv4']",
+    ),
+    ("peers.0.families", ["ipv4", "ipv4"], "peers[0].families: lists a family twice, got ['ipv4', 'ipv4']"),
+    ("peers.0.families", [], "peers[0].families: must be a non-empty list of ipv4, ipv6; got []"),
+    (
+        "peers.0.ipv6NextHop",
+        "::ffff:10.0.0.2",
+        "peers[0].ipv6NextHop: must be 'auto' or a global IPv6 address"
+        " (not IPv4-mapped, not link-local), got '::ffff:10.0.0.2'",
+    ),
+    (
+        "peers.0.ipv6NextHop",
+        "fe80::1",
+        "peers[0].ipv6NextHop: must be 'auto' or a global IPv6 address"
+        " (not IPv4-mapped, not link-local), got 'fe80::1'",
+    ),
+    (
+        "peers.0.ipv6NextHop",
+        "fd00::2",
+        "peers[0].ipv6NextHop: set, but the session does not carry ipv6 (families: ['ipv4'])",
+    ),
+    (
+        "peers.0.gracefulRestart",
+        "2h",
+        "peers[0].gracefulRestart: must be 1s..4095s (the capability's 12-bit field), got '2h'",
+    ),
+    (
+        "peers.0.nodeSelectors",
+        {"rack": "r1"},
+        "peers[0].nodeSelectors: must be a list of label selectors, got {'rack': 'r1'}",
+    ),
+    (
+        "peers.0.nodeSelectors",
+        [{"matchLabels": {"rack": "r 1"}}],
+        "peers[0].nodeSelectors[0].matchLabels.rack:"
+        " must be a label value (at most 63 letters, digits, '-', '_', '.'), got 'r 1'",
+    ),
+    (
+        "peers.0.nodeSelectors",
+        [{"matchExpressions": [{"key": "rack", "operator": "In"}]}],
+        "peers[0].nodeSelectors[0].matchExpressions[0].values: must be non-empty for operator In",
+    ),
+    (
+        "peers.0.nodeSelectors",
+        [{"matchExpressions": [{"key": "rack", "operator": "Equals", "values": ["a"]}]}],
+        "peers[0].nodeSelectors[0].matchExpressions[0].operator: must be one of In, NotIn, Exists, DoesNotExist,"
+        " got 'Equals'",
+    ),
+    (
+        "peers.0.nodeSelectors",
+        [{"matchLabel": {"rack": "r1"}}],
+        "peers[0].nodeSelectors[0].matchLabel: unknown field (allowed: matchExpressions, matchLabels)",
+    ),
+    ("advertisements", {"name": "x"}, "advertisements: must be a list, got {'name': 'x'}"),
+    (
+        "advertisements.0.name",
+        "Public",
+        "advertisements[0].name: must be a DNS label (lowercase letters, digits, '-', at most 63), got 'Public'",
+    ),
+    ("advertisements.0.peers", ["tor-z"], "advertisements[0].peers[0]: no peer named 'tor-z' (peers: tor-a, tor-b)"),
+    ("advertisements.0.aggregationLength", 33, "advertisements[0].aggregationLength: must be an integer 0..32, got 33"),
+    (
+        "advertisements.0.aggregationLengthV6",
+        129,
+        "advertisements[0].aggregationLengthV6: must be an integer 0..128, got 129",
+    ),
+    (
+        "advertisements.0.communities",
+        ["64512:70000"],
+        "advertisements[0].communities[0]: must be 'ASN:VALUE'"
+        " (each 0..65535), 'large:GLOBAL:LOCAL1:LOCAL2' (each 0..4294967295) or one of blackhole, graceful-shutdown,"
+        " no-advertise, no-export, no-export-subconfed, no-peer; got '64512:70000'",
+    ),
+    (
+        "advertisements.0.communities",
+        ["large:1:2"],
+        "advertisements[0].communities[0]: must be 'ASN:VALUE'"
+        " (each 0..65535), 'large:GLOBAL:LOCAL1:LOCAL2' (each 0..4294967295) or one of blackhole, graceful-shutdown,"
+        " no-advertise, no-export, no-export-subconfed, no-peer; got 'large:1:2'",
+    ),
+    (
+        "advertisements.0.communities",
+        "64512:100",
+        "advertisements[0].communities: must be a list of communities, got '64512:100'",
+    ),
+    ("advertisements.0.med", -1, "advertisements[0].med: must be an integer 0..4294967295, got -1"),
+    ("advertisements.0.asPathPrepend", 17, "advertisements[0].asPathPrepend: must be an integer 0..16, got 17"),
+    (
+        "advertisements.0.localPref",
+        200,
+        "advertisements[0].localPref: iBGP only, but this advertisement reaches"
+        " eBGP peer 'tor-a' (list only iBGP peers in peers, or drop localPref)",
+    ),
+    (
+        "advertisements.1.asPathPrepend",
+        1,
+        "advertisements[1].asPathPrepend: eBGP only, but this advertisement"
+        " reaches iBGP peer 'tor-b' (an iBGP router drops paths holding its own AS)",
+    ),
+    ("advertisements.1.name", "public", "advertisements[1].name: duplicate of advertisements[0], got 'public'"),
+    (
+        "advertisements.0.servicSelectors",
+        [],
+        "advertisements[0].servicSelectors: unknown field (allowed:"
+        " aggregationLength, aggregationLengthV6, asPathPrepend, communities, localPref, med, name, nodeSelectors,"
+        " peers, serviceSelectors)",
+    ),
 ]
 
 
