@@ -25,6 +25,7 @@ from pathlib import Path
 from bgpspeaker.commands import Attributes, announce_line, withdraw_line
 from bgpspeaker.config import parse_config
 from bgpspeaker.exabgp import ExabgpSupervisor
+from bgpspeaker.peers import PeerRuntime
 from tests.lab.kubeapi import endpoint_slice, service
 from tests.lab.netns import Frr, Lab, enter_netns, wait_until
 from tests.lab.topology import single_node
@@ -95,10 +96,13 @@ def main() -> None:
         )
         workdir = Path(tempfile.mkdtemp(prefix="bench-raw-"))
         exabgp = ExabgpSupervisor(
-            config, router_id=ipaddress.IPv4Address("10.0.0.2"), workdir=workdir, on_ready=lambda: None
+            PeerRuntime(config.peers[0]),
+            router_id=ipaddress.IPv4Address("10.0.0.2"),
+            workdir=workdir,
+            on_ready=lambda: None,
         )
         exabgp.start()
-        wait_until(lambda: exabgp.peers["tor-a"].state == "up", timeout_s=30, desc="raw ExaBGP session up")
+        wait_until(lambda: exabgp.state.state == "up", timeout_s=30, desc="raw ExaBGP session up")
         peer, net = ipaddress.ip_address("10.0.0.1"), ipaddress.ip_network(prefix)
         raw_up, raw_down = [], []
         for _ in range(args.trials):

@@ -51,8 +51,11 @@ def load_config(path: str) -> SpeakerConfig:
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    from bgpspeaker.peers import check_password_files
+
     try:
-        load_config(args.file)
+        config = load_config(args.file)
+        check_password_files(config)
     except ConfigError as error:
         for problem in error.problems:
             print(problem, file=sys.stderr)
@@ -74,37 +77,88 @@ def _guarded(target: Callable[[], None], name: str, crashed: threading.Event) ->
     return threading.Thread(target=body, name=name, daemon=True)
 
 
+class _ConfigSource:
+    """The config file as the daemon sees it: loaded, resolved, and re-read on change.
+
+    A new version is validated and resolved completely before anything uses it; if
+    that fails the running config stays and the problems are logged (``valid`` is
+    False until a good version arrives)."""
+
+    def __init__(self, path: str, read_secret: Callable[[Any], bytes] | None) -> None:
+        self.path = path
+        self._read_secret = read_secret
+        self.valid = True
+        self.last_text: bytes | None = None
+
+    def read(self) -> bytes | None:
+        try:
+            return Path(self.path).read_bytes()
+        except OSError:
+            return None
+
+    def load(self) -> tuple[SpeakerConfig, dict[str, Any], Any]:
+        """(effective config, peer runtimes, router ID); ConfigError on any problem."""
+        from bgpspeaker.netinfo import primary_ipv4
+        from bgpspeaker.peers import resolve_peers
+
+        text = self.read()
+        config = load_config(self.path)
+        effective, runtimes = resolve_peers(config, self._read_secret)
+        router_id = config.router_id or primary_ipv4()
+        if router_id is None:
+            raise ConfigError(["routerID: not set, and this node has no global IPv4 address to use"])
+        for name, runtime in runtimes.items():
+            for problem in runtime.problems:
+                log.warning("peer_degraded", peer=name, problem=problem)
+        self.last_text = text
+        return effective, runtimes, router_id
+
+
 def _run(args: argparse.Namespace) -> int:
     # Imported here so check-config stays fast and works without the kubernetes client.
+    from kubernetes import client as k8s
+
     from bgpspeaker.exabgp import ExabgpSupervisor
     from bgpspeaker.kube import ClusterStore, WatchSettings, api_client, make_watchers
-    from bgpspeaker.netinfo import primary_ipv4
+    from bgpspeaker.peers import PeerRuntime, read_secret_with
     from bgpspeaker.reconciler import Reconciler
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as error:
-        log.error("config_invalid", path=args.config, problems=error.problems)
-        return EXIT_USAGE
     node_name = args.node_name or os.environ.get("NODE_NAME", "")
     if not node_name:
         log.error("node_name_missing", hint="pass --node-name or set NODE_NAME (downward API spec.nodeName)")
         return EXIT_USAGE
-    router_id = config.router_id or primary_ipv4()
-    if router_id is None:
-        log.error("router_id_missing", hint="set routerID: this node has no global IPv4 address")
+    try:
+        load_config(args.config)  # fail fast, before touching the API server
+    except ConfigError as error:
+        log.error("config_invalid", path=args.config, problems=error.problems)
+        return EXIT_USAGE
+    try:
+        api = api_client(args.kubeconfig)
+    except Exception as error:  # noqa: BLE001  # ConfigException, bad files: one clear line, exit 2
+        log.error("kubeconfig_invalid", kubeconfig=args.kubeconfig, error=str(error).strip())
+        return EXIT_USAGE
+    source = _ConfigSource(args.config, read_secret_with(k8s.CoreV1Api(api)))
+    try:
+        config, runtimes, router_id = source.load()
+    except ConfigError as error:
+        log.error("config_invalid", path=args.config, problems=error.problems)
         return EXIT_USAGE
 
     stop = threading.Event()
     crashed = threading.Event()
+    reload_requested = threading.Event()
     signals_seen: list[int] = []
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         signals_seen.append(signum)
         stop.set()
 
+    def on_hup(_signum: int, _frame: FrameType | None) -> None:
+        reload_requested.set()
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_hup)
 
     workdir = Path(tempfile.mkdtemp(prefix="bgpspeaker-"))  # 0700
     reconciler: Reconciler | None = None
@@ -113,13 +167,19 @@ def _run(args: argparse.Namespace) -> int:
         if reconciler is not None:
             reconciler.mark_dirty()
 
+    def new_session(runtime: PeerRuntime, router: Any) -> ExabgpSupervisor:
+        peer_dir = workdir / runtime.peer.name
+        peer_dir.mkdir(mode=0o700, exist_ok=True)
+        return ExabgpSupervisor(
+            runtime, router_id=router, workdir=peer_dir, on_ready=mark_dirty, ack_timeout_s=args.exabgp_ack_timeout
+        )
+
     store = ClusterStore(on_change=mark_dirty)
-    exabgp = ExabgpSupervisor(
-        config, router_id=router_id, workdir=workdir, on_ready=mark_dirty, ack_timeout_s=args.exabgp_ack_timeout
+    reconciler = Reconciler(
+        config, runtimes, router_id=router_id, node_name=node_name, store=store, session_factory=new_session
     )
-    reconciler = Reconciler(config, node_name=node_name, store=store, exabgp=exabgp)
     settings = WatchSettings(inactivity_timeout_s=args.watch_inactivity_timeout)
-    watchers = make_watchers(api_client(args.kubeconfig), store, node_name=node_name, settings=settings, stop=stop)
+    watchers = make_watchers(api, store, node_name=node_name, settings=settings, stop=stop)
     log.info(
         "speaker_starting",
         version=__version__,
@@ -129,26 +189,35 @@ def _run(args: argparse.Namespace) -> int:
         peers=[f"{p.name}={p.peer_address} AS{p.peer_asn}" for p in config.peers],
         pid=os.getpid(),
     )
-    exabgp.start()
+    reconciler.start_unconditional_sessions()
     reconcile_thread = _guarded(reconciler.run, "reconciler", crashed)
     reconcile_thread.start()
     for watcher in watchers:
         _guarded(watcher.run, f"watch-{watcher.kind}", crashed).start()
 
     exit_code = EXIT_OK
+    next_check = time.monotonic() + args.config_poll_interval
     while not stop.wait(0.2):
         if crashed.is_set():
             exit_code = EXIT_FAILED
             break
-        if exabgp.failed is not None:
-            log.error("exabgp_gave_up", error=str(exabgp.failed))
+        failed = next((s for s in reconciler.sessions.values() if s.failed is not None), None)
+        if failed is not None:
+            log.error("exabgp_gave_up", peer=failed.name, error=str(failed.failed))
             exit_code = EXIT_FAILED
             break
+        if reload_requested.is_set() or time.monotonic() >= next_check:
+            forced = reload_requested.is_set()
+            reload_requested.clear()
+            next_check = time.monotonic() + args.config_poll_interval
+            if forced or source.read() != source.last_text:
+                _reload(source, reconciler, forced=forced)
 
     started = time.monotonic()
     log.info("speaker_stopping", signal=signals_seen[0] if signals_seen else None, exit_code=exit_code)
     stop.set()
-    exabgp.ack_timeout_s = min(exabgp.ack_timeout_s, 3.0)
+    for session in reconciler.sessions.values():
+        session.ack_timeout_s = min(session.ack_timeout_s, 3.0)
     reconciler.stop()
     reconcile_thread.join(timeout=3.5)
     if reconcile_thread.is_alive():
@@ -158,7 +227,7 @@ def _run(args: argparse.Namespace) -> int:
         remaining = len(reconciler.acknowledged)
     else:
         remaining = reconciler.withdraw_all(Reason.SHUTDOWN, timeout_s=3.0)
-    exabgp.stop(timeout_s=max(1.0, SHUTDOWN_BUDGET_S - (time.monotonic() - started) - 1.0))
+    reconciler.stop_sessions(timeout_s=max(1.0, SHUTDOWN_BUDGET_S - (time.monotonic() - started) - 1.0))
     shutil.rmtree(workdir, ignore_errors=True)
     log.info(
         "speaker_stopped",
@@ -167,6 +236,20 @@ def _run(args: argparse.Namespace) -> int:
         exit_code=exit_code,
     )
     return exit_code
+
+
+def _reload(source: _ConfigSource, reconciler: Any, *, forced: bool) -> None:
+    """Re-read the config; hand a valid one to the reconciler, keep the old one otherwise."""
+    try:
+        config, runtimes, router_id = source.load()
+    except ConfigError as error:
+        source.last_text = source.read()  # do not log the same broken file every poll
+        source.valid = False
+        log.error("config_reload_failed", path=source.path, problems=error.problems, kept="running config")
+        return
+    source.valid = True
+    log.info("config_reloading", path=source.path, trigger="sighup" if forced else "file_changed")
+    reconciler.request_config(config, runtimes, router_id)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -193,6 +276,13 @@ def _parser() -> argparse.ArgumentParser:
         default=10.0,
         metavar="SECONDS",
         help="restart ExaBGP when it leaves commands unacknowledged this long",
+    )
+    run.add_argument(
+        "--config-poll-interval",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="how often to check the config file for changes (SIGHUP re-reads it at once)",
     )
     run.set_defaults(func=_run)
 

@@ -7,51 +7,24 @@ turn one command into two.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Iterator, Sequence
 
-from bgpspeaker.config import IPAddress
-from bgpspeaker.decision import Prefix
+from bgpspeaker.config import MAX_PREPEND, IPAddress
+from bgpspeaker.decision import Attributes, Prefix
 from bgpspeaker.errors import CommandValueError
+from bgpspeaker.values import U32_MAX, WELL_KNOWN_COMMUNITIES
 
-__all__ = ["BATCH_SIZE", "Attributes", "announce_line", "batches", "check_line", "withdraw_line"]
+__all__ = ["BATCH_SIZE", "Attributes", "announce_line", "batches", "check_line", "encode_attributes", "withdraw_line"]
 
 BATCH_SIZE = 500
 """Prefixes per bulk command: ExaBGP packs one IPv4 UPDATE per command, and 500 /32s
 fit one 4 KiB UPDATE; measured ~2,100 routes/s this way against ~1,100/s one by one."""
 
 _COMMUNITY = re.compile(r"^(\d{1,5}):(\d{1,5})$")
+_LARGE = re.compile(r"^(\d{1,10}):(\d{1,10}):(\d{1,10})$")
+_NAMED = frozenset(WELL_KNOWN_COMMUNITIES.values())
 _PRINTABLE = re.compile(r"^[\x20-\x7e]+$")
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Attributes:
-    """Path attributes of an announcement besides the next hop (always ``self``)."""
-
-    communities: tuple[str, ...] = ()
-    med: int | None = None
-    local_pref: int | None = None
-
-    def __post_init__(self) -> None:
-        for community in self.communities:
-            match = _COMMUNITY.match(community)
-            if not match or int(match[1]) > 65535 or int(match[2]) > 65535:
-                raise CommandValueError(f"community: must be ASN:VALUE with both 0..65535, got {community!r}")
-        for name, value in (("med", self.med), ("local_pref", self.local_pref)):
-            if value is not None and (isinstance(value, bool) or not 0 <= value <= 4_294_967_295):
-                raise CommandValueError(f"{name}: must be 0..4294967295, got {value!r}")
-
-    def encode(self) -> str:
-        """The attribute words of an announce command, next hop first."""
-        words = ["next-hop self"]
-        if self.communities:
-            words.append(f"community [{' '.join(self.communities)}]")
-        if self.med is not None:
-            words.append(f"med {self.med}")
-        if self.local_pref is not None:
-            words.append(f"local-preference {self.local_pref}")
-        return " ".join(words)
 
 
 def check_line(line: str) -> str:
@@ -67,13 +40,53 @@ def batches(prefixes: Sequence[Prefix], size: int = BATCH_SIZE) -> Iterator[Sequ
         yield prefixes[start : start + size]
 
 
-def announce_line(peer: IPAddress, attributes: Attributes, prefixes: Sequence[Prefix]) -> str:
+def encode_attributes(attributes: Attributes, *, my_asn: int) -> str:
+    """The attribute words of an announce command, next hop first.
+
+    An explicit AS path is sent verbatim by ExaBGP, so a prepend spells out our AS
+    ``1 + as_path_prepend`` times (the decision only sets a prepend on eBGP routes).
+    """
+    words = [f"next-hop {attributes.next_hop or 'self'}"]
+    if attributes.communities:
+        words.append(f"community [{' '.join(attributes.communities)}]")
+    if attributes.large_communities:
+        words.append(f"large-community [{' '.join(attributes.large_communities)}]")
+    if attributes.med is not None:
+        words.append(f"med {attributes.med}")
+    if attributes.local_pref is not None:
+        words.append(f"local-preference {attributes.local_pref}")
+    if attributes.as_path_prepend:
+        words.append(f"as-path [{' '.join([str(my_asn)] * (attributes.as_path_prepend + 1))}]")
+    return " ".join(words)
+
+
+def announce_line(peer: IPAddress, attributes: Attributes, prefixes: Sequence[Prefix], *, my_asn: int = 0) -> str:
     """One bulk ``announce attributes ... nlri P...`` line for one peer."""
+    _check_attributes(attributes)
     nlri = " ".join(map(str, prefixes))
-    return check_line(f"neighbor {peer} announce attributes {attributes.encode()} nlri {nlri}")
+    return check_line(f"neighbor {peer} announce attributes {encode_attributes(attributes, my_asn=my_asn)} nlri {nlri}")
 
 
-def withdraw_line(peer: IPAddress, prefixes: Sequence[Prefix]) -> str:
-    """One bulk ``withdraw attributes ... nlri P...`` line for one peer."""
+def withdraw_line(peer: IPAddress, prefixes: Sequence[Prefix], *, next_hop: IPAddress | None = None) -> str:
+    """One bulk ``withdraw attributes ... nlri P...`` line for one peer.
+
+    The next hop must be the one announced when it is explicit: ExaBGP refuses
+    ``next-hop self`` for an IPv6 prefix on an IPv4 session."""
     nlri = " ".join(map(str, prefixes))
-    return check_line(f"neighbor {peer} withdraw attributes next-hop self nlri {nlri}")
+    return check_line(f"neighbor {peer} withdraw attributes next-hop {next_hop or 'self'} nlri {nlri}")
+
+
+def _check_attributes(attributes: Attributes) -> None:
+    for community in attributes.communities:
+        match = _COMMUNITY.match(community)
+        if not (match and int(match[1]) <= 65535 and int(match[2]) <= 65535) and community not in _NAMED:
+            raise CommandValueError(f"community: must be ASN:VALUE with both 0..65535, got {community!r}")
+    for community in attributes.large_communities:
+        match = _LARGE.match(community)
+        if not match or any(int(part) > U32_MAX for part in match.groups()):
+            raise CommandValueError(f"large community: must be GLOBAL:LOCAL1:LOCAL2, got {community!r}")
+    for name, value in (("med", attributes.med), ("local_pref", attributes.local_pref)):
+        if value is not None and (isinstance(value, bool) or not 0 <= value <= U32_MAX):
+            raise CommandValueError(f"{name}: must be 0..4294967295, got {value!r}")
+    if not 0 <= attributes.as_path_prepend <= MAX_PREPEND:
+        raise CommandValueError(f"as_path_prepend: must be 0..{MAX_PREPEND}, got {attributes.as_path_prepend!r}")

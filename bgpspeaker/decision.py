@@ -11,12 +11,30 @@ import enum
 import ipaddress
 from collections.abc import Iterable, Mapping
 
-from bgpspeaker.config import IPAddress, PeerConfig, SpeakerConfig
+from bgpspeaker.config import MAX_PREPEND, Advertisement, IPAddress, PeerConfig, SpeakerConfig
 from bgpspeaker.model import EXCLUDE_LABEL, EndpointSlice, Service, Snapshot, is_usable
+from bgpspeaker.values import U32_MAX, matches_any, parse_communities
 
-__all__ = ["Announcement", "Decision", "Prefix", "Reason", "Verdict", "decide", "host_prefix", "prefix_order"]
+__all__ = [
+    "ANNOTATION_COMMUNITIES",
+    "ANNOTATION_MED",
+    "ANNOTATION_PREPEND",
+    "Announcement",
+    "Attributes",
+    "Decision",
+    "Prefix",
+    "Reason",
+    "Verdict",
+    "decide",
+    "host_prefix",
+    "prefix_order",
+]
 
 Prefix = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+ANNOTATION_COMMUNITIES = "bgpspeaker.io/communities"
+ANNOTATION_MED = "bgpspeaker.io/med"
+ANNOTATION_PREPEND = "bgpspeaker.io/as-path-prepend"
 
 
 class Reason(enum.StrEnum):
@@ -34,10 +52,14 @@ class Reason(enum.StrEnum):
     NO_ENDPOINTS = "no_endpoints"
     NO_LOCAL_ENDPOINTS = "no_local_endpoints"
     NO_PEER_FOR_FAMILY = "no_peer_for_family"
+    NO_ADVERTISEMENT = "no_advertisement"
+    CONFLICTING_ADVERTISEMENTS = "conflicting_advertisements"
     # not announced: about this node
     NODE_NOT_FOUND = "node_not_found"
     NODE_EXCLUDED = "node_excluded"
     NODE_NETWORK_UNAVAILABLE = "node_network_unavailable"
+    NODE_NOT_SELECTED = "node_not_selected"
+    NO_PEER_FOR_NODE = "no_peer_for_node"
     # why a route leaves, beyond the verdicts above (used by the reconciler)
     SERVICE_DELETED = "service_deleted"
     INGRESS_IP_REMOVED = "ingress_ip_removed"
@@ -62,12 +84,35 @@ class Verdict:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Attributes:
+    """Path attributes of one route to one peer, besides the next hop (chosen per session)."""
+
+    communities: tuple[str, ...] = ()
+    """Standard communities in ExaBGP's spelling (``64512:100``, ``no-export``)."""
+    large_communities: tuple[str, ...] = ()
+    """``GLOBAL:LOCAL1:LOCAL2``."""
+    med: int | None = None
+    local_pref: int | None = None
+    """iBGP only."""
+    as_path_prepend: int = 0
+    """Extra copies of our AS (eBGP only)."""
+    next_hop: IPAddress | None = None
+    """None: ``self``. Never set by the decision: the shell fills it per session and family."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Announcement:
-    """One prefix this node announces, the peers that get it, and the services that want it."""
+    """One prefix this node announces, its attributes per peer, and the services that want it."""
 
     prefix: Prefix
-    peers: frozenset[str]
+    routes: Mapping[str, Attributes]
+    """Peer name -> the attributes that peer gets."""
     services: frozenset[str]
+
+    @property
+    def peers(self) -> frozenset[str]:
+        """The peers that get this prefix."""
+        return frozenset(self.routes)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -140,73 +185,219 @@ def service_reason(
     return reason
 
 
-def _peers_by_family(peers: Iterable[PeerConfig]) -> dict[int, tuple[str, ...]]:
-    by_family: dict[int, list[str]] = {4: [], 6: []}
-    for peer in peers:
-        if "ipv4" in peer.families:
-            by_family[4].append(peer.name)
-        if "ipv6" in peer.families:
-            by_family[6].append(peer.name)
-    return {version: tuple(names) for version, names in by_family.items()}
+def _annotation_extras(service: Service) -> tuple[Attributes | None, str]:
+    """Attributes asked for by the service's annotations, or (None, why they are ignored)."""
+    problems: list[str] = []
+    communities: tuple[tuple[str, ...], tuple[str, ...]] | None = ((), ())
+    raw = service.annotations.get(ANNOTATION_COMMUNITIES)
+    if raw is not None:
+        items = [item.strip() for item in raw.split(",") if item.strip()]
+        communities = parse_communities(items, f"annotation {ANNOTATION_COMMUNITIES}", problems)
+        if not items:
+            problems.append(f"annotation {ANNOTATION_COMMUNITIES}: must list communities, got {raw!r}")
+    med = _annotation_int(service, ANNOTATION_MED, U32_MAX, problems)
+    prepend = _annotation_int(service, ANNOTATION_PREPEND, MAX_PREPEND, problems)
+    if problems or communities is None:
+        return None, "; ".join(problems)
+    return Attributes(communities[0], communities[1], med=med, as_path_prepend=prepend or 0), ""
+
+
+def _annotation_int(service: Service, key: str, high: int, problems: list[str]) -> int | None:
+    raw = service.annotations.get(key)
+    if raw is None:
+        return None
+    text = raw.strip()
+    if not text.isascii() or not text.isdigit() or int(text) > high:
+        problems.append(f"annotation {key}: must be an integer 0..{high}, got {raw!r}")
+        return None
+    return int(text)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Contribution:
+    """One service's wish for one (peer, prefix): the attributes and where they came from."""
+
+    service: str
+    ip: IPAddress
+    attributes: Attributes
+    source: str
+
+
+def _peer_attributes(advertisement: Advertisement, peer: PeerConfig, extras: Attributes | None) -> Attributes:
+    """What ``advertisement`` (plus annotations) sets on a route to ``peer``."""
+    med = advertisement.med
+    prepend = advertisement.as_path_prepend if peer.ebgp else 0
+    communities, large = advertisement.communities, advertisement.large_communities
+    if extras is not None:
+        communities = _union(communities, extras.communities)
+        large = _union(large, extras.large_communities)
+        med = extras.med if extras.med is not None else med
+        if peer.ebgp and extras.as_path_prepend:
+            prepend = extras.as_path_prepend
+    return Attributes(
+        communities=communities,
+        large_communities=large,
+        med=med,
+        local_pref=advertisement.local_pref if not peer.ebgp else None,
+        as_path_prepend=prepend,
+    )
+
+
+def _union(first: tuple[str, ...], second: tuple[str, ...]) -> tuple[str, ...]:
+    return first + tuple(item for item in second if item not in first)
+
+
+def _merge(contributions: list[_Contribution]) -> tuple[Attributes | None, str]:
+    """One route's attributes from every contribution: communities unite; a MED, local-pref
+    or prepend set to two different values is a conflict (None, which values). Unset
+    (None, or 0 for prepend) is no opinion."""
+    communities: tuple[str, ...] = ()
+    large: tuple[str, ...] = ()
+    for contribution in contributions:
+        communities = _union(communities, contribution.attributes.communities)
+        large = _union(large, contribution.attributes.large_communities)
+    merged: dict[str, int | None] = {}
+    for field in ("med", "local_pref", "as_path_prepend"):
+        values = {getattr(c.attributes, field) for c in contributions} - {None}
+        if field == "as_path_prepend":
+            values.discard(0)
+        if len(values) > 1:
+            sources = sorted({c.source for c in contributions})
+            return None, f"{field} differs between {', '.join(sources)}: {sorted(values)}"
+        merged[field] = values.pop() if values else None
+    return (
+        Attributes(
+            communities=tuple(sorted(communities)),
+            large_communities=tuple(sorted(large)),
+            med=merged["med"],
+            local_pref=merged["local_pref"],
+            as_path_prepend=merged["as_path_prepend"] or 0,
+        ),
+        "",
+    )
+
+
+class _Plan:
+    """The config, bound to this node: which peers and advertisements apply here."""
+
+    def __init__(self, config: SpeakerConfig, node_labels: Mapping[str, str]) -> None:
+        self.config = config
+        self.peers = {peer.name: peer for peer in config.peers if matches_any(peer.node_selectors, node_labels)}
+        self.all_peers = {peer.name: peer for peer in config.peers}
+        self.node_labels = node_labels
+
+    def advertisements_for(self, service: Service) -> tuple[list[Advertisement], bool]:
+        """(advertisements selecting the service and this node, whether any selected the service)."""
+        selecting = [a for a in self.config.advertisements if matches_any(a.service_selectors, service.labels)]
+        return [a for a in selecting if matches_any(a.node_selectors, self.node_labels)], bool(selecting)
+
+
+def _aggregate(ip: IPAddress, advertisement: Advertisement) -> Prefix:
+    length = advertisement.aggregation_length if ip.version == 4 else advertisement.aggregation_length_v6
+    return ipaddress.ip_network((ip, length), strict=False)
 
 
 def decide_service(
     service: Service,
     slices: Iterable[EndpointSlice],
     *,
-    config: SpeakerConfig,
+    plan: _Plan,
     node_name: str,
     node_reason: Reason | None,
-    peers_by_family: Mapping[int, tuple[str, ...]],
-) -> tuple[Verdict, ...]:
-    """Verdicts for one service: one per VIP when it qualifies, else one for the service.
-
-    ``peers_by_family`` maps 4 and 6 to the peers whose session carries that family."""
+    wanted: dict[tuple[str, Prefix], list[_Contribution]],
+) -> list[Verdict]:
+    """Verdicts for one service (one per VIP when it qualifies); adds its routes to ``wanted``."""
+    config = plan.config
     reason = service_reason(service, slices, config=config, node_name=node_name, node_reason=node_reason)
     if not reason.announces:
-        return (Verdict(service=service.key, reason=reason),)
+        return [Verdict(service=service.key, reason=reason)]
+    advertisements, selected = plan.advertisements_for(service)
+    if not advertisements:
+        return [Verdict(service=service.key, reason=Reason.NODE_NOT_SELECTED if selected else Reason.NO_ADVERTISEMENT)]
+    extras, annotation_problem = _annotation_extras(service) if config.service_annotations else (None, "")
     verdicts = []
     for ip in service.ingress_ips:
-        peers = peers_by_family[ip.version]
+        family = f"ipv{ip.version}"
+        peers: set[str] = set()
+        configured_for_family = False
+        for advertisement in advertisements:
+            prefix = _aggregate(ip, advertisement)
+            for name in advertisement.peers or plan.all_peers:
+                peer = plan.all_peers[name]
+                if family not in peer.families:
+                    continue
+                configured_for_family = True
+                if name not in plan.peers:
+                    continue  # the peer's nodeSelectors leave this node out
+                peers.add(name)
+                wanted.setdefault((name, prefix), []).append(
+                    _Contribution(service.key, ip, _peer_attributes(advertisement, peer, extras), advertisement.name)
+                )
         if peers:
-            verdicts.append(Verdict(service=service.key, reason=reason, ip=ip, peers=peers))
+            verdicts.append(
+                Verdict(
+                    service=service.key, reason=reason, ip=ip, peers=tuple(sorted(peers)), detail=annotation_problem
+                )
+            )
+        elif configured_for_family:
+            verdicts.append(
+                Verdict(
+                    service=service.key,
+                    reason=Reason.NO_PEER_FOR_NODE,
+                    ip=ip,
+                    detail=f"the {family} peers of this service's advertisements do not select this node",
+                )
+            )
         else:
             verdicts.append(
                 Verdict(
                     service=service.key,
                     reason=Reason.NO_PEER_FOR_FAMILY,
                     ip=ip,
-                    detail=f"no peer session carries ipv{ip.version}",
+                    detail=f"no peer session of this service's advertisements carries {family}",
                 )
             )
-    return tuple(verdicts)
+    return verdicts
 
 
 def decide(snapshot: Snapshot, config: SpeakerConfig, node_name: str) -> Decision:
-    """Compute every prefix this node must announce, and a verdict for every service."""
+    """Compute every route this node must announce, and a verdict for every service."""
     node_reason = _node_reason(snapshot, node_name)
-    peers_by_family = _peers_by_family(config.peers)
+    node = snapshot.nodes.get(node_name)
+    plan = _Plan(config, node.labels if node is not None else {})
     verdicts: list[Verdict] = []
-    wanted: dict[Prefix, tuple[set[str], set[str]]] = {}
+    wanted: dict[tuple[str, Prefix], list[_Contribution]] = {}
     for key, service in snapshot.services.items():
         if service.type != "LoadBalancer":
             continue  # not ours to talk about: keeps verdicts proportional to LB services
         slices = snapshot.slices_by_service.get(key, {}).values()
-        for verdict in decide_service(
-            service,
-            slices,
-            config=config,
-            node_name=node_name,
-            node_reason=node_reason,
-            peers_by_family=peers_by_family,
-        ):
-            verdicts.append(verdict)
-            if verdict.ip is not None and verdict.reason.announces:
-                peers, services = wanted.setdefault(host_prefix(verdict.ip), (set(), set()))
-                peers.update(verdict.peers)
-                services.add(key)
+        verdicts.extend(
+            decide_service(service, slices, plan=plan, node_name=node_name, node_reason=node_reason, wanted=wanted)
+        )
+    routes: dict[Prefix, dict[str, Attributes]] = {}
+    services: dict[Prefix, set[str]] = {}
+    conflicts: dict[tuple[str, IPAddress], tuple[list[str], str]] = {}
+    for (peer, prefix), contributions in wanted.items():
+        attributes, problem = _merge(contributions)
+        if attributes is None:
+            for contribution in contributions:
+                names, _ = conflicts.setdefault((contribution.service, contribution.ip), ([], problem))
+                names.append(peer)
+            continue
+        routes.setdefault(prefix, {})[peer] = attributes
+        services.setdefault(prefix, set()).update(c.service for c in contributions)
+    for (service_key, ip), (names, problem) in sorted(conflicts.items(), key=lambda item: str(item[0])):
+        verdicts.append(
+            Verdict(
+                service=service_key,
+                reason=Reason.CONFLICTING_ADVERTISEMENTS,
+                ip=ip,
+                peers=tuple(sorted(set(names))),
+                detail=problem,
+            )
+        )
     announcements = {
-        prefix: Announcement(prefix=prefix, peers=frozenset(peers), services=frozenset(services))
-        for prefix, (peers, services) in wanted.items()
+        prefix: Announcement(prefix=prefix, routes=peer_routes, services=frozenset(services[prefix]))
+        for prefix, peer_routes in routes.items()
     }
     return Decision(announcements=announcements, verdicts=tuple(verdicts))

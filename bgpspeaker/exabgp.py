@@ -13,6 +13,7 @@ bgpspeaker (which withdraws first) and not ExaBGP directly.
 
 from __future__ import annotations
 
+import base64
 import collections
 import ctypes
 import dataclasses
@@ -35,10 +36,11 @@ from typing import IO, Any
 
 import structlog
 
-from bgpspeaker.config import IPAddress, SpeakerConfig
+from bgpspeaker.config import IPAddress
 from bgpspeaker.errors import ExabgpUnavailable
+from bgpspeaker.peers import PeerRuntime
 
-__all__ = ["ExabgpSupervisor", "PeerState", "render_config"]
+__all__ = ["ExabgpSupervisor", "PeerState", "render_config", "session_fingerprint"]
 
 log = structlog.get_logger("bgpspeaker.exabgp")
 
@@ -60,27 +62,43 @@ def _safe_path(path: str) -> str:
     return path
 
 
-def render_config(config: SpeakerConfig, *, router_id: IPAddress, relay_command: Sequence[str]) -> str:
-    """ExaBGP's configuration text for ``config`` (pure; every value is typed or checked)."""
-    neighbor = _template("neighbor.conf.tmpl")
-    blocks = []
-    for peer in config.peers:
-        families = "\n".join(f"        {family} unicast;" for family in sorted(peer.families))
-        blocks.append(
-            neighbor.substitute(
-                peer_address=peer.peer_address,
-                name=peer.name,  # validated as a DNS label
-                router_id=router_id,
-                local_as=config.my_asn,
-                peer_as=peer.peer_asn,
-                hold_time=peer.hold_time_s,
-                families=families,
-            )
-        )
+def render_config(runtime: PeerRuntime, *, router_id: IPAddress, relay_command: Sequence[str]) -> str:
+    """ExaBGP's configuration text for one peer (pure; every value is typed or checked)."""
+    peer = runtime.peer
+    options = []
+    if peer.source_address is not None:
+        options.append(f"local-address {peer.source_address};")
+    if runtime.password is not None:
+        # base64 keeps any byte of the key out of ExaBGP's tokenizer.
+        options.append(f"md5-password {base64.b64encode(runtime.password.reveal()).decode('ascii')};")
+        options.append("md5-base64 true;")
+    if peer.ebgp:
+        # FRR's and BIRD's default: a directly connected eBGP peer gets TTL 1.
+        options.append(f"outgoing-ttl {peer.ebgp_multihop or 1};")
+    if peer.graceful_restart_s is not None:
+        options.append(f"capability {{ graceful-restart {peer.graceful_restart_s}; }}")
+    families = "\n".join(f"        {family} unicast;" for family in sorted(peer.families))
+    neighbor = _template("neighbor.conf.tmpl").substitute(
+        peer_address=peer.peer_address,
+        name=peer.name,  # validated as a DNS label
+        router_id=router_id,
+        local_as=peer.my_asn,
+        peer_as=peer.peer_asn,
+        hold_time=peer.hold_time_s,
+        peer_port=peer.peer_port,
+        options="".join(f"    {option}\n" for option in options),
+        families=families,
+    )
     return _template("exabgp.conf.tmpl").substitute(
         relay_command=" ".join(_safe_path(part) for part in relay_command),
-        neighbors="\n".join(blocks),
+        neighbors=neighbor,
     )
+
+
+def session_fingerprint(runtime: PeerRuntime, router_id: IPAddress) -> str:
+    """Everything that needs a new session when it changes (next hops and attributes do not)."""
+    text = render_config(runtime, router_id=router_id, relay_command=["relay"])
+    return f"{text}\nkeepalive={runtime.peer.keepalive_s}"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -108,11 +126,15 @@ class _Connection:
 
 
 class ExabgpSupervisor:
-    """Runs ExaBGP for ``config`` and gives the reconciler an acknowledged command channel."""
+    """Runs one ExaBGP for one peer and gives the reconciler an acknowledged command channel.
+
+    One child per peer: a changed peer restarts only its own session, a stuck or
+    crashing ExaBGP takes only its own peer down, and bulk work spreads over cores.
+    """
 
     def __init__(
         self,
-        config: SpeakerConfig,
+        runtime: PeerRuntime,
         *,
         router_id: IPAddress,
         workdir: Path,
@@ -121,15 +143,18 @@ class ExabgpSupervisor:
         max_restarts: int = 5,
         restart_window_s: float = 60.0,
     ) -> None:
-        self._config = config
-        self._router_id = router_id
+        self.runtime = runtime
+        self.name = runtime.peer.name
+        self.fingerprint = session_fingerprint(runtime, router_id)
+        self._log = log.bind(peer=self.name)
+        self._failing_logged = False
+        self.router_id = router_id
         self._workdir = workdir
         self._on_ready = on_ready
         self.ack_timeout_s = ack_timeout_s
         """No ack for this long while commands are outstanding: ExaBGP is frozen."""
         self._max_restarts = max_restarts
         self._restart_window_s = restart_window_s
-        self._peer_names = {peer.peer_address: peer.name for peer in config.peers}
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._conn: _Connection | None = None
@@ -137,13 +162,11 @@ class ExabgpSupervisor:
         self._generation = 0
         self._stopping = threading.Event()
         self._ready = threading.Condition(self._lock)
-        self.peers: dict[str, PeerState] = {
-            peer.name: PeerState(peer.name, "down", time.monotonic()) for peer in config.peers
-        }
+        self.state = PeerState(self.name, "down", time.monotonic())
         self.restarts = 0
         self.failed: BaseException | None = None
         """Set when ExaBGP cannot be kept running; the entry point exits non-zero."""
-        self._thread = threading.Thread(target=self._run, name="exabgp-supervisor", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"exabgp-{self.name}", daemon=True)
 
     # -- public surface -------------------------------------------------------------
 
@@ -200,7 +223,7 @@ class ExabgpSupervisor:
                 try:
                     ack = conn.acks.get(timeout=self.ack_timeout_s)
                 except queue.Empty:
-                    log.error(
+                    self._log.error(
                         "exabgp_unresponsive",
                         pid=self.pid,
                         outstanding=sent - len(results),
@@ -256,6 +279,7 @@ class ExabgpSupervisor:
                 "exabgp_log_message": "false",
                 "exabgp_tcp_bind": "",
                 "PYTHONUNBUFFERED": "1",
+                "BGPSPEAKER_KEEPALIVE": str(self.runtime.peer.keepalive_s),
             }
         )
         return env
@@ -263,8 +287,8 @@ class ExabgpSupervisor:
     def _write_config(self, socket_path: Path) -> Path:
         relay = Path(__file__).resolve().parent / "relay.py"
         text = render_config(
-            self._config,
-            router_id=self._router_id,
+            self.runtime,
+            router_id=self.router_id,
             relay_command=[sys.executable, str(relay), str(socket_path)],
         )
         path = self._workdir / "exabgp.conf"
@@ -276,9 +300,9 @@ class ExabgpSupervisor:
     def _run(self) -> None:
         try:
             self._supervise()
-        except BaseException as error:  # recorded for the entry point, which exits
+        except BaseException as error:  # noqa: BLE001  # recorded for the entry point, which exits
             self.failed = error
-            log.exception("exabgp_supervisor_failed")
+            self._log.exception("exabgp_supervisor_failed")
         finally:
             self._stopping.set()
             self._kill()
@@ -314,7 +338,7 @@ class ExabgpSupervisor:
     def _run_one(self, listener: socket.socket, config_path: Path) -> None:
         started = time.monotonic()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "exabgp", "server", str(config_path)],
+            [sys.executable, "-m", "bgpspeaker.exabgp_main", "server", str(config_path)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -326,10 +350,10 @@ class ExabgpSupervisor:
             self._proc = proc
             self._generation += 1
             generation = self._generation
-        log.info("exabgp_started", pid=proc.pid, generation=generation)
+        self._log.info("exabgp_started", pid=proc.pid, generation=generation)
         assert proc.stdout is not None
         output = threading.Thread(
-            target=_forward_output, args=(proc.stdout, proc.pid), name="exabgp-output", daemon=True
+            target=_forward_output, args=(proc.stdout, proc.pid, self.name), name="exabgp-output", daemon=True
         )
         output.start()
         conn: _Connection | None = None
@@ -346,7 +370,7 @@ class ExabgpSupervisor:
                 with self._ready:
                     self._conn = conn
                     self._ready.notify_all()
-                log.info(
+                self._log.info(
                     "exabgp_api_connected",
                     pid=proc.pid,
                     generation=generation,
@@ -361,7 +385,7 @@ class ExabgpSupervisor:
             except OSError:
                 chunk = b""
             if not chunk:
-                log.warning("exabgp_api_disconnected", pid=proc.pid, generation=generation)
+                self._log.warning("exabgp_api_disconnected", pid=proc.pid, generation=generation)
                 self._drop_connection(conn)
                 conn = None
                 continue
@@ -373,7 +397,7 @@ class ExabgpSupervisor:
         if conn is not None:
             self._drop_connection(conn)
         output.join(2.0)
-        level = log.info if self._stopping.is_set() else log.error
+        level = self._log.info if self._stopping.is_set() else self._log.error
         level(
             "exabgp_exited",
             pid=proc.pid,
@@ -381,10 +405,9 @@ class ExabgpSupervisor:
             generation=generation,
             uptime_s=round(time.monotonic() - started, 1),
         )
-        for name, state in list(self.peers.items()):
-            if state.state == "up":
-                log.warning("peer_down", peer=name, reason="exabgp_exited")
-            self.peers[name] = PeerState(name, "down", time.monotonic(), "exabgp_exited")
+        if self.state.state == "up":
+            self._log.warning("peer_down", reason="exabgp_exited")
+        self.state = PeerState(self.name, "down", time.monotonic(), "exabgp_exited")
 
     def _drop_connection(self, conn: _Connection) -> None:
         with self._lock:
@@ -402,11 +425,11 @@ class ExabgpSupervisor:
             try:
                 event = json.loads(line)
             except ValueError:
-                log.warning("exabgp_event_unparsed", line=line[:200].decode("ascii", "replace"))
+                self._log.warning("exabgp_event_unparsed", line=line[:200].decode("ascii", "replace"))
                 return
             self._on_event(event)
         elif line:
-            log.debug("exabgp_api_line", line=line[:200].decode("ascii", "replace"))
+            self._log.debug("exabgp_api_line", line=line[:200].decode("ascii", "replace"))
 
     def _on_event(self, event: dict[str, Any]) -> None:
         if event.get("type") != "state":
@@ -414,37 +437,55 @@ class ExabgpSupervisor:
         neighbor = event.get("neighbor", {})
         peer_address = neighbor.get("address", {}).get("peer")
         state = str(neighbor.get("state", ""))
-        name = next((n for a, n in self._peer_names.items() if str(a) == peer_address), None)
-        if name is None:
-            log.warning("exabgp_event_unknown_peer", peer_address=peer_address, state=state)
+        if peer_address != str(self.runtime.peer.peer_address):
+            self._log.warning("exabgp_event_unknown_peer", peer_address=peer_address, state=state)
             return
         reason = str(neighbor.get("reason", ""))
-        previous = self.peers.get(name)
-        self.peers[name] = PeerState(name, state, time.monotonic(), reason)
+        previous = self.state
+        self.state = PeerState(self.name, state, time.monotonic(), reason)
         if state == "up":
-            log.info(
-                "peer_up", peer=name, peer_address=peer_address, local_address=neighbor.get("address", {}).get("local")
-            )
+            self._failing_logged = False
+            self._log.info("peer_up", peer_address=peer_address, local_address=neighbor.get("address", {}).get("local"))
         elif state == "down":
-            if previous is not None and previous.state == "up":
-                log.warning("peer_down", peer=name, peer_address=peer_address, reason=reason or "unknown")
+            if previous.state == "up":
+                self._log.warning("peer_down", peer_address=peer_address, reason=reason or "unknown")
+            elif not self._failing_logged:
+                # Once per outage, not once per retry: the retries go to debug.
+                self._failing_logged = True
+                self._log.warning(
+                    "peer_not_established",
+                    peer_address=peer_address,
+                    reason=reason or "unknown",
+                    hint=self._hint(),
+                )
             else:
-                log.debug("peer_connect_failed", peer=name, peer_address=peer_address, reason=reason)
+                self._log.debug("peer_connect_failed", peer_address=peer_address, reason=reason)
         else:
-            log.debug("peer_state", peer=name, state=state)
+            self._log.debug("peer_state", state=state)
+
+    def _hint(self) -> str:
+        peer = self.runtime.peer
+        if self.runtime.password is not None:
+            return (
+                "TCP MD5 is on: a password that differs from the router's looks exactly like this"
+                " (the router drops our SYNs); check both sides"
+            )
+        if peer.ebgp and not peer.ebgp_multihop:
+            return "eBGP with TTL 1: if the router is more than one hop away, set ebgpMultiHop"
+        return "check the router's neighbor config and that it is reachable from this node"
 
 
 _NOISY = ("error", "fail", "invalid", "problem", "could not", "not found", "refused", "traceback")
 
 
-def _forward_output(stream: IO[bytes], pid: int) -> None:
+def _forward_output(stream: IO[bytes], pid: int, peer: str) -> None:
     """Read ExaBGP's stdout until EOF (it must never block on a full pipe) and log it."""
     for raw in iter(stream.readline, b""):
         text = raw.decode("utf-8", "replace").rstrip()
         if not text:
             continue
         if any(word in text.lower() for word in _NOISY):
-            log.warning("exabgp_log", pid=pid, line=text[:500])
+            log.warning("exabgp_log", peer=peer, pid=pid, line=text[:500])
         else:
-            log.debug("exabgp_log", pid=pid, line=text[:500])
+            log.debug("exabgp_log", peer=peer, pid=pid, line=text[:500])
     stream.close()

@@ -15,6 +15,7 @@ from typing import Any
 from bgpspeaker.config import IPAddress, parse_ip
 
 __all__ = [
+    "ANNOTATION_PREFIX",
     "EXCLUDE_LABEL",
     "SERVICE_NAME_LABEL",
     "Endpoint",
@@ -31,6 +32,7 @@ __all__ = [
 ]
 
 EXCLUDE_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
+ANNOTATION_PREFIX = "bgpspeaker.io/"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 
@@ -52,6 +54,9 @@ class Service:
     ingress_hostnames: tuple[str, ...]
     bad_ingress: tuple[str, ...] = ()
     """Ingress entries whose ``ip`` did not parse; reported, never announced."""
+    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Only the ``bgpspeaker.io/`` annotations (the rest is not ours to keep in memory)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -146,6 +151,10 @@ def object_key(obj: Any) -> str:
     return f"{namespace}/{name}"
 
 
+def _labels(meta: Mapping[str, Any]) -> dict[str, str]:
+    return {str(k): v for k, v in _mapping(meta.get("labels"), "metadata.labels").items() if isinstance(v, str)}
+
+
 def parse_service(obj: Any) -> Service:
     """Reduce a raw Service; raise ObjectInvalid when a needed field has the wrong shape."""
     key = object_key(obj)
@@ -169,6 +178,12 @@ def parse_service(obj: Any) -> Service:
         if raw_ip is None and isinstance(hostname, str) and hostname:
             hostnames.append(hostname)
     policy = _optional_str(spec.get("externalTrafficPolicy"), "spec.externalTrafficPolicy") or "Cluster"
+    meta = _mapping(obj.get("metadata"), "metadata")
+    annotations = {
+        str(k): v
+        for k, v in _mapping(meta.get("annotations"), "metadata.annotations").items()
+        if str(k).startswith(ANNOTATION_PREFIX) and isinstance(v, str)
+    }
     return Service(
         key=key,
         type=_optional_str(spec.get("type"), "spec.type") or "ClusterIP",
@@ -177,6 +192,8 @@ def parse_service(obj: Any) -> Service:
         ingress_ips=tuple(ips),
         ingress_hostnames=tuple(hostnames),
         bad_ingress=tuple(bad),
+        labels=_labels(meta),
+        annotations=annotations,
     )
 
 
@@ -211,7 +228,7 @@ def parse_node(obj: Any) -> Node:
     """Reduce a raw Node to its labels and its NetworkUnavailable condition."""
     name = object_key(obj)
     meta = _mapping(obj.get("metadata"), "metadata")
-    labels = {str(k): str(v) for k, v in _mapping(meta.get("labels"), "metadata.labels").items() if isinstance(v, str)}
+    labels = _labels(meta)
     status = _mapping(obj.get("status"), "status")
     unavailable = False
     for index, raw in enumerate(_list(status.get("conditions"), "status.conditions")):

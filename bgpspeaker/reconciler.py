@@ -1,27 +1,33 @@
-"""The reconciler: the only writer to ExaBGP. Level-triggered.
+"""The reconciler: the only writer to ExaBGP, and the owner of the sessions. Level-triggered.
 
 Anything that may change the outcome calls ``mark_dirty()``. One thread wakes up,
-takes a snapshot of the store, runs the decision, diffs the desired routes against
-what ExaBGP acknowledged, and sends only the difference as bulk commands. Bursts
-coalesce by themselves: changes that arrive during a pass only set the flag again.
+takes a snapshot of the store, applies a pending config, starts or stops the per-peer
+ExaBGP sessions this node should have, runs the decision, diffs the desired routes
+against what each session acknowledged, and sends only the difference as bulk
+commands (sessions in parallel). Bursts coalesce by themselves: changes that arrive
+during a pass only set the flag again.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import dataclasses
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import structlog
 
-from bgpspeaker.commands import Attributes, announce_line, batches, withdraw_line
-from bgpspeaker.config import SpeakerConfig
-from bgpspeaker.decision import Decision, Prefix, Reason, Verdict, decide, prefix_order
-from bgpspeaker.diff import UNKNOWN, Changes, RouteKey, Unknown, diff
+from bgpspeaker.commands import announce_line, batches, withdraw_line
+from bgpspeaker.config import IPAddress, SpeakerConfig
+from bgpspeaker.decision import Attributes, Decision, Prefix, Reason, Verdict, decide, prefix_order
+from bgpspeaker.diff import UNKNOWN, RouteKey, Unknown, diff
 from bgpspeaker.errors import ExabgpUnavailable
-from bgpspeaker.exabgp import ExabgpSupervisor
+from bgpspeaker.exabgp import ExabgpSupervisor, session_fingerprint
 from bgpspeaker.kube import ClusterStore
 from bgpspeaker.model import Snapshot
+from bgpspeaker.peers import PeerRuntime
+from bgpspeaker.values import matches_any
 
 __all__ = ["Reconciler", "desired_routes", "verdicts_by_service", "withdraw_reason"]
 
@@ -30,13 +36,19 @@ log = structlog.get_logger("bgpspeaker.reconciler")
 RESYNC_INTERVAL_S = 30.0
 """A pass runs at least this often, to retry routes left unknown by a failed command."""
 
+SessionFactory = Callable[[PeerRuntime, IPAddress], ExabgpSupervisor]
+"""Builds a (not yet started) session for a peer and a router ID."""
 
-def desired_routes(decision: Decision) -> dict[RouteKey, Attributes]:
-    """Every (peer, prefix) the decision wants, with its attributes."""
-    plain = Attributes()
-    return {
-        (peer, prefix): plain for prefix, announcement in decision.announcements.items() for peer in announcement.peers
-    }
+
+def desired_routes(decision: Decision, runtimes: Mapping[str, PeerRuntime]) -> dict[RouteKey, Attributes]:
+    """Every (peer, prefix) the decision wants, with its attributes and the session's next hop."""
+    desired: dict[RouteKey, Attributes] = {}
+    for prefix, announcement in decision.announcements.items():
+        for peer, attributes in announcement.routes.items():
+            runtime = runtimes.get(peer)
+            hop = runtime.next_hops.get(prefix.version) if runtime is not None else None
+            desired[(peer, prefix)] = dataclasses.replace(attributes, next_hop=hop) if hop else attributes
+    return desired
 
 
 def verdicts_by_service(decision: Decision) -> dict[str, list[Verdict]]:
@@ -51,43 +63,62 @@ def withdraw_reason(
     prefix: Prefix, services: Iterable[str], by_service: Mapping[str, list[Verdict]], snapshot: Snapshot
 ) -> Reason:
     """Why ``prefix``, once wanted by ``services``, is no longer announced."""
-    ip = prefix.network_address
     for service in sorted(services):
         if service not in snapshot.services:
             return Reason.SERVICE_DELETED
         for verdict in by_service.get(service, ()):
-            if verdict.ip is None or verdict.ip == ip:
+            if verdict.ip is None or verdict.ip in prefix:
                 if not verdict.reason.announces:
                     return verdict.reason
-        if service in snapshot.services and ip not in snapshot.services[service].ingress_ips:
+        if not any(ip in prefix for ip in snapshot.services[service].ingress_ips):
             return Reason.INGRESS_IP_REMOVED
     return Reason.NOT_DESIRED
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Batch:
+    peer: str
+    attributes: Attributes | None
+    """None for a withdraw."""
+    prefixes: Sequence[Prefix]
+    line: str
+
+
 class Reconciler:
-    """Owns the acknowledged state and the loop that converges ExaBGP on the desired one."""
+    """Owns the sessions, the acknowledged state and the loop that converges them on the desired one."""
 
     def __init__(
         self,
         config: SpeakerConfig,
+        runtimes: Mapping[str, PeerRuntime],
         *,
+        router_id: IPAddress,
         node_name: str,
         store: ClusterStore,
-        exabgp: ExabgpSupervisor,
+        session_factory: SessionFactory,
     ) -> None:
         self._config = config
+        self._runtimes = dict(runtimes)
+        self._router_id = router_id
+        self._pending: tuple[SpeakerConfig, dict[str, PeerRuntime], IPAddress] | None = None
         self._node_name = node_name
         self._store = store
-        self._exabgp = exabgp
-        self._peer_addresses = {peer.name: peer.peer_address for peer in config.peers}
+        self._factory = session_factory
+        self._lock = threading.Lock()
+        self._sessions: dict[str, ExabgpSupervisor] = {}
         self._dirty = threading.Event()
         self._stop = threading.Event()
         self._acked: dict[RouteKey, Attributes | Unknown] = {}
-        self._acked_generation = 0
+        self._acked_by: dict[str, tuple[ExabgpSupervisor, int]] = {}
+        """Peer -> the session and generation its acknowledged routes belong to."""
         self._services_by_prefix: dict[Prefix, frozenset[str]] = {}
+        self._warned: dict[tuple[str, str], str] = {}
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="send")
         self.last_decision: Decision | None = None
         self.passes = 0
         self.thread = threading.Thread(target=self.run, name="reconciler", daemon=True)
+
+    # -- called from other threads ----------------------------------------------------
 
     def mark_dirty(self) -> None:
         """Something changed; a pass will follow."""
@@ -98,10 +129,36 @@ class Reconciler:
         self._stop.set()
         self._dirty.set()
 
+    def request_config(self, config: SpeakerConfig, runtimes: Mapping[str, PeerRuntime], router_id: IPAddress) -> None:
+        """Apply a new (validated, resolved) config at the start of the next pass."""
+        with self._lock:
+            self._pending = (config, dict(runtimes), router_id)
+        self._dirty.set()
+
+    @property
+    def config(self) -> SpeakerConfig:
+        """The config in force."""
+        return self._config
+
+    @property
+    def sessions(self) -> dict[str, ExabgpSupervisor]:
+        """The running sessions by peer name (a copy)."""
+        with self._lock:
+            return dict(self._sessions)
+
     @property
     def acknowledged(self) -> Mapping[RouteKey, Attributes | Unknown]:
-        """What ExaBGP confirmed (a copy)."""
+        """What the sessions confirmed (a copy)."""
         return dict(self._acked)
+
+    def start_unconditional_sessions(self) -> None:
+        """Before the first sync: start the peers every node has (no nodeSelectors), so their
+        sessions come up while the initial lists are still loading."""
+        for name, runtime in self._runtimes.items():
+            if not runtime.peer.node_selectors:
+                self._start_session(name, runtime)
+
+    # -- the loop ----------------------------------------------------------------------
 
     def run(self) -> None:
         """Loop until stopped: wait for a change (or the resync interval), then converge."""
@@ -118,89 +175,239 @@ class Reconciler:
                 continue
             self.reconcile_once()
 
-    def _sync_generation(self) -> int | None:
-        generation = self._exabgp.wait_ready(timeout_s=0)
-        if generation is None:
-            return None
-        if generation != self._acked_generation:
-            if self._acked:
-                log.info("replaying_routes", routes=len(self._acked), generation=generation)
-            self._acked = {}
-            self._acked_generation = generation
-        return generation
-
     def reconcile_once(self) -> None:
-        """One pass: decide, diff, send, record acknowledgements."""
+        """One pass: config, sessions, decide, diff, send, record acknowledgements."""
         started = time.monotonic()
+        self._apply_pending_config()
         snapshot = self._store.snapshot()
         decision = decide(snapshot, self._config, self._node_name)
         self.last_decision = decision
-        desired = desired_routes(decision)
+        self._log_verdict_problems(decision)
+        desired = desired_routes(decision, self._runtimes)
+        self._converge_sessions(snapshot, decision=decision)
+        ready = self._ready_peers()
+        changes = diff(
+            {key: value for key, value in desired.items() if key[0] in ready},
+            {key: value for key, value in self._acked.items() if key[0] in ready},
+        )
+        batches_by_peer: dict[str, list[_Batch]] = {}
+        for (peer, attributes), prefixes in changes.announces.items():
+            runtime = self._runtimes[peer]
+            for chunk in batches(prefixes):
+                line = announce_line(runtime.peer.peer_address, attributes, chunk, my_asn=runtime.peer.my_asn)
+                batches_by_peer.setdefault(peer, []).append(_Batch(peer, attributes, chunk, line))
+        for peer, prefixes in changes.withdraws.items():
+            batches_by_peer.setdefault(peer, []).extend(self._withdraw_batches(peer, prefixes))
+        announced, withdrawn = self._send(batches_by_peer)
+        self._log_routes(announced, withdrawn, decision=decision, snapshot=snapshot)
         new_services = {prefix: a.services for prefix, a in decision.announcements.items()}
-        if self._sync_generation() is None:
-            self._services_by_prefix.update(new_services)
-            log.debug("reconcile_deferred", reason="exabgp_not_ready")
-            return  # on_ready marks us dirty again
-        changes = diff(desired, self._acked)
-        commands = self._send(changes, decision=decision, snapshot=snapshot)
+        acked_prefixes = {prefix for _, prefix in self._acked}
         for prefix in list(self._services_by_prefix):
-            if not any((peer, prefix) in self._acked for peer in self._peer_addresses):
+            if prefix not in acked_prefixes:
                 del self._services_by_prefix[prefix]
         self._services_by_prefix.update(new_services)
         self.passes += 1
+        commands = sum(len(b) for b in batches_by_peer.values())
         (log.info if commands else log.debug)(
             "reconcile_finished",
             desired=len(desired),
             acknowledged=len(self._acked),
             commands=commands,
+            sessions_ready=len(ready),
             duration_ms=round((time.monotonic() - started) * 1000, 1),
         )
 
+    # -- config and sessions -------------------------------------------------------------
+
+    def _apply_pending_config(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        old_names = set(self._runtimes)
+        self._config, self._runtimes, self._router_id = pending
+        new_names = set(self._runtimes)
+        log.info(
+            "config_applied",
+            peers_added=sorted(new_names - old_names),
+            peers_removed=sorted(old_names - new_names),
+            advertisements=[a.name for a in self._config.advertisements],
+        )
+
+    def _converge_sessions(self, snapshot: Snapshot, *, decision: Decision) -> None:
+        """Start, restart or stop sessions so that exactly the peers selecting this node run."""
+        node = snapshot.nodes.get(self._node_name)
+        labels = node.labels if node is not None else {}
+        wanted = {
+            name: runtime
+            for name, runtime in self._runtimes.items()
+            if matches_any(runtime.peer.node_selectors, labels)
+        }
+        for name, session in self.sessions.items():
+            runtime = wanted.get(name)
+            if runtime is None:
+                reason = "peer_removed" if name not in self._runtimes else "node_not_selected"
+                self._retire(name, session, reason=reason, decision=decision)
+            elif session.fingerprint != self._fingerprint(runtime):
+                log.info("session_restarting", peer=name, reason="peer_config_changed")
+                self._stop_session(name, session)
+                self._start_session(name, runtime)
+            else:
+                session.runtime = runtime  # same session; next hops may differ
+        for name, runtime in wanted.items():
+            if name not in self._sessions:
+                self._start_session(name, runtime)
+
+    def _fingerprint(self, runtime: PeerRuntime) -> str:
+        return session_fingerprint(runtime, self._router_id)
+
+    def _start_session(self, name: str, runtime: PeerRuntime) -> None:
+        session = self._factory(runtime, self._router_id)
+        with self._lock:
+            self._sessions[name] = session
+        session.start()
+        log.info("session_started", peer=name, peer_address=str(runtime.peer.peer_address))
+
+    def _stop_session(self, name: str, session: ExabgpSupervisor) -> None:
+        with self._lock:
+            self._sessions.pop(name, None)
+        session.stop(timeout_s=2.0)
+        self._acked_by.pop(name, None)
+        for key in [key for key in self._acked if key[0] == name]:
+            del self._acked[key]
+
+    def _retire(self, name: str, session: ExabgpSupervisor, *, reason: str, decision: Decision) -> None:
+        """Withdraw what this session announced (so a router with graceful restart does not
+        keep it as stale), then stop it."""
+        prefixes = sorted((prefix for peer, prefix in self._acked if peer == name), key=prefix_order)
+        if prefixes and self._session_generation(name, session) is not None:
+            _, withdrawn = self._send({name: self._withdraw_batches(name, prefixes)})
+            for prefix in withdrawn:
+                log.info(
+                    "route_withdrawn",
+                    prefix=str(prefix),
+                    peers=[name],
+                    services=sorted(self._services_by_prefix.get(prefix, ())),
+                    reason=reason,
+                )
+        log.info("session_stopping", peer=name, reason=reason)
+        self._stop_session(name, session)
+
+    def _session_generation(self, name: str, session: ExabgpSupervisor) -> int | None:
+        """The session's generation if its API is up; resets the acked routes of a new one."""
+        generation = session.wait_ready(timeout_s=0)
+        if generation is None:
+            return None
+        if self._acked_by.get(name) != (session, generation):
+            stale = [key for key in self._acked if key[0] == name]
+            if stale:
+                log.info("replaying_routes", peer=name, routes=len(stale), generation=generation)
+            for key in stale:
+                del self._acked[key]
+            self._acked_by[name] = (session, generation)
+        return generation
+
+    def _ready_peers(self) -> set[str]:
+        return {name for name, session in self.sessions.items() if self._session_generation(name, session) is not None}
+
+    # -- sending -------------------------------------------------------------------------
+
+    def _withdraw_batches(self, peer: str, prefixes: Sequence[Prefix]) -> list[_Batch]:
+        runtime = self._runtimes.get(peer)
+        session = self._sessions.get(peer)
+        source = session.runtime if session is not None else runtime
+        assert source is not None
+        result = []
+        for version in (4, 6):
+            family = [prefix for prefix in prefixes if prefix.version == version]
+            hop = self._acked_next_hop(peer, family) or source.next_hops.get(version)
+            for chunk in batches(family):
+                line = withdraw_line(source.peer.peer_address, chunk, next_hop=hop)
+                result.append(_Batch(peer, None, chunk, line))
+        return result
+
+    def _acked_next_hop(self, peer: str, prefixes: Sequence[Prefix]) -> IPAddress | None:
+        for prefix in prefixes:
+            acked = self._acked.get((peer, prefix))
+            if isinstance(acked, Attributes) and acked.next_hop is not None:
+                return acked.next_hop
+        return None
+
     def _send(
-        self,
-        changes: Changes,
-        *,
-        decision: Decision,
-        snapshot: Snapshot,
-    ) -> int:
-        if not changes:
-            return 0
-        lines: list[str] = []
-        sent: list[tuple[str, Attributes | None, Sequence[Prefix]]] = []
-        for (peer, attributes), prefixes in changes.announces.items():
-            for chunk in batches(prefixes):
-                lines.append(announce_line(self._peer_addresses[peer], attributes, chunk))
-                sent.append((peer, attributes, chunk))
-        for peer, prefixes in changes.withdraws.items():
-            for chunk in batches(prefixes):
-                lines.append(withdraw_line(self._peer_addresses[peer], chunk))
-                sent.append((peer, None, chunk))
-        results: list[bool]
-        try:
-            _, results = self._exabgp.execute(lines)
-        except ExabgpUnavailable as error:
-            results = list(error.results)
-            log.warning("exabgp_unavailable", error=str(error), acknowledged=len(results), sent=len(lines))
+        self, batches_by_peer: Mapping[str, list[_Batch]]
+    ) -> tuple[dict[Prefix, list[str]], dict[Prefix, list[str]]]:
+        """Run each peer's lines on its session (peers in parallel); record the acks."""
+        sessions = self.sessions
+        work = {peer: lines for peer, lines in batches_by_peer.items() if lines and peer in sessions}
+        if not work:
+            return {}, {}
+
+        def run(peer: str) -> list[bool]:
+            lines = [batch.line for batch in work[peer]]
+            try:
+                _, results = sessions[peer].execute(lines)
+            except ExabgpUnavailable as error:
+                results = list(error.results)
+                log.warning(
+                    "exabgp_unavailable", peer=peer, error=str(error), acknowledged=len(results), sent=len(lines)
+                )
+            return results
+
+        if len(work) == 1:
+            results_by_peer = {peer: run(peer) for peer in work}
+        else:
+            futures = {peer: self._pool.submit(run, peer) for peer in work}
+            results_by_peer = {peer: future.result() for peer, future in futures.items()}
         announced: dict[Prefix, list[str]] = {}
         withdrawn: dict[Prefix, list[str]] = {}
-        for index, (peer, sent_attributes, chunk) in enumerate(sent):
-            ok = results[index] if index < len(results) else None
-            if ok is False:
-                log.error("exabgp_command_failed", peer=peer, command=lines[index][:200], prefixes=len(chunk))
-            for prefix in chunk:
-                key = (peer, prefix)
+        retry = False
+        for peer, peer_batches in work.items():
+            results = results_by_peer[peer]
+            for index, batch in enumerate(peer_batches):
+                ok = results[index] if index < len(results) else None
                 if ok is not True:
-                    self._acked[key] = UNKNOWN
-                elif sent_attributes is None:
-                    self._acked.pop(key, None)
-                    withdrawn.setdefault(prefix, []).append(peer)
-                else:
-                    self._acked[key] = sent_attributes
-                    announced.setdefault(prefix, []).append(peer)
-        self._log_routes(announced, withdrawn, decision=decision, snapshot=snapshot)
-        if any(ok is not True for ok in results) or len(results) < len(lines):
+                    retry = True
+                if ok is False:
+                    log.error(
+                        "exabgp_command_failed", peer=peer, command=batch.line[:200], prefixes=len(batch.prefixes)
+                    )
+                for prefix in batch.prefixes:
+                    key = (peer, prefix)
+                    if ok is not True:
+                        self._acked[key] = UNKNOWN
+                    elif batch.attributes is None:
+                        self._acked.pop(key, None)
+                        withdrawn.setdefault(prefix, []).append(peer)
+                    else:
+                        self._acked[key] = batch.attributes
+                        announced.setdefault(prefix, []).append(peer)
+        if retry:
             self._dirty.set()  # retry the unknown ones on the next pass
-        return len(lines)
+        return announced, withdrawn
+
+    # -- logging -------------------------------------------------------------------------
+
+    def _log_verdict_problems(self, decision: Decision) -> None:
+        """Conflicts and rejected annotations: one line when they appear, not one per pass."""
+        current: dict[tuple[str, str], str] = {}
+        for verdict in decision.verdicts:
+            if verdict.detail and (verdict.reason.announces or verdict.reason is Reason.CONFLICTING_ADVERTISEMENTS):
+                key = (verdict.service, str(verdict.ip))
+                current[key] = verdict.detail
+                if self._warned.get(key) != verdict.detail:
+                    event = (
+                        "advertisements_conflict"
+                        if verdict.reason is Reason.CONFLICTING_ADVERTISEMENTS
+                        else "service_annotation_invalid"
+                    )
+                    log.warning(
+                        event,
+                        service=verdict.service,
+                        ip=str(verdict.ip),
+                        peers=list(verdict.peers),
+                        detail=verdict.detail,
+                    )
+        self._warned = current
 
     def _log_routes(
         self,
@@ -214,7 +421,7 @@ class Reconciler:
         for prefix, peers in announced.items():
             services = sorted(decision.announcements[prefix].services)
             reason = next(
-                (v.reason for v in by_service.get(services[0], ()) if v.ip == prefix.network_address),
+                (v.reason for v in by_service.get(services[0], ()) if v.ip is not None and v.ip in prefix),
                 Reason.CLUSTER_ENDPOINT,
             )
             log.info("route_announced", prefix=str(prefix), peers=sorted(peers), services=services, reason=str(reason))
@@ -227,32 +434,37 @@ class Reconciler:
             )
             log.info("route_withdrawn", prefix=str(prefix), peers=sorted(peers), services=services, reason=str(reason))
 
+    # -- shutdown ------------------------------------------------------------------------
+
     def withdraw_all(self, reason: Reason, *, timeout_s: float) -> int:
         """Withdraw every acknowledged route (shutdown). Returns how many remain unconfirmed."""
-        self._exabgp.ack_timeout_s = min(self._exabgp.ack_timeout_s, timeout_s)
-        if self._sync_generation() is None or not self._acked:
-            return len(self._acked)
         by_peer: dict[str, list[Prefix]] = {}
-        for peer, prefix in self._acked:
-            by_peer.setdefault(peer, []).append(prefix)
-        lines: list[str] = []
-        for peer, prefixes in by_peer.items():
-            ordered = sorted(prefixes, key=prefix_order)
-            lines.extend(withdraw_line(self._peer_addresses[peer], chunk) for chunk in batches(ordered))
-        try:
-            _, results = self._exabgp.execute(lines)
-        except ExabgpUnavailable as error:
-            results = list(error.results)
-        confirmed = len(results) == len(lines) and all(results)
-        for prefix in sorted({prefix for _, prefix in self._acked}, key=prefix_order):
+        for name, session in self.sessions.items():
+            session.ack_timeout_s = min(session.ack_timeout_s, timeout_s)
+            if self._session_generation(name, session) is None:
+                continue
+            prefixes = [prefix for peer, prefix in self._acked if peer == name]
+            if prefixes:
+                by_peer[name] = sorted(prefixes, key=prefix_order)
+        _, withdrawn = self._send({peer: self._withdraw_batches(peer, p) for peer, p in by_peer.items()})
+        for prefix in sorted(withdrawn, key=prefix_order):
             log.info(
                 "route_withdrawn",
                 prefix=str(prefix),
+                peers=sorted(withdrawn[prefix]),
                 services=sorted(self._services_by_prefix.get(prefix, ())),
                 reason=str(reason),
-                confirmed=confirmed,
             )
-        remaining = 0 if confirmed else len(self._acked)
-        if confirmed:
-            self._acked.clear()
-        return remaining
+        return len(self._acked)
+
+    def stop_sessions(self, timeout_s: float) -> None:
+        """Stop every ExaBGP child (in parallel: each may take up to ``timeout_s``)."""
+        threads = [
+            threading.Thread(target=session.stop, kwargs={"timeout_s": timeout_s}, daemon=True)
+            for session in self.sessions.values()
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout_s + 1.0)
+        self._pool.shutdown(wait=False)

@@ -15,6 +15,8 @@ from typing import Any
 __all__ = [
     "ASN_MAX",
     "ASN_MIN",
+    "U32_MAX",
+    "WELL_KNOWN_COMMUNITIES",
     "IPAddress",
     "LabelSelector",
     "Requirement",

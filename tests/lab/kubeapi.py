@@ -51,6 +51,8 @@ def service(
     policy: str = "Cluster",
     type_: str = "LoadBalancer",
     lb_class: str | None = None,
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """A Service object as the API server would return it."""
     ingress = [{"ip": ip} for ip in ips or []] + [{"hostname": h} for h in hostnames or []]
@@ -60,7 +62,7 @@ def service(
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {"namespace": namespace, "name": name},
+        "metadata": {"namespace": namespace, "name": name, "labels": labels or {}, "annotations": annotations or {}},
         "spec": spec,
         "status": {"loadBalancer": {"ingress": ingress} if ingress else {}},
     }

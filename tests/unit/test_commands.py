@@ -44,12 +44,42 @@ def test_check_line_refuses_anything_but_one_printable_line(line: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"communities": ("1:2 shutdown",)}, {"communities": ("70000:1",)}, {"med": -1}, {"local_pref": 2**32}]
+    "kwargs",
+    [
+        {"communities": ("1:2 shutdown",)},
+        {"communities": ("70000:1",)},
+        {"large_communities": ("1:2",)},
+        {"large_communities": ("1:2:4294967296",)},
+        {"med": -1},
+        {"local_pref": 2**32},
+        {"as_path_prepend": 17},
+    ],
 )
 def test_attributes_reject_values_that_do_not_encode(kwargs: dict[str, object]) -> None:
-    """Attribute values are range-checked where they are built."""
+    """Attribute values are range-checked again where they are encoded."""
     with pytest.raises(CommandValueError):
-        Attributes(**kwargs)  # type: ignore[arg-type]
+        announce_line(PEER, Attributes(**kwargs), [P1])  # type: ignore[arg-type]
+
+
+def test_every_attribute_encodes_in_exabgp_syntax() -> None:
+    """Large communities, local-pref, an explicit next hop and a prepend of our AS (plus ExaBGP's own copy)."""
+    attributes = Attributes(
+        communities=("64512:100", "no-export"),
+        large_communities=("64512:1:1",),
+        local_pref=200,
+        as_path_prepend=2,
+        next_hop=ipaddress.ip_address("fd00::2"),
+    )
+    assert announce_line(PEER, attributes, [V6], my_asn=64513) == (
+        "neighbor 10.0.0.1 announce attributes next-hop fd00::2 community [64512:100 no-export]"
+        " large-community [64512:1:1] local-preference 200 as-path [64513 64513 64513] nlri 2001:db8::1/128"
+    )
+
+
+def test_withdraw_keeps_an_explicit_next_hop() -> None:
+    """ExaBGP refuses next-hop self for an IPv6 prefix on an IPv4 session, so the withdraw names it."""
+    line = withdraw_line(PEER, [V6], next_hop=ipaddress.ip_address("fd00::2"))
+    assert line == "neighbor 10.0.0.1 withdraw attributes next-hop fd00::2 nlri 2001:db8::1/128"
 
 
 @given(st.lists(st.ip_addresses(), min_size=1, max_size=20))

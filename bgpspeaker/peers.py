@@ -1,0 +1,199 @@
+"""Peers as they run on this node: passwords read, addresses looked up (the shell's I/O).
+
+``resolve_peers(config, read_secret)`` turns the validated config into what the
+sessions need and the decision sees: each peer's source address (the kernel's route
+lookup when not configured), its explicit next hops for a family carried across
+sessions of the other family (IPv6 routes over an IPv4 session get this node's global
+IPv6 on the interface toward the peer, never an IPv4-mapped address), and its TCP MD5
+password. A family whose next hop cannot be found is dropped from that peer, with a
+problem to log; a password that cannot be read is fatal (ConfigError).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import ipaddress
+import socket
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from bgpspeaker.config import IPAddress, PeerConfig, SecretRef, SpeakerConfig
+from bgpspeaker.errors import ConfigError
+
+__all__ = ["MD5_MAX_BYTES", "Password", "PeerRuntime", "resolve_peers"]
+
+MD5_MAX_BYTES = 80
+"""TCP_MD5SIG_MAXKEYLEN."""
+
+SecretReader = Callable[[SecretRef], bytes]
+
+
+class Password:
+    """A TCP MD5 key. Its repr and str never show it, so no log line can."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: bytes) -> None:
+        self._value = value
+
+    def reveal(self) -> bytes:
+        """The key itself, for ExaBGP's 0600 config file only."""
+        return self._value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Password) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __repr__(self) -> str:
+        return "Password(<redacted>)"
+
+    __str__ = __repr__
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PeerRuntime:
+    """One peer, resolved: what its ExaBGP child is started with."""
+
+    peer: PeerConfig
+    """With ``source_address`` filled in when the lookup found one, and the families
+    whose next hop could not be found removed."""
+    password: Password | None = None
+    next_hops: Mapping[int, IPAddress] = dataclasses.field(default_factory=dict)
+    """IP version -> explicit next hop; a version not listed uses ``next-hop self``."""
+    problems: tuple[str, ...] = ()
+    """Non-fatal: what was dropped and why (logged by the caller)."""
+
+
+def _read_password_file(path: str, where: str) -> Password:
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as error:
+        raise ConfigError([f"{where}.passwordFile: cannot read {path}: {error.strerror or error}"]) from error
+    return _password(raw.rstrip(b"\r\n"), f"{where}.passwordFile ({path})")
+
+
+def _password(value: bytes, where: str) -> Password:
+    if not 1 <= len(value) <= MD5_MAX_BYTES:
+        raise ConfigError([f"{where}: the password must be 1..{MD5_MAX_BYTES} bytes, got {len(value)} bytes"])
+    return Password(value)
+
+
+def read_secret_with(core_v1: object) -> SecretReader:
+    """A SecretReader over the kubernetes client's CoreV1Api (``read_namespaced_secret``)."""
+
+    def read(ref: SecretRef) -> bytes:
+        secret = core_v1.read_namespaced_secret(ref.name, ref.namespace)  # type: ignore[attr-defined]
+        data = secret.data or {}
+        if ref.key not in data:
+            raise KeyError(f"Secret {ref.namespace}/{ref.name} has no key {ref.key!r} (keys: {sorted(data)})")
+        return base64.b64decode(data[ref.key])
+
+    return read
+
+
+def _route(ipr: IPRoute, address: IPAddress) -> tuple[int | None, IPAddress | None]:
+    """(outgoing interface index, preferred source) of the kernel's route to ``address``."""
+    try:
+        routes = ipr.route("get", dst=str(address))
+    except NetlinkError:  # ENETUNREACH and friends: no route
+        return None, None
+    for route in routes:
+        source = route.get_attr("RTA_PREFSRC")
+        return route.get_attr("RTA_OIF"), ipaddress.ip_address(source) if source else None
+    return None, None
+
+
+def _global_address(ipr: IPRoute, index: int, version: int) -> IPAddress | None:
+    """The lowest global address of ``version`` on interface ``index``."""
+    family = socket.AF_INET if version == 4 else socket.AF_INET6
+    found: list[IPAddress] = []
+    for message in ipr.get_addr(family=family, index=index):
+        address = ipaddress.ip_address(message.get_attr("IFA_ADDRESS"))
+        if address.is_link_local or address.is_loopback or address.is_multicast:
+            continue
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            continue
+        found.append(address)
+    return min(found) if found else None
+
+
+def _resolve_one(ipr: IPRoute, peer: PeerConfig, read_secret: SecretReader | None, where: str) -> PeerRuntime:
+    password: Password | None = None
+    if peer.password_file is not None:
+        password = _read_password_file(peer.password_file, where)
+    elif peer.password_secret is not None:
+        ref = peer.password_secret
+        if read_secret is None:
+            raise ConfigError([f"{where}.passwordSecret: no API server to read Secret {ref.namespace}/{ref.name}"])
+        try:
+            value = read_secret(ref)
+        except Exception as error:  # ApiException, KeyError, bad base64: all "cannot read it"
+            raise ConfigError(
+                [f"{where}.passwordSecret: cannot read Secret {ref.namespace}/{ref.name} key {ref.key!r}: {error}"]
+            ) from error
+        password = _password(value, f"{where}.passwordSecret")
+
+    interface, kernel_source = _route(ipr, peer.peer_address)
+    source = peer.source_address or kernel_source
+    problems: list[str] = []
+    if source is None:
+        problems.append(f"no route to {peer.peer_address}: ExaBGP picks the source address when it connects")
+    next_hops: dict[int, IPAddress] = {}
+    families = set(peer.families)
+    session_version = peer.peer_address.version
+    if "ipv6" in families and (peer.ipv6_next_hop is not None or session_version == 4):
+        hop = peer.ipv6_next_hop or (_global_address(ipr, interface, 6) if interface is not None else None)
+        if hop is None:
+            families.discard("ipv6")
+            problems.append(
+                "ipv6 dropped: no global IPv6 address on the interface toward the peer to use as next hop"
+                " (set ipv6NextHop)"
+            )
+        else:
+            next_hops[6] = hop
+    if "ipv4" in families and session_version == 6:
+        hop = _global_address(ipr, interface, 4) if interface is not None else None
+        if hop is None:
+            families.discard("ipv4")
+            problems.append("ipv4 dropped: no IPv4 address on the interface toward the peer to use as next hop")
+        else:
+            next_hops[4] = hop
+    effective = dataclasses.replace(peer, source_address=source, families=frozenset(families))
+    return PeerRuntime(peer=effective, password=password, next_hops=next_hops, problems=tuple(problems))
+
+
+def check_password_files(config: SpeakerConfig) -> None:
+    """Read every passwordFile (check-config: no API server, no route lookups)."""
+    problems: list[str] = []
+    for index, peer in enumerate(config.peers):
+        if peer.password_file is not None:
+            try:
+                _read_password_file(peer.password_file, f"peers[{index}]")
+            except ConfigError as error:
+                problems.extend(error.problems)
+    if problems:
+        raise ConfigError(problems)
+
+
+def resolve_peers(
+    config: SpeakerConfig, read_secret: SecretReader | None = None
+) -> tuple[SpeakerConfig, dict[str, PeerRuntime]]:
+    """(the config with every peer resolved, runtime per peer name); ConfigError if a password fails."""
+    runtimes: dict[str, PeerRuntime] = {}
+    problems: list[str] = []
+    with IPRoute() as ipr:
+        for index, peer in enumerate(config.peers):
+            try:
+                runtimes[peer.name] = _resolve_one(ipr, peer, read_secret, f"peers[{index}]")
+            except ConfigError as error:
+                problems.extend(error.problems)
+    if problems:
+        raise ConfigError(problems)
+    effective = dataclasses.replace(config, peers=tuple(runtimes[peer.name].peer for peer in config.peers))
+    return effective, runtimes
