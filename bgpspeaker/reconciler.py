@@ -447,13 +447,15 @@ class Reconciler:
             if prefixes:
                 by_peer[name] = sorted(prefixes, key=prefix_order)
         _, withdrawn = self._send({peer: self._withdraw_batches(peer, p) for peer, p in by_peer.items()})
-        for prefix in sorted(withdrawn, key=prefix_order):
+        remaining = {prefix for _, prefix in self._acked}
+        for prefix in sorted(remaining | set(withdrawn), key=prefix_order):
             log.info(
                 "route_withdrawn",
                 prefix=str(prefix),
-                peers=sorted(withdrawn[prefix]),
+                peers=sorted(withdrawn.get(prefix, ())),
                 services=sorted(self._services_by_prefix.get(prefix, ())),
                 reason=str(reason),
+                confirmed=prefix in withdrawn and prefix not in remaining,
             )
         return len(self._acked)
 
