@@ -91,10 +91,25 @@ class _ConfigSource:
         self.last_text: bytes | None = None
 
     def read(self) -> bytes | None:
+        """The config file's bytes plus those of the password files it names (so a rotated
+        password is noticed like a config change); None when unreadable."""
         try:
-            return Path(self.path).read_bytes()
+            text = Path(self.path).read_bytes()
         except OSError:
             return None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError:
+            return text
+        peers = data.get("peers") if isinstance(data, dict) else None
+        for peer in peers if isinstance(peers, list) else []:
+            path = peer.get("passwordFile") if isinstance(peer, dict) else None
+            if isinstance(path, str):
+                try:
+                    text += b"\0" + Path(path).read_bytes()
+                except OSError:
+                    text += b"\0unreadable:" + path.encode()
+        return text
 
     def load(self) -> tuple[SpeakerConfig, dict[str, Any], Any]:
         """(effective config, peer runtimes, router ID); ConfigError on any problem."""

@@ -148,6 +148,9 @@ class ExabgpSupervisor:
         self.fingerprint = session_fingerprint(runtime, router_id)
         self._log = log.bind(peer=self.name)
         self._failing_logged = False
+        self.establish_warn_s = 10.0
+        """Not Established this long after start or after a drop: say so, once."""
+        self._not_up_since = time.monotonic()
         self.router_id = router_id
         self._workdir = workdir
         self._on_ready = on_ready
@@ -381,6 +384,7 @@ class ExabgpSupervisor:
             try:
                 chunk = conn.sock.recv(65536)
             except TimeoutError:
+                self._check_establishing()
                 continue
             except OSError:
                 chunk = b""
@@ -406,6 +410,7 @@ class ExabgpSupervisor:
             uptime_s=round(time.monotonic() - started, 1),
         )
         if self.state.state == "up":
+            self._not_up_since = time.monotonic()
             self._log.warning("peer_down", reason="exabgp_exited")
         self.state = PeerState(self.name, "down", time.monotonic(), "exabgp_exited")
 
@@ -443,6 +448,8 @@ class ExabgpSupervisor:
         reason = str(neighbor.get("reason", ""))
         previous = self.state
         self.state = PeerState(self.name, state, time.monotonic(), reason)
+        if state != "up" and previous.state == "up":
+            self._not_up_since = time.monotonic()
         if state == "up":
             self._failing_logged = False
             self._log.info("peer_up", peer_address=peer_address, local_address=neighbor.get("address", {}).get("local"))
@@ -462,6 +469,21 @@ class ExabgpSupervisor:
                 self._log.debug("peer_connect_failed", peer_address=peer_address, reason=reason)
         else:
             self._log.debug("peer_state", state=state)
+
+    def _check_establishing(self) -> None:
+        """A connect that hangs (SYNs dropped: MD5 mismatch, TTL, filters) produces no
+        ExaBGP event for minutes; notice it here."""
+        if self.state.state == "up" or self._failing_logged:
+            return
+        waited = time.monotonic() - self._not_up_since
+        if waited >= self.establish_warn_s:
+            self._failing_logged = True
+            self._log.warning(
+                "peer_not_established",
+                peer_address=str(self.runtime.peer.peer_address),
+                reason=f"no session after {waited:.0f} s (last state: {self.state.state})",
+                hint=self._hint(),
+            )
 
     def _hint(self) -> str:
         peer = self.runtime.peer

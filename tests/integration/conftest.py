@@ -15,7 +15,7 @@ import pytest
 from tests.lab.netns import Lab
 from tests.lab.topology import NODE, SingleNode, single_node
 
-__all__ = ["NODE", "Topology"]
+__all__ = ["NODE", "Topology", "require_prerequisites"]
 
 Topology = SingleNode
 
@@ -41,11 +41,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(pytest.mark.skip(reason=missing))
 
 
-@pytest.fixture
-def topology() -> Iterator[Topology]:
+def require_prerequisites() -> None:
+    """Fail loudly (the collection hook already skipped outside CI) when root or FRR is missing."""
     missing = _requirements_missing()
     if missing:
         raise RuntimeError(f"integration prerequisites missing: {missing}")
+
+
+@pytest.fixture
+def topology() -> Iterator[Topology]:
+    require_prerequisites()
     with Lab() as lab:
         built = single_node(lab)
         try:

@@ -18,6 +18,7 @@ namespace reaches it on its own loopback while the test drives it from here.
 
 from __future__ import annotations
 
+import base64
 import collections
 import copy
 import json
@@ -39,6 +40,7 @@ _RESOURCES = {
     "services": ("/api/v1", "services", True, "v1", "Service"),
     "endpointslices": ("/apis/discovery.k8s.io/v1", "endpointslices", True, "discovery.k8s.io/v1", "EndpointSlice"),
     "nodes": ("/api/v1", "nodes", False, "v1", "Node"),
+    "secrets": ("/api/v1", "secrets", True, "v1", "Secret"),
 }
 
 
@@ -90,6 +92,17 @@ def endpoint_slice(
         },
         "addressType": "IPv4",
         "endpoints": items,
+    }
+
+
+def secret(namespace: str, name: str, data: dict[str, bytes]) -> dict[str, Any]:
+    """An Opaque Secret; values are base64-encoded as the API server returns them."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {"namespace": namespace, "name": name},
+        "data": {key: base64.b64encode(value).decode("ascii") for key, value in data.items()},
     }
 
 

@@ -125,6 +125,14 @@ class Frr:
                     best[prefix] = path
         return best
 
+    def best_path(self, prefix: str) -> dict[str, Any] | None:
+        """The best path for ``prefix`` with every attribute (communities, MED, ...), or None."""
+        afi = "ipv6" if ":" in prefix else "ipv4"
+        detail = self.json(f"show bgp {afi} unicast {prefix} json")
+        if detail.get("prefix") != prefix:
+            return None
+        return next((p for p in detail.get("paths", []) if p.get("bestpath", {}).get("overall")), None)
+
     def neighbor(self, address: str) -> dict[str, Any]:
         """FRR's JSON view of one neighbor."""
         data: dict[str, Any] = self.json(f"show bgp neighbors {address} json").get(address, {})
@@ -172,6 +180,10 @@ class Lab:
                 _run("ip", family, "-n", ns, "addr", "add", addr, "dev", ifname, *extra)
             _run("ip", "-n", ns, "link", "set", ifname, "up")
         return if_a, if_b
+
+    def run(self, *argv: str) -> str:
+        """Run a setup command (ip, sysctl) and return its output; raise on failure."""
+        return _run(*argv)
 
     def frr(self, netns: str, config: str) -> Frr:
         """Start a bgpd in ``netns``, with its files under this lab's directory."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -60,6 +62,13 @@ class SpeakerProcess:
         )
         log.close()
         return self
+
+    def reload(self, config: str) -> None:
+        """Replace the config file atomically (as a ConfigMap update does) and send SIGHUP."""
+        staging = self.config_path.with_suffix(".new")
+        staging.write_text(config)
+        staging.replace(self.config_path)
+        os.kill(self.pid, signal.SIGHUP)
 
     @property
     def pid(self) -> int:
