@@ -233,6 +233,14 @@ def test_reload_changes_one_peer_without_resetting_the_other(lab: Lab) -> None:
         assert tor_a.best_path("192.0.2.10/32") is not None
         assert tor_a.neighbor("10.0.0.2")["connectionsEstablished"] == a_before
         assert tor_b.neighbor("10.0.1.2")["connectionsEstablished"] == b_before + 1
+
+        without_b = changed.split("  - name: tor-b")[0] + "advertisements: []\n"
+        peering.speaker.reload(without_b)
+        wait_absent(tor_b, "192.0.2.10/32")
+        assert peering.speaker.wait_event("session_stopping", peer="tor-b")["reason"] == "peer_removed"
+        assert peering.speaker.wait_event("route_withdrawn", peers=["tor-b"])["reason"] == "peer_removed"
+        wait_path(tor_a, "192.0.2.10/32", metric=None)  # no advertisements: the default, plain
+        assert tor_a.neighbor("10.0.0.2")["connectionsEstablished"] == a_before
     finally:
         peering.close()
 
