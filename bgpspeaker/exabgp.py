@@ -389,7 +389,9 @@ class ExabgpSupervisor:
             except OSError:
                 chunk = b""
             if not chunk:
-                self._log.warning("exabgp_api_disconnected", pid=proc.pid, generation=generation)
+                (self._log.info if self._stopping.is_set() else self._log.warning)(
+                    "exabgp_api_disconnected", pid=proc.pid, generation=generation
+                )
                 self._drop_connection(conn)
                 conn = None
                 continue
