@@ -164,8 +164,12 @@ def _run(args: argparse.Namespace) -> int:
     reload_requested = threading.Event()
     signals_seen: list[int] = []
 
+    interrupted = threading.Event()
+
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         signals_seen.append(signum)
+        if stop.is_set():
+            interrupted.set()  # a second signal: cut a drain short
         stop.set()
 
     def on_hup(_signum: int, _frame: FrameType | None) -> None:
@@ -229,7 +233,14 @@ def _run(args: argparse.Namespace) -> int:
                 _reload(source, reconciler, forced=forced)
 
     started = time.monotonic()
-    log.info("speaker_stopping", signal=signals_seen[0] if signals_seen else None, exit_code=exit_code)
+    shutdown = reconciler.config.shutdown
+    mode = shutdown.mode if exit_code == EXIT_OK else "withdraw"
+    log.info(
+        "speaker_stopping",
+        signal=signals_seen[0] if signals_seen else None,
+        exit_code=exit_code,
+        mode=mode,
+    )
     stop.set()
     for session in reconciler.sessions.values():
         session.ack_timeout_s = min(session.ack_timeout_s, 3.0)
@@ -240,7 +251,15 @@ def _run(args: argparse.Namespace) -> int:
         # closes the sessions, and the routers drop the routes with them.
         log.error("shutdown_withdraw_skipped", reason="reconciler_busy")
         remaining = len(reconciler.acknowledged)
+    elif mode == "keep":
+        remaining = len(reconciler.acknowledged)
+        log.info("routes_kept", routes=remaining, hint="left to the routers' graceful restart")
     else:
+        if mode == "drain" and reconciler.drain(local_pref=shutdown.drain_local_pref, timeout_s=3.0):
+            drain_started = time.monotonic()
+            cut_short = interrupted.wait(shutdown.drain_seconds)
+            log.info("drain_finished", waited_s=round(time.monotonic() - drain_started, 1), interrupted=cut_short)
+            started = time.monotonic()  # the stop budget below starts after the drain
         remaining = reconciler.withdraw_all(Reason.SHUTDOWN, timeout_s=3.0)
     reconciler.stop_sessions(timeout_s=max(1.0, SHUTDOWN_BUDGET_S - (time.monotonic() - started) - 1.0))
     shutil.rmtree(workdir, ignore_errors=True)

@@ -15,7 +15,16 @@ from bgpspeaker.decision import Attributes, Prefix
 from bgpspeaker.errors import CommandValueError
 from bgpspeaker.values import U32_MAX, WELL_KNOWN_COMMUNITIES
 
-__all__ = ["BATCH_SIZE", "Attributes", "announce_line", "batches", "check_line", "encode_attributes", "withdraw_line"]
+__all__ = [
+    "BATCH_SIZE",
+    "Attributes",
+    "announce_line",
+    "batches",
+    "check_line",
+    "encode_attributes",
+    "eor_line",
+    "withdraw_line",
+]
 
 BATCH_SIZE = 500
 """Prefixes per bulk command: ExaBGP packs one IPv4 UPDATE per command, and 500 /32s
@@ -74,6 +83,13 @@ def withdraw_line(peer: IPAddress, prefixes: Sequence[Prefix], *, next_hop: IPAd
     ``next-hop self`` for an IPv6 prefix on an IPv4 session."""
     nlri = " ".join(map(str, prefixes))
     return check_line(f"neighbor {peer} withdraw attributes next-hop {next_hop or 'self'} nlri {nlri}")
+
+
+def eor_line(peer: IPAddress, family: str) -> str:
+    """End-of-RIB for one family (``ipv4`` or ``ipv6``), sent when every route is queued."""
+    if family not in ("ipv4", "ipv6"):
+        raise CommandValueError(f"family: must be ipv4 or ipv6, got {family!r}")
+    return check_line(f"neighbor {peer} announce eor {family} unicast")
 
 
 def _check_attributes(attributes: Attributes) -> None:

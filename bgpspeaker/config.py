@@ -31,10 +31,13 @@ __all__ = [
     "API_VERSION",
     "KIND",
     "Advertisement",
+    "ApiOutageConfig",
     "Family",
+    "HoldDownConfig",
     "IPAddress",
     "PeerConfig",
     "SecretRef",
+    "ShutdownConfig",
     "SpeakerConfig",
     "parse_config",
     "parse_ip",
@@ -123,6 +126,40 @@ DEFAULT_ADVERTISEMENT = Advertisement(name="default")
 """Used when the config has no advertisements: every eligible VIP to every peer, plain."""
 
 
+SHUTDOWN_MODES = ("withdraw", "drain", "keep")
+API_OUTAGE_POLICIES = ("keep", "withdraw")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ShutdownConfig:
+    """What SIGTERM does to the routes."""
+
+    mode: str = "withdraw"
+    """``withdraw``: at once. ``drain``: RFC 8326 GRACEFUL_SHUTDOWN first, withdraw after
+    ``drain_seconds``. ``keep``: leave them to graceful restart (for rollouts)."""
+    drain_seconds: int = 15
+    drain_local_pref: int | None = None
+    """During a drain, also set this local-pref on iBGP sessions (RFC 8326 section 4)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ApiOutageConfig:
+    """What to do while the API server cannot be reached."""
+
+    policy: str = "keep"
+    """``keep``: announce the last known desired state, forever. ``withdraw``: withdraw
+    everything after ``grace_seconds`` without the API server."""
+    grace_seconds: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HoldDownConfig:
+    """Delays for Local-policy services whose endpoints flap (0: react at once)."""
+
+    announce_after_s: int = 0
+    withdraw_after_s: int = 0
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class SpeakerConfig:
     """The whole validated config file."""
@@ -135,6 +172,9 @@ class SpeakerConfig:
     """``""``: only Services without ``spec.loadBalancerClass``."""
     advertisements: tuple[Advertisement, ...] = (DEFAULT_ADVERTISEMENT,)
     service_annotations: bool = False
+    shutdown: ShutdownConfig = ShutdownConfig()
+    api_outage: ApiOutageConfig = ApiOutageConfig()
+    hold_down: HoldDownConfig = HoldDownConfig()
 
     def peer(self, name: str) -> PeerConfig | None:
         """The peer called ``name``, if any."""
@@ -151,6 +191,9 @@ _TOP_KEYS = frozenset(
         "peers",
         "advertisements",
         "serviceAnnotations",
+        "shutdown",
+        "apiOutage",
+        "holdDown",
     }
 )
 _PEER_KEYS = frozenset(
@@ -437,6 +480,53 @@ def _advertisement(data: Any, path: str, peers: Mapping[str, PeerConfig], proble
     )
 
 
+def _section(data: Mapping[str, Any], key: str, allowed: frozenset[str], problems: list[str]) -> Mapping[str, Any]:
+    value = data.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        problems.append(f"{key}: must be a mapping with {', '.join(sorted(allowed))}; got {value!r}")
+        return {}
+    _unknown_keys(value, allowed, key, problems)
+    return value
+
+
+def _lifecycle(data: Mapping[str, Any], problems: list[str]) -> tuple[ShutdownConfig, ApiOutageConfig, HoldDownConfig]:
+    raw = _section(data, "shutdown", frozenset({"mode", "drainSeconds", "drainLocalPref"}), problems)
+    mode = raw.get("mode", "withdraw")
+    if mode not in SHUTDOWN_MODES:
+        problems.append(f"shutdown.mode: must be one of {', '.join(SHUTDOWN_MODES)}, got {mode!r}")
+        mode = "withdraw"
+    drain = parse_duration(raw.get("drainSeconds", 15), "shutdown.drainSeconds", problems)
+    if drain is not None and drain > 3600:
+        problems.append(f"shutdown.drainSeconds: must be at most 1h, got {raw['drainSeconds']!r}")
+    local_pref = (
+        parse_int(raw["drainLocalPref"], "shutdown.drainLocalPref", problems, low=0, high=U32_MAX)
+        if raw.get("drainLocalPref") is not None
+        else None
+    )
+    shutdown = ShutdownConfig(mode=mode, drain_seconds=drain or 0, drain_local_pref=local_pref)
+
+    raw = _section(data, "apiOutage", frozenset({"policy", "graceSeconds"}), problems)
+    policy = raw.get("policy", "keep")
+    if policy not in API_OUTAGE_POLICIES:
+        problems.append(f"apiOutage.policy: must be one of {', '.join(API_OUTAGE_POLICIES)}, got {policy!r}")
+        policy = "keep"
+    grace = parse_duration(raw.get("graceSeconds", 0), "apiOutage.graceSeconds", problems)
+    if "graceSeconds" in raw and policy == "keep":
+        problems.append("apiOutage.graceSeconds: only meaningful with policy withdraw (keep never withdraws)")
+    outage = ApiOutageConfig(policy=policy, grace_seconds=grace or 0)
+
+    raw = _section(data, "holdDown", frozenset({"announceAfter", "withdrawAfter"}), problems)
+    announce_after = parse_duration(raw.get("announceAfter", 0), "holdDown.announceAfter", problems)
+    withdraw_after = parse_duration(raw.get("withdrawAfter", 0), "holdDown.withdrawAfter", problems)
+    for name, value in (("announceAfter", announce_after), ("withdrawAfter", withdraw_after)):
+        if value is not None and value > 600:
+            problems.append(f"holdDown.{name}: must be at most 10m, got {raw[name]!r}")
+    hold = HoldDownConfig(announce_after_s=announce_after or 0, withdraw_after_s=withdraw_after or 0)
+    return shutdown, outage, hold
+
+
 def _duplicates(items: list[tuple[int, Any]], attribute: str, path: str, field: str, problems: list[str]) -> None:
     seen: dict[Any, int] = {}
     for index, item in items:
@@ -509,10 +599,14 @@ def parse_config(data: Any) -> SpeakerConfig:
                 advertisements.append((index, advertisement))
         _duplicates(advertisements, "name", "advertisements", "name", problems)
 
+    shutdown, api_outage, hold_down = _lifecycle(data, problems)
     if problems:
         raise ConfigError(problems)
     assert my_asn is not None
     return SpeakerConfig(
+        shutdown=shutdown,
+        api_outage=api_outage,
+        hold_down=hold_down,
         my_asn=my_asn,
         peers=tuple(peer for _, peer in peers),
         router_id=router_id,

@@ -65,6 +65,8 @@ class Reason(enum.StrEnum):
     INGRESS_IP_REMOVED = "ingress_ip_removed"
     NOT_DESIRED = "not_desired"
     SHUTDOWN = "shutdown"
+    API_OUTAGE = "api_outage"
+    PEER_REMOVED = "peer_removed"
 
     @property
     def announces(self) -> bool:

@@ -77,6 +77,9 @@ def render_config(runtime: PeerRuntime, *, router_id: IPAddress, relay_command: 
         options.append(f"outgoing-ttl {peer.ebgp_multihop or 1};")
     if peer.graceful_restart_s is not None:
         options.append(f"capability {{ graceful-restart {peer.graceful_restart_s}; }}")
+        # End-of-RIB only when bgpspeaker says every route is there: an automatic one
+        # right after a restart would tell the router to flush its stale routes.
+        options.append("manual-eor true;")
     families = "\n".join(f"        {family} unicast;" for family in sorted(peer.families))
     neighbor = _template("neighbor.conf.tmpl").substitute(
         peer_address=peer.peer_address,
@@ -151,6 +154,8 @@ class ExabgpSupervisor:
         self.establish_warn_s = 10.0
         """Not Established this long after start or after a drop: say so, once."""
         self._not_up_since = time.monotonic()
+        self.up_count = 0
+        """Increments each time the session reaches Established."""
         self.router_id = router_id
         self._workdir = workdir
         self._on_ready = on_ready
@@ -453,6 +458,8 @@ class ExabgpSupervisor:
         if state != "up" and previous.state == "up":
             self._not_up_since = time.monotonic()
         if state == "up":
+            self.up_count += 1
+            self._on_ready()  # a (re-)established session may need its End-of-RIB
             self._failing_logged = False
             self._log.info("peer_up", peer_address=peer_address, local_address=neighbor.get("address", {}).get("local"))
         elif state == "down":

@@ -78,6 +78,41 @@ class ClusterStore:
         self._nodes: dict[str, Node] = {}
         self._listed: set[str] = set()
         self.last_sync_monotonic: dict[str, float] = {}
+        self._failing: dict[str, tuple[float, int]] = {}
+        """Kind -> (when its list/watch started failing, consecutive failures)."""
+        self._in_outage = False
+
+    # -- API server health (for the apiOutage policy and staleness) ---------------------
+
+    @property
+    def outage_since(self) -> float | None:
+        """Monotonic time since which the API server cannot be reached (a kind failed twice
+        in a row: one dropped stream that reconnects at once is no outage); None otherwise."""
+        with self._lock:
+            starts = [since for since, failures in self._failing.values() if failures >= 2]
+            return min(starts) if starts else None
+
+    def report_failure(self, kind: str, error: str) -> None:
+        """A list or watch of ``kind`` failed. The start of an outage is logged once."""
+        with self._lock:
+            since, failures = self._failing.get(kind, (time.monotonic(), 0))
+            self._failing[kind] = (since, failures + 1)
+            started = failures + 1 >= 2 and not self._in_outage
+            self._in_outage = self._in_outage or started
+        if started:
+            log.warning("api_unreachable", kind=kind, error=error)
+            self._on_change()
+
+    def report_ok(self, kind: str) -> None:
+        """A list or watch of ``kind`` succeeded; the end of an outage is logged once."""
+        with self._lock:
+            entry = self._failing.pop(kind, None)
+            ended = self._in_outage and not any(f >= 2 for _, f in self._failing.values())
+            if ended:
+                self._in_outage = False
+        if ended and entry is not None:
+            log.info("api_recovered", outage_s=round(time.monotonic() - entry[0], 1))
+            self._on_change()
 
     @property
     def synced(self) -> bool:
@@ -157,6 +192,9 @@ class ClusterStore:
         """Record that ``kind`` is known current now (a bookmark or event arrived)."""
         with self._lock:
             self.last_sync_monotonic[kind] = time.monotonic()
+            failing = kind in self._failing
+        if failing:
+            self.report_ok(kind)
 
 
 class _Expired(Exception):
@@ -246,6 +284,7 @@ class Watcher:
             return failures
         delay = self._settings.backoff_s[min(failures, len(self._settings.backoff_s) - 1)]
         self.restarts += 1
+        self._store.report_failure(self.kind, _describe(error))
         log.warning("watch_restarted", kind=self.kind, error=_describe(error), attempt=failures + 1, retry_in_s=delay)
         self._stop.wait(delay)
         return failures + 1
@@ -281,6 +320,7 @@ class Watcher:
                     raise ValueError(f"list of {self.kind} returned no resourceVersion")
                 break
         self._store.replace(self.kind, items)
+        self._store.report_ok(self.kind)
         log.info("watch_listed", kind=self.kind, objects=len(items), resource_version=resource_version)
         return resource_version
 
@@ -294,6 +334,7 @@ class Watcher:
             _request_timeout=(self._settings.connect_timeout_s, self._settings.inactivity_timeout_s),
             **self._selector_kwargs(),
         )
+        self._store.report_ok(self.kind)  # the stream is open: the API server answers
         try:
             for line in _lines(response):
                 if self._stop.is_set():

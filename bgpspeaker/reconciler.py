@@ -18,12 +18,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import structlog
 
-from bgpspeaker.commands import announce_line, batches, withdraw_line
+from bgpspeaker.commands import announce_line, batches, eor_line, withdraw_line
 from bgpspeaker.config import IPAddress, SpeakerConfig
 from bgpspeaker.decision import Attributes, Decision, Prefix, Reason, Verdict, decide, prefix_order
 from bgpspeaker.diff import UNKNOWN, RouteKey, Unknown, diff
 from bgpspeaker.errors import ExabgpUnavailable
 from bgpspeaker.exabgp import ExabgpSupervisor, session_fingerprint
+from bgpspeaker.holddown import HoldDown
 from bgpspeaker.kube import ClusterStore
 from bgpspeaker.model import Snapshot
 from bgpspeaker.peers import PeerRuntime
@@ -32,6 +33,10 @@ from bgpspeaker.values import matches_any
 __all__ = ["Reconciler", "desired_routes", "verdicts_by_service", "withdraw_reason"]
 
 log = structlog.get_logger("bgpspeaker.reconciler")
+
+GRACEFUL_SHUTDOWN = "65535:0"
+"""RFC 8326's well-known GRACEFUL_SHUTDOWN community."""
+_ENDPOINT_REASONS = frozenset({Reason.NO_LOCAL_ENDPOINTS, Reason.NO_ENDPOINTS})
 
 RESYNC_INTERVAL_S = 30.0
 """A pass runs at least this often, to retry routes left unknown by a failed command."""
@@ -113,6 +118,12 @@ class Reconciler:
         """Peer -> the session and generation its acknowledged routes belong to."""
         self._services_by_prefix: dict[Prefix, frozenset[str]] = {}
         self._warned: dict[tuple[str, str], str] = {}
+        self._hold = HoldDown(config.hold_down)
+        self._deadline: float | None = None
+        """Monotonic time of the next timed change (hold-down expiry, outage grace)."""
+        self._outage_withdrawn = False
+        self._eor_sent: dict[str, tuple[int, int, int]] = {}
+        """Peer -> (session id, generation, up count) its End-of-RIB was sent for."""
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="send")
         self.last_decision: Decision | None = None
         self.passes = 0
@@ -164,7 +175,10 @@ class Reconciler:
         """Loop until stopped: wait for a change (or the resync interval), then converge."""
         waiting_logged = False
         while not self._stop.is_set():
-            self._dirty.wait(RESYNC_INTERVAL_S)
+            timeout = RESYNC_INTERVAL_S
+            if self._deadline is not None:
+                timeout = max(0.0, min(timeout, self._deadline - time.monotonic()))
+            self._dirty.wait(timeout)
             if self._stop.is_set():
                 return
             self._dirty.clear()
@@ -186,10 +200,32 @@ class Reconciler:
         desired = desired_routes(decision, self._runtimes)
         self._converge_sessions(snapshot, decision=decision)
         ready = self._ready_peers()
-        changes = diff(
+        now = time.monotonic()
+        self._deadline = None
+        forced_reason = None
+        if self._api_outage_withdraws(now):
+            desired, forced_reason = {}, Reason.API_OUTAGE
+        by_service = verdicts_by_service(decision)
+        acked_ready = {key: value for key, value in self._acked.items() if key[0] in ready}
+        effective, hold_deadline, held = self._hold.apply(
             {key: value for key, value in desired.items() if key[0] in ready},
-            {key: value for key, value in self._acked.items() if key[0] in ready},
+            acked_ready,
+            now=now,
+            may_delay_announce=lambda key: self._local_only(decision.announcements[key[1]].services, snapshot),
+            may_delay_withdraw=lambda key: (
+                forced_reason is None and self._endpoint_flap(key[1], by_service=by_service, snapshot=snapshot)
+            ),
         )
+        self._soonest(hold_deadline)
+        for peer, prefix in held:
+            log.info(
+                "route_withdraw_held",
+                prefix=str(prefix),
+                peer=peer,
+                services=sorted(self._services_by_prefix.get(prefix, ())),
+                hold_s=self._config.hold_down.withdraw_after_s,
+            )
+        changes = diff(effective, acked_ready)
         batches_by_peer: dict[str, list[_Batch]] = {}
         for (peer, attributes), prefixes in changes.announces.items():
             runtime = self._runtimes[peer]
@@ -199,7 +235,8 @@ class Reconciler:
         for peer, prefixes in changes.withdraws.items():
             batches_by_peer.setdefault(peer, []).extend(self._withdraw_batches(peer, prefixes))
         announced, withdrawn = self._send(batches_by_peer)
-        self._log_routes(announced, withdrawn, decision=decision, snapshot=snapshot)
+        self._log_routes(announced, withdrawn, decision=decision, snapshot=snapshot, forced_reason=forced_reason)
+        self._send_end_of_rib(ready)
         new_services = {prefix: a.services for prefix, a in decision.announcements.items()}
         acked_prefixes = {prefix for _, prefix in self._acked}
         for prefix in list(self._services_by_prefix):
@@ -217,6 +254,63 @@ class Reconciler:
             duration_ms=round((time.monotonic() - started) * 1000, 1),
         )
 
+    def _soonest(self, at: float | None) -> None:
+        if at is not None:
+            self._deadline = at if self._deadline is None else min(self._deadline, at)
+
+    def _api_outage_withdraws(self, now: float) -> bool:
+        """True when the apiOutage policy says withdraw everything now."""
+        policy = self._config.api_outage
+        outage = self._store.outage_since
+        if policy.policy != "withdraw" or outage is None:
+            if self._outage_withdrawn:
+                log.info("api_outage_withdraw_over", reason="api_reachable_or_policy_keep")
+            self._outage_withdrawn = False
+            return False
+        if now - outage < policy.grace_seconds:
+            self._soonest(outage + policy.grace_seconds)
+            return False
+        if not self._outage_withdrawn:
+            log.warning("api_outage_withdraw", outage_s=round(now - outage, 1), grace_s=policy.grace_seconds)
+        self._outage_withdrawn = True
+        return True
+
+    @staticmethod
+    def _local_only(services: Iterable[str], snapshot: Snapshot) -> bool:
+        found = [snapshot.services.get(key) for key in services]
+        return bool(found) and all(s is not None and s.external_traffic_policy == "Local" for s in found)
+
+    def _endpoint_flap(self, prefix: Prefix, *, by_service: Mapping[str, list[Verdict]], snapshot: Snapshot) -> bool:
+        """True when ``prefix`` is unwanted only because a Local service lost its endpoints."""
+        services = self._services_by_prefix.get(prefix, frozenset())
+        if not self._local_only(services, snapshot):
+            return False
+        return withdraw_reason(prefix, services, by_service, snapshot) in _ENDPOINT_REASONS
+
+    def _send_end_of_rib(self, ready: set[str]) -> None:
+        """With graceful restart, ExaBGP runs with manual-eor: once every route of a freshly
+        established session is acknowledged, tell the router (End-of-RIB per family), so it
+        drops only the stale routes we really no longer have."""
+        for name, session in self.sessions.items():
+            peer = session.runtime.peer
+            if name not in ready or peer.graceful_restart_s is None or session.state.state != "up":
+                continue
+            generation = self._acked_by.get(name, (session, 0))[1]
+            marker = (id(session), generation, session.up_count)
+            if self._eor_sent.get(name) == marker:
+                continue
+            if any(value is UNKNOWN for key, value in self._acked.items() if key[0] == name):
+                continue  # not everything confirmed yet: the next pass tries again
+            lines = [eor_line(peer.peer_address, family) for family in sorted(peer.families)]
+            try:
+                _, results = session.execute(lines)
+            except ExabgpUnavailable as error:
+                log.warning("exabgp_unavailable", peer=name, error=str(error), sending="end_of_rib")
+                continue
+            if all(results):
+                self._eor_sent[name] = marker
+                log.info("end_of_rib_sent", peer=name, families=sorted(peer.families))
+
     # -- config and sessions -------------------------------------------------------------
 
     def _apply_pending_config(self) -> None:
@@ -226,6 +320,8 @@ class Reconciler:
             return
         old_names = set(self._runtimes)
         self._config, self._runtimes, self._router_id = pending
+        if self._config.hold_down != self._hold.config:
+            self._hold = HoldDown(self._config.hold_down)
         new_names = set(self._runtimes)
         log.info(
             "config_applied",
@@ -416,6 +512,7 @@ class Reconciler:
         *,
         decision: Decision,
         snapshot: Snapshot,
+        forced_reason: Reason | None = None,
     ) -> None:
         by_service = verdicts_by_service(decision)
         for prefix, peers in announced.items():
@@ -427,14 +524,47 @@ class Reconciler:
             log.info("route_announced", prefix=str(prefix), peers=sorted(peers), services=services, reason=str(reason))
         for prefix, peers in withdrawn.items():
             services = sorted(self._services_by_prefix.get(prefix, ()))
-            reason = (
-                withdraw_reason(prefix, services, by_service, snapshot)
-                if prefix not in decision.announcements
-                else Reason.NOT_DESIRED
-            )
+            if forced_reason is not None:
+                reason = forced_reason
+            elif prefix not in decision.announcements:
+                reason = withdraw_reason(prefix, services, by_service, snapshot)
+            else:
+                reason = Reason.NOT_DESIRED
             log.info("route_withdrawn", prefix=str(prefix), peers=sorted(peers), services=services, reason=str(reason))
 
     # -- shutdown ------------------------------------------------------------------------
+
+    def drain(self, *, local_pref: int | None, timeout_s: float) -> int:
+        """RFC 8326: re-announce every acknowledged route with GRACEFUL_SHUTDOWN (65535:0)
+        and, on iBGP sessions when configured, a lower local-pref, so the routers move
+        traffic away before the withdraw. Returns how many routes were re-announced."""
+        work: dict[str, list[_Batch]] = {}
+        grouped: dict[tuple[str, Attributes], list[Prefix]] = {}
+        for name, session in self.sessions.items():
+            session.ack_timeout_s = min(session.ack_timeout_s, timeout_s)
+            if self._session_generation(name, session) is None:
+                continue
+            ebgp = session.runtime.peer.ebgp
+            for (peer, prefix), attributes in self._acked.items():
+                if peer != name or not isinstance(attributes, Attributes):
+                    continue
+                communities = attributes.communities
+                if GRACEFUL_SHUTDOWN not in communities:
+                    communities = (*communities, GRACEFUL_SHUTDOWN)
+                drained = dataclasses.replace(
+                    attributes,
+                    communities=communities,
+                    local_pref=local_pref if local_pref is not None and not ebgp else attributes.local_pref,
+                )
+                grouped.setdefault((peer, drained), []).append(prefix)
+        for (peer, attributes), prefixes in grouped.items():
+            runtime = self.sessions[peer].runtime
+            for chunk in batches(sorted(prefixes, key=prefix_order)):
+                line = announce_line(runtime.peer.peer_address, attributes, chunk, my_asn=runtime.peer.my_asn)
+                work.setdefault(peer, []).append(_Batch(peer, attributes, chunk, line))
+        announced, _ = self._send(work)
+        log.info("drain_started", routes=sum(len(p) for p in announced.values()), community=GRACEFUL_SHUTDOWN)
+        return len(announced)
 
     def withdraw_all(self, reason: Reason, *, timeout_s: float) -> int:
         """Withdraw every acknowledged route (shutdown). Returns how many remain unconfirmed."""

@@ -189,10 +189,27 @@ CASES = [
     (
         "myAsn",
         1,
-        "myAsn: unknown field (allowed: advertisements, apiVersion, kind, loadBalancerClass, myASN, peers, routerID,"
-        " serviceAnnotations)",
+        "myAsn: unknown field (allowed: advertisements, apiOutage, apiVersion, holdDown, kind, loadBalancerClass, myASN,"
+        " peers, routerID, serviceAnnotations, shutdown)",
     ),
     ("serviceAnnotations", "yes", "serviceAnnotations: must be true or false, got 'yes'"),
+    ("shutdown", "drain", "shutdown: must be a mapping with drainLocalPref, drainSeconds, mode; got 'drain'"),
+    ("shutdown", {"mode": "pause"}, "shutdown.mode: must be one of withdraw, drain, keep, got 'pause'"),
+    ("shutdown", {"mode": "drain", "drainSeconds": "2h"}, "shutdown.drainSeconds: must be at most 1h, got '2h'"),
+    ("shutdown", {"drainLocalPref": -1}, "shutdown.drainLocalPref: must be an integer 0..4294967295, got -1"),
+    ("shutdown", {"drain": 5}, "shutdown.drain: unknown field (allowed: drainLocalPref, drainSeconds, mode)"),
+    ("apiOutage", {"policy": "panic"}, "apiOutage.policy: must be one of keep, withdraw, got 'panic'"),
+    (
+        "apiOutage",
+        {"graceSeconds": "60s"},
+        "apiOutage.graceSeconds: only meaningful with policy withdraw (keep never withdraws)",
+    ),
+    ("holdDown", {"withdrawAfter": "1h"}, "holdDown.withdrawAfter: must be at most 10m, got '1h'"),
+    (
+        "holdDown",
+        {"announceAfter": "soon"},
+        "holdDown.announceAfter: must be a duration in whole seconds like 90s, 2m or 1m30s, got 'soon'",
+    ),
     ("peers.0.myASN", 0, "peers[0].myASN: must be an integer 1..4294967295, got 0"),
     ("peers.0.peerPort", 0, "peers[0].peerPort: must be an integer 1..65535, got 0"),
     (
