@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 need_apt=()
 [ -x /usr/lib/frr/bgpd ] || need_apt+=(frr)
 command -v ip >/dev/null || need_apt+=(iproute2)
-python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
-command -v python3 >/dev/null || need_apt+=(python3)
+[ -x /usr/bin/python3 ] || need_apt+=(python3)
+/usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+command -v setpriv >/dev/null || need_apt+=(util-linux)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "setup: apt-get install ${need_apt[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -16,8 +17,11 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-if [ ! -x .venv/bin/python ]; then
-    python3 -m venv .venv
+# Debian's own interpreter, so the daemon (and its ExaBGP children) can run as a
+# non-root user: an interpreter under /root (pyenv) is not reachable by one.
+if [ ! -x .venv/bin/python ] || ! grep -q '^home = /usr/bin$' .venv/pyvenv.cfg; then
+    rm -rf .venv
+    /usr/bin/python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 echo "setup: ok ($(.venv/bin/python -c 'import exabgp.version as v; print("exabgp", v.version)'), $(/usr/lib/frr/bgpd --version | head -1))"

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from typing import Any
 
 from tests.integration.conftest import NODE, Topology
 from tests.lab.kubeapi import endpoint_slice, service
-from tests.lab.netns import pid_alive, wait_until
+from tests.lab.netns import PathSampler, pid_alive, wait_until
 
 VIP = "192.0.2.10/32"
 SPEAKER_NEXT_HOP = "10.0.0.2"
@@ -137,32 +136,6 @@ def test_shared_vip_stays_while_any_service_qualifies(topology: Topology) -> Non
     assert withdrawn["reason"] == "service_deleted"
 
 
-class PathSampler:
-    """Samples FRR's best paths in the background; records every prefix that went missing."""
-
-    def __init__(self, topology: Topology, prefixes: set[str]) -> None:
-        self.topology, self.prefixes = topology, prefixes
-        self.samples = 0
-        self.missing: list[tuple[float, set[str]]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            present = set(self.topology.frr.best_paths())
-            self.samples += 1
-            if not self.prefixes <= present:
-                self.missing.append((time.monotonic(), self.prefixes - present))
-
-    def __enter__(self) -> PathSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def test_dropped_streams_and_410_relist_without_flapping(topology: Topology) -> None:
     """Cut watch streams and expire resourceVersions: relist, keep every route, no withdraw."""
     cluster_service(topology, "web", "192.0.2.10")
@@ -171,7 +144,7 @@ def test_dropped_streams_and_410_relist_without_flapping(topology: Topology) -> 
     wait_best(topology, VIP)
     wait_best(topology, "192.0.2.11/32")
     lists_before = len(topology.speaker.events("watch_listed"))
-    with PathSampler(topology, {VIP, "192.0.2.11/32"}) as sampler:
+    with PathSampler(topology.frr, {VIP, "192.0.2.11/32"}) as sampler:
         topology.api.compact()  # every open stream ends with an in-stream 410
         # Changed while the speaker was relisting: must arrive through the relist or the new watch.
         cluster_service(topology, "late", "192.0.2.12")

@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -143,6 +144,35 @@ class Frr:
         if self.pid:
             stop_pid(self.pid)
             self.pid = 0
+
+
+class PathSampler:
+    """Samples a router's best paths in the background; records every moment a prefix was missing."""
+
+    def __init__(self, frr: Frr, prefixes: set[str], afi: str = "ipv4") -> None:
+        self.frr, self.prefixes, self.afi = frr, prefixes, afi
+        self.samples = 0
+        self.missing: list[tuple[float, set[str]]] = []
+        self.fewest = len(prefixes)
+        """The fewest of ``prefixes`` seen best in any one sample."""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            present = set(self.frr.best_paths(self.afi))
+            self.samples += 1
+            self.fewest = min(self.fewest, len(self.prefixes & present))
+            if not self.prefixes <= present:
+                self.missing.append((time.monotonic(), self.prefixes - present))
+
+    def __enter__(self) -> PathSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 class Lab:

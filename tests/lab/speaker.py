@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import signal
 import subprocess
 import sys
@@ -19,7 +20,9 @@ __all__ = ["SpeakerProcess"]
 class SpeakerProcess:
     """One bgpspeaker daemon, started with ``ip netns exec`` (which execs: same PID)."""
 
-    def __init__(self, *, netns: str, workdir: Path, config: str, kubeconfig: str, node_name: str) -> None:
+    def __init__(
+        self, *, netns: str, workdir: Path, config: str, kubeconfig: str, node_name: str, user: str | None = None
+    ) -> None:
         self.netns = netns
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
@@ -29,6 +32,8 @@ class SpeakerProcess:
         self.kubeconfig_path.write_text(kubeconfig)
         self.log_path = workdir / "speaker.log"
         self.node_name = node_name
+        self.user = user
+        """Run as this user with no capabilities (setpriv), instead of root."""
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, *extra: str) -> SpeakerProcess:
@@ -40,6 +45,7 @@ class SpeakerProcess:
                 "netns",
                 "exec",
                 self.netns,
+                *self._as_user(),
                 sys.executable,
                 "-m",
                 "bgpspeaker.cli",
@@ -63,6 +69,28 @@ class SpeakerProcess:
         log.close()
         return self
 
+    def _as_user(self) -> list[str]:
+        if self.user is None:
+            return []
+        entry = pwd.getpwnam(self.user)
+        return [
+            "setpriv",
+            f"--reuid={entry.pw_uid}",
+            f"--regid={entry.pw_gid}",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ]
+
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` to the daemon."""
+        os.kill(self.pid, signum)
+
+    def wait_exit(self, timeout_s: float = 10.0) -> int:
+        """Wait for the daemon to exit on its own; its exit code."""
+        assert self.proc is not None
+        return self.proc.wait(timeout_s)
+
     def reload(self, config: str) -> None:
         """Replace the config file atomically (as a ConfigMap update does) and send SIGHUP."""
         staging = self.config_path.with_suffix(".new")
@@ -78,6 +106,8 @@ class SpeakerProcess:
     def events(self, event: str | None = None, **match: Any) -> list[dict[str, Any]]:
         """Every JSON log line so far, optionally only ``event`` with keys equal to ``match``."""
         out = []
+        if not self.log_path.exists():
+            return out
         for line in self.log_path.read_text().splitlines():
             try:
                 record = json.loads(line)
@@ -100,6 +130,8 @@ class SpeakerProcess:
 
     def tail(self, lines: int = 15) -> str:
         """The end of the log, for failure messages."""
+        if not self.log_path.exists():
+            return "(no log yet)"
         return "\n".join(self.log_path.read_text().splitlines()[-lines:])
 
     def exabgp_pid(self) -> int:

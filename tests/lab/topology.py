@@ -37,12 +37,19 @@ class SingleNode:
         self.lab.close()
 
 
-def single_node(lab: Lab, *, bookmark_interval_s: float = 1.0) -> SingleNode:
-    """Build the topology inside ``lab`` (which removes it all on close)."""
+def single_node(
+    lab: Lab,
+    *,
+    bookmark_interval_s: float = 1.0,
+    frr_config: str | None = None,
+    speaker_config: str | None = None,
+) -> SingleNode:
+    """Build the topology inside ``lab`` (which removes it all on close); the configs
+    default to the files beside the integration tests."""
     tor = lab.netns("tor")
     node_ns = lab.netns("node")
     lab.link(tor, ["10.0.0.1/24", "fd00::1/64"], node_ns, ["10.0.0.2/24", "fd00::2/64"])
-    frr = lab.frr(tor, (CONFIG_DIR / "frr" / "bgpd.conf").read_text())
+    frr = lab.frr(tor, frr_config or (CONFIG_DIR / "frr" / "bgpd.conf").read_text())
     api = FakeKubeApi(netns=node_ns, bookmark_interval_s=bookmark_interval_s).start()
     try:
         api.apply(node(NODE))
@@ -50,7 +57,7 @@ def single_node(lab: Lab, *, bookmark_interval_s: float = 1.0) -> SingleNode:
         speaker = SpeakerProcess(
             netns=node_ns,
             workdir=lab.root / "speaker",
-            config=(CONFIG_DIR / "speaker.yaml").read_text(),
+            config=speaker_config or (CONFIG_DIR / "speaker.yaml").read_text(),
             kubeconfig=api.kubeconfig(),
             node_name=NODE,
         )
