@@ -148,3 +148,29 @@ def test_node_heartbeat_updates_do_not_wake_the_reconciler(harness: Harness) -> 
     harness.api.apply(service("default", "marker", ips=["192.0.2.9"]))
     wait_until(lambda: "default/marker" in harness.services(), timeout_s=5, desc="marker seen")
     assert harness.changes == before + 1
+
+
+def test_each_rejected_object_is_logged_once_and_the_rest_is_kept(harness: Harness) -> None:
+    """A malformed Service (ingress not a list) and a slice with a bad endpoint: one object_invalid line
+    each, naming the object and the field, even as they are re-listed and modified; good objects stay."""
+    bad_service = service("default", "bad", ips=["192.0.2.9"])
+    bad_service["status"]["loadBalancer"]["ingress"] = "192.0.2.9"
+    bad_slice = endpoint_slice("default", "web-1", service_name="web", endpoints=[("10.1.0.1", "node-a", True, True)])
+    bad_slice["endpoints"][0]["conditions"]["ready"] = "yes\nshutdown"
+    harness.api.apply(service("default", "good", ips=["192.0.2.1"]))
+    with capture_logs() as logs:
+        harness.api.apply(bad_service)
+        harness.api.apply(bad_slice)
+        harness.start()
+        harness.api.compact()  # relist: the same objects are parsed again
+        bad_service["metadata"]["labels"] = {"touched": "yes"}
+        harness.api.apply(bad_service)  # and once more through the watch
+        harness.api.apply(service("default", "later", ips=["192.0.2.2"]))
+        wait_until(lambda: "default/later" in harness.services(), timeout_s=10, desc="later service")
+    invalid = [e for e in logs if e["event"] == "object_invalid"]
+    assert sorted((e["kind"], e["object"]) for e in invalid) == [
+        ("endpointslices", "default/web-1"),
+        ("services", "default/bad"),
+    ], invalid
+    assert "status.loadBalancer.ingress" in next(e["error"] for e in invalid if e["kind"] == "services")
+    assert harness.services() == {"default/good", "default/later"}
