@@ -7,6 +7,7 @@ it, withdraws, stops ExaBGP and returns.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -27,6 +28,7 @@ from bgpspeaker.config import SpeakerConfig, parse_config
 from bgpspeaker.decision import Reason
 from bgpspeaker.errors import ConfigError
 from bgpspeaker.logs import configure
+from bgpspeaker.observe import DEFAULT_LISTEN
 
 __all__ = ["load_config", "main"]
 
@@ -208,6 +210,30 @@ def _run(args: argparse.Namespace) -> int:
         peers=[f"{p.name}={p.peer_address} AS{p.peer_asn}" for p in config.peers],
         pid=os.getpid(),
     )
+    from bgpspeaker.events import EventRecorder
+    from bgpspeaker.observe import Observer, StatusSource
+
+    observer = Observer(
+        StatusSource(
+            node=node_name,
+            reconciler=reconciler,
+            store=store,
+            watchers=watchers,
+            config_valid=lambda: source.valid,
+            threads_alive=lambda: not crashed.is_set(),
+        ),
+        listen=args.listen,
+    )
+    reconciler.on_pass = observer.reconcile_duration.observe
+    try:
+        observer.start()
+    except OSError as error:
+        log.error("http_listen_failed", address=args.listen, error=str(error))
+        return EXIT_USAGE
+    if args.events:
+        recorder = EventRecorder(k8s.CoreV1Api(api), node=node_name, stop=stop)
+        reconciler.on_route = recorder.route
+        _guarded(recorder.run, "events", crashed).start()
     reconciler.start_unconditional_sessions()
     reconcile_thread = _guarded(reconciler.run, "reconciler", crashed)
     reconcile_thread.start()
@@ -262,6 +288,7 @@ def _run(args: argparse.Namespace) -> int:
             started = time.monotonic()  # the stop budget below starts after the drain
         remaining = reconciler.withdraw_all(Reason.SHUTDOWN, timeout_s=3.0)
     reconciler.stop_sessions(timeout_s=max(1.0, SHUTDOWN_BUDGET_S - (time.monotonic() - started) - 1.0))
+    observer.stop()
     shutil.rmtree(workdir, ignore_errors=True)
     log.info(
         "speaker_stopped",
@@ -284,6 +311,41 @@ def _reload(source: _ConfigSource, reconciler: Any, *, forced: bool) -> None:
     source.valid = True
     log.info("config_reloading", path=source.path, trigger="sighup" if forced else "file_changed")
     reconciler.request_config(config, runtimes, router_id)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from bgpspeaker.report import fetch_status, format_status
+
+    try:
+        document = fetch_status(args.address)
+    except OSError as error:
+        print(f"cannot reach the speaker at {args.address}: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    print(json.dumps(document, indent=2) if args.output == "json" else format_status(document))
+    return EXIT_OK
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from bgpspeaker.kube import api_client
+    from bgpspeaker.report import explain, format_explain
+
+    namespace, _, name = args.service.partition("/")
+    if not namespace or not name:
+        print(f"expected NAMESPACE/SERVICE, got {args.service!r}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        report = explain(api_client(args.kubeconfig), config, namespace, name, node=args.node)
+    except LookupError as error:
+        print(str(error), file=sys.stderr)
+        return EXIT_FAILED
+    print(json.dumps(report, indent=2) if args.output == "json" else format_explain(report))
+    return EXIT_OK
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -318,7 +380,35 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how often to check the config file for changes (SIGHUP re-reads it at once)",
     )
+    run.add_argument(
+        "--listen",
+        default=DEFAULT_LISTEN,
+        metavar="HOST:PORT",
+        help="/metrics, /healthz, /readyz and /status (default :7473, all addresses)",
+    )
+    run.add_argument(
+        "--no-events",
+        dest="events",
+        action="store_false",
+        help="do not write Announced/Withdrawn Events on Services",
+    )
     run.set_defaults(func=_run)
+
+    status = commands.add_parser("status", help="ask the speaker on this node what it announces, to whom")
+    status.add_argument("--address", default="127.0.0.1:7473", metavar="HOST:PORT", help="the speaker's --listen")
+    status.add_argument("--output", choices=["text", "json"], default="text")
+    status.set_defaults(func=_status)
+
+    explain = commands.add_parser(
+        "explain",
+        help="run the daemon's decision for one service against the live API server (read-only)",
+    )
+    explain.add_argument("service", metavar="NAMESPACE/SERVICE")
+    explain.add_argument("--node", default=None, help="only this node (default: every node)")
+    explain.add_argument("--config", required=True, help="the SpeakerConfig the speakers run with")
+    explain.add_argument("--kubeconfig", default=None)
+    explain.add_argument("--output", choices=["text", "json"], default="text")
+    explain.set_defaults(func=_explain)
 
     check = commands.add_parser("check-config", help="validate a config file; exit 2 listing every problem")
     check.add_argument("file")

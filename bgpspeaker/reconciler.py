@@ -127,6 +127,14 @@ class Reconciler:
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="send")
         self.last_decision: Decision | None = None
         self.passes = 0
+        self.updates_sent: dict[str, int] = {}
+        """Peer -> announce/withdraw commands sent (metrics)."""
+        self.on_pass: Callable[[float], None] = lambda _seconds: None
+        """Called with each pass's duration (metrics)."""
+        self.on_route: Callable[[str, Prefix, Sequence[str], Sequence[str], str], None] = (
+            lambda _event, _prefix, _peers, _services, _reason: None
+        )
+        """Called for each route_announced / route_withdrawn (Kubernetes Events)."""
         self.thread = threading.Thread(target=self.run, name="reconciler", daemon=True)
 
     # -- called from other threads ----------------------------------------------------
@@ -161,6 +169,12 @@ class Reconciler:
     def acknowledged(self) -> Mapping[RouteKey, Attributes | Unknown]:
         """What the sessions confirmed (a copy)."""
         return dict(self._acked)
+
+    def announced_services(self) -> dict[Prefix, frozenset[str]]:
+        """Each acknowledged prefix and the services that want it (a copy)."""
+        acked = {prefix for _, prefix in dict(self._acked)}
+        services = dict(self._services_by_prefix)
+        return {prefix: services.get(prefix, frozenset()) for prefix in acked}
 
     def start_unconditional_sessions(self) -> None:
         """Before the first sync: start the peers every node has (no nodeSelectors), so their
@@ -244,6 +258,7 @@ class Reconciler:
                 del self._services_by_prefix[prefix]
         self._services_by_prefix.update(new_services)
         self.passes += 1
+        self.on_pass(time.monotonic() - started)
         commands = sum(len(b) for b in batches_by_peer.values())
         (log.info if commands else log.debug)(
             "reconcile_finished",
@@ -459,6 +474,7 @@ class Reconciler:
         retry = False
         for peer, peer_batches in work.items():
             results = results_by_peer[peer]
+            self.updates_sent[peer] = self.updates_sent.get(peer, 0) + len(results)
             for index, batch in enumerate(peer_batches):
                 ok = results[index] if index < len(results) else None
                 if ok is not True:
@@ -522,6 +538,7 @@ class Reconciler:
                 Reason.CLUSTER_ENDPOINT,
             )
             log.info("route_announced", prefix=str(prefix), peers=sorted(peers), services=services, reason=str(reason))
+            self.on_route("announced", prefix, sorted(peers), services, str(reason))
         for prefix, peers in withdrawn.items():
             services = sorted(self._services_by_prefix.get(prefix, ()))
             if forced_reason is not None:
@@ -531,6 +548,7 @@ class Reconciler:
             else:
                 reason = Reason.NOT_DESIRED
             log.info("route_withdrawn", prefix=str(prefix), peers=sorted(peers), services=services, reason=str(reason))
+            self.on_route("withdrawn", prefix, sorted(peers), services, str(reason))
 
     # -- shutdown ------------------------------------------------------------------------
 

@@ -81,3 +81,15 @@ def test_run_with_invalid_config_logs_config_invalid_and_exits_2(tmp_path: Path)
     )
     assert result.returncode == 2
     assert '"event": "config_invalid"' in result.stderr
+
+
+def test_status_without_a_running_speaker_says_so_and_exits_1() -> None:
+    """Nothing listening: one clear line, exit 1."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bgpspeaker.cli", "status", "--address", "127.0.0.1:9"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("cannot reach the speaker at 127.0.0.1:9:")

@@ -15,10 +15,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
-from tests.lab.kubeapi import endpoint_slice, service
-from tests.lab.netns import Lab, wait_until
+from tests.lab.kubeapi import load_seed
+from tests.lab.netns import Lab, run_in, wait_until
 from tests.lab.topology import SingleNode, single_node
+
+SEED = Path(__file__).resolve().parents[2] / "deploy" / "compose" / "cluster.json"
 
 
 def main() -> int:
@@ -34,15 +37,9 @@ def main() -> int:
 def _show(topo: SingleNode, *, keep: bool) -> int:
     frr, api, speaker = topo.frr, topo.api, topo.speaker
     try:
-        for name, ip, policy, endpoint_node in (
-            ("web", "192.0.2.10", "Cluster", "node-b"),
-            ("ingress", "192.0.2.20", "Local", "node-a"),
-            ("batch", "192.0.2.30", "Local", "node-b"),
-        ):
-            api.apply(service("default", name, ips=[ip], policy=policy))
-            eps = [("10.244.1.5", endpoint_node, True, True)]
-            api.apply(endpoint_slice("default", f"{name}-abc12", service_name=name, endpoints=eps))
-        speaker.start()
+        for obj in load_seed(str(SEED)):  # the same example cluster as docker-compose.yml
+            api.apply(obj)
+        speaker.start("--listen", "127.0.0.1:7473")
         tor, node_ns = topo.lab.namespaces
         print(f"FRR (AS 64512) in netns {tor}; bgpspeaker (AS 64513, node-a) in netns {node_ns}", flush=True)
         started = time.monotonic()
@@ -59,6 +56,17 @@ def _show(topo: SingleNode, *, keep: bool) -> int:
             print(f"  route_announced {event['prefix']} services={event['services']} reason={event['reason']}")
         assert "192.0.2.30/32" not in frr.best_paths()
         print("  192.0.2.30/32 (default/batch) not announced: Local policy, no endpoint on node-a")
+        cli = [sys.executable, "-m", "bgpspeaker.cli"]
+        for title, argv in (
+            ("bgpspeaker status", [*cli, "status"]),
+            (
+                "bgpspeaker explain default/batch",
+                [*cli, "explain", "default/batch", "--config", str(speaker.config_path),
+                 "--kubeconfig", str(speaker.kubeconfig_path)],
+            ),
+        ):  # fmt: skip
+            result = run_in(speaker.netns, *argv)
+            print(f"\n$ {title}\n{result.stdout.rstrip() or result.stderr.rstrip()}")
         if keep:
             print(f"\nRunning. Try: vtysh --vty_socket {frr.workdir} -c 'show bgp summary'   (Ctrl-C stops)")
             while True:

@@ -41,6 +41,7 @@ _RESOURCES = {
     "endpointslices": ("/apis/discovery.k8s.io/v1", "endpointslices", True, "discovery.k8s.io/v1", "EndpointSlice"),
     "nodes": ("/api/v1", "nodes", False, "v1", "Node"),
     "secrets": ("/api/v1", "secrets", True, "v1", "Secret"),
+    "events": ("/api/v1", "events", True, "v1", "Event"),
 }
 
 
@@ -266,6 +267,11 @@ class FakeKubeApi:
             self._events.append((self._rv, kind, "DELETED", gone))
             self._cond.notify_all()
 
+    def objects(self, kind: str) -> list[dict[str, Any]]:
+        """Every stored object of ``kind`` (copies)."""
+        with self._cond:
+            return [copy.deepcopy(obj) for obj in self._objects[kind].values()]
+
     def get(self, kind: str, key: str) -> dict[str, Any] | None:
         """The stored object, or None."""
         with self._cond:
@@ -410,6 +416,18 @@ def _bookmark(kind: str, rv: int) -> dict[str, Any]:
     }
 
 
+def _merge(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """RFC 7386 merge patch."""
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        else:
+            target[key] = value
+    return target
+
+
 def _kind_of(obj: dict[str, Any]) -> str:
     for kind, (_, _, _, _, kind_name) in _RESOURCES.items():
         if obj.get("kind") == kind_name:
@@ -420,6 +438,10 @@ def _kind_of(obj: dict[str, Any]) -> str:
 def _selected(obj: dict[str, Any], query: dict[str, str]) -> bool:
     selector = query.get("fieldSelector") or ""
     meta = obj.get("metadata", {})
+    for term in filter(None, (query.get("labelSelector") or "").split(",")):
+        key, _, value = term.partition("=")
+        if (meta.get("labels") or {}).get(key) != value:
+            return False
     for term in filter(None, selector.split(",")):
         field, _, value = term.partition("=")
         field = field.rstrip("=!")
@@ -501,6 +523,44 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send_json(200, api._list(kind, query))
 
+    def _body(self) -> Any:
+        length = int(self.headers.get("Content-Length") or 0)
+        return json.loads(self.rfile.read(length) or b"null")
+
+    def do_POST(self) -> None:  # http.server's naming: create
+        api = self.server_api
+        api.requests.append(("POST", self.path))
+        route = self._route(urlsplit(self.path).path)
+        body = self._body()
+        if route is None or route[2] is not None or not isinstance(body, dict):
+            self._status(404 if route is None else 400, "BadRequest", f"cannot create at {self.path}")
+            return
+        kind, namespace, _ = route
+        meta = body.setdefault("metadata", {})
+        if namespace:
+            meta["namespace"] = namespace
+        if not meta.get("name"):
+            meta["name"] = f"{meta.get('generateName', 'obj-')}{uuid.uuid4().hex[:5]}"
+        if api.get(kind, _key(body)) is not None:
+            self._status(409, "AlreadyExists", f"{kind} {meta['name']!r} already exists")
+            return
+        self._send_json(201, api.apply(body))
+
+    def do_PATCH(self) -> None:  # http.server's naming: merge patch
+        api = self.server_api
+        api.requests.append(("PATCH", self.path))
+        route = self._route(urlsplit(self.path).path)
+        body = self._body()
+        if route is None or route[2] is None or not isinstance(body, dict):
+            self._status(404 if route is None else 400, "BadRequest", f"cannot patch {self.path}")
+            return
+        kind, namespace, name = route
+        current = api.get(kind, f"{namespace}/{name}" if namespace else name)
+        if current is None:
+            self._status(404, "NotFound", f"{kind} {name!r} not found")
+            return
+        self._send_json(200, api.apply(_merge(current, body)))
+
     def _stream(self, kind: str, query: dict[str, str]) -> None:
         api = self.server_api
         watch = _Watch(self)
@@ -525,3 +585,36 @@ class _Handler(BaseHTTPRequestHandler):
                 api._watches.discard(watch)
             if watch.dropped:
                 self.close_connection = True
+
+
+def main() -> None:
+    """``python -m tests.lab.kubeapi --listen HOST:PORT --seed FILE.json``: serve until SIGTERM (compose demo)."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(description="a small Kubernetes API server, seeded from a JSON list")
+    parser.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT")
+    parser.add_argument("--seed", default=None, help='JSON file: {"items": [objects]}')
+    args = parser.parse_args()
+    host, _, port = args.listen.rpartition(":")
+    api = FakeKubeApi(host=host, port=int(port), bookmark_interval_s=30.0)
+    for obj in load_seed(args.seed) if args.seed else []:
+        api.apply(obj)
+    api.start()
+    print(f"listening on {api.url}", flush=True)
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    signal.signal(signal.SIGINT, lambda *_: stopped.set())
+    stopped.wait()
+    api.stop()
+
+
+def load_seed(path: str) -> list[dict[str, Any]]:
+    """The objects of a seed file (``{"items": [...]}``)."""
+    with open(path) as handle:
+        items: list[dict[str, Any]] = json.load(handle)["items"]
+    return items
+
+
+if __name__ == "__main__":
+    main()

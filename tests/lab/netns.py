@@ -55,6 +55,40 @@ def enter_netns(name: str) -> None:
         os.close(fd)
 
 
+def http_get(netns: str, url: str, timeout_s: float = 5.0) -> tuple[int, str]:
+    """GET ``url`` from inside ``netns`` (on a scratch thread that enters it); (status, body)."""
+    import urllib.error
+    import urllib.request
+
+    result: list[tuple[int, str]] = []
+    errors: list[BaseException] = []
+
+    def fetch() -> None:
+        try:
+            enter_netns(netns)
+            try:
+                with urllib.request.urlopen(url, timeout=timeout_s) as response:  # test URL
+                    result.append((response.status, response.read().decode()))
+            except urllib.error.HTTPError as error:
+                result.append((error.code, error.read().decode()))
+        except BaseException as error:  # noqa: BLE001  # re-raised in the caller's thread
+            errors.append(error)
+
+    thread = threading.Thread(target=fetch, daemon=True)
+    thread.start()
+    thread.join(timeout_s + 1)
+    if errors:
+        raise errors[0]
+    if not result:
+        raise TimeoutError(f"GET {url} in {netns}: no answer")
+    return result[0]
+
+
+def run_in(netns: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    """Run a command inside ``netns``; the completed process (not checked)."""
+    return subprocess.run(["ip", "netns", "exec", netns, *argv], capture_output=True, text=True, check=False)
+
+
 def _run(*argv: str) -> str:
     return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
 

@@ -1,0 +1,155 @@
+"""Kubernetes Events on Services: ``Announced`` / ``Withdrawn`` by this node, with the reason.
+
+``kubectl describe service web`` then answers "which nodes announce my VIP, and since
+when". The reconciler hands route changes to ``route()``, which only queues them (it
+never blocks the writer); one thread turns them into core/v1 Events:
+
+- de-duplicated: the same (service, reason, message) within ``dedup_window_s`` bumps
+  the existing Event's ``count`` (a PATCH) instead of creating another one, as
+  client-go's event correlator does;
+- rate-limited per service by a token bucket (``burst`` Events, then one per
+  ``refill_s``), so a flapping service cannot flood the API server; what is dropped is
+  counted and logged once per service per window.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+
+from bgpspeaker.decision import Prefix
+
+__all__ = ["EventRecorder"]
+
+log = structlog.get_logger("bgpspeaker.events")
+
+_REASONS = {"announced": "Announced", "withdrawn": "Withdrawn"}
+
+
+@dataclasses.dataclass
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+@dataclasses.dataclass
+class _Sent:
+    name: str
+    count: int
+    first: str
+    at: float
+
+
+class EventRecorder:
+    """Queues route changes and writes them as Events on their Services."""
+
+    def __init__(
+        self,
+        core_v1: Any,
+        *,
+        node: str,
+        stop: threading.Event,
+        burst: int = 5,
+        refill_s: float = 10.0,
+        dedup_window_s: float = 600.0,
+        queue_size: int = 1000,
+    ) -> None:
+        self._api = core_v1
+        self._node = node
+        self._stop = stop
+        self._burst = burst
+        self._refill_s = refill_s
+        self._window_s = dedup_window_s
+        self._queue: queue.Queue[tuple[str, str, str, str]] = queue.Queue(queue_size)
+        self._buckets: dict[str, _Bucket] = {}
+        self._sent: dict[tuple[str, str, str], _Sent] = {}
+        self._suppressed_logged: dict[str, float] = {}
+        self.created = 0
+        self.patched = 0
+        self.suppressed = 0
+        self.failed = 0
+        self.thread = threading.Thread(target=self.run, name="events", daemon=True)
+
+    def route(self, event: str, prefix: Prefix, peers: Sequence[str], services: Sequence[str], reason: str) -> None:
+        """Queue one route change for each service that wants the prefix (never blocks)."""
+        where = f" to {', '.join(peers)}" if peers else ""
+        verb = "announces" if event == "announced" else "withdrew"
+        message = f"node {self._node} {verb} {prefix}{where} ({reason})"
+        for service in services:
+            try:
+                self._queue.put_nowait((service, _REASONS[event], message, reason))
+            except queue.Full:
+                self.suppressed += 1
+
+    def run(self) -> None:
+        """Write queued Events until stopped."""
+        while not self._stop.is_set():
+            try:
+                service, reason, message, _why = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            self._record(service, reason, message)
+
+    def _allow(self, service: str, now: float) -> bool:
+        bucket = self._buckets.setdefault(service, _Bucket(float(self._burst), now))
+        bucket.tokens = min(float(self._burst), bucket.tokens + (now - bucket.updated) / self._refill_s)
+        bucket.updated = now
+        if bucket.tokens < 1.0:
+            return False
+        bucket.tokens -= 1.0
+        return True
+
+    def _record(self, service: str, reason: str, message: str) -> None:
+        now = time.monotonic()
+        if not self._allow(service, now):
+            self.suppressed += 1
+            if now - self._suppressed_logged.get(service, -1e9) > self._window_s:
+                self._suppressed_logged[service] = now
+                log.info("events_rate_limited", service=service, burst=self._burst, refill_s=self._refill_s)
+            return
+        namespace, _, name = service.partition("/")
+        key = (service, reason, message)
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        sent = self._sent.get(key)
+        try:
+            if sent is not None and now - sent.at < self._window_s:
+                sent.count += 1
+                sent.at = now
+                self._api.patch_namespaced_event(sent.name, namespace, {"count": sent.count, "lastTimestamp": stamp})
+                self.patched += 1
+                return
+            event_name = f"{name}.{uuid.uuid4().hex[:16]}"
+            self._api.create_namespaced_event(
+                namespace,
+                {
+                    "apiVersion": "v1",
+                    "kind": "Event",
+                    "metadata": {"name": event_name, "namespace": namespace},
+                    "involvedObject": {"apiVersion": "v1", "kind": "Service", "namespace": namespace, "name": name},
+                    "reason": reason,
+                    "message": message,
+                    "type": "Normal",
+                    "count": 1,
+                    "firstTimestamp": stamp,
+                    "lastTimestamp": stamp,
+                    "source": {"component": "bgpspeaker", "host": self._node},
+                    "reportingComponent": "bgpspeaker",
+                    "reportingInstance": self._node,
+                },
+            )
+            self._sent[key] = _Sent(event_name, 1, stamp, now)
+            self.created += 1
+        except Exception as error:  # noqa: BLE001  # Events are best effort: never stop routing for them
+            self.failed += 1
+            log.warning("event_write_failed", service=service, reason=reason, error=str(error)[:300])
+        if len(self._sent) > 10_000:  # forget the oldest correlations
+            cutoff = now - self._window_s
+            self._sent = {k: v for k, v in self._sent.items() if v.at >= cutoff}

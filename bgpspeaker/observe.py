@@ -1,0 +1,276 @@
+"""What operators see besides the log: Prometheus metrics, probes and ``/status``.
+
+One small HTTP server (default ``:7473``) serves ``/metrics``, ``/healthz``, ``/readyz``
+and ``/status`` (JSON, read by ``bgpspeaker status``). Everything is read from the
+daemon's state at request time; nothing here writes to ExaBGP or the API server.
+Metric names follow MetalLB's where an equivalent exists, under ``bgpspeaker_``, so
+dashboards port over: ``bgpspeaker_bgp_session_up{peer}``,
+``bgpspeaker_bgp_announced_prefixes_total{peer}``, ``bgpspeaker_bgp_updates_total{peer}``,
+``bgpspeaker_speaker_announced{ip,node,protocol,service}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from bgpspeaker.decision import prefix_order
+from bgpspeaker.diff import Unknown
+
+__all__ = ["DEFAULT_LISTEN", "Observer", "StatusSource", "parse_listen"]
+
+log = structlog.get_logger("bgpspeaker.observe")
+
+DEFAULT_LISTEN = ":7473"
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``:PORT`` (all addresses) -> (host, port); ValueError when malformed."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"listen address must be HOST:PORT or :PORT, got {value!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)  # hostNetwork pods are scraped on the node IP
+
+
+@dataclasses.dataclass
+class StatusSource:
+    """Callables into the running daemon (so this module imports no daemon internals)."""
+
+    node: str
+    reconciler: Any
+    store: Any
+    watchers: list[Any]
+    config_valid: Callable[[], bool]
+    threads_alive: Callable[[], bool]
+    started_monotonic: float = dataclasses.field(default_factory=time.monotonic)
+
+
+class _Collector(Collector):
+    def __init__(self, source: StatusSource) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        source = self._source
+        reconciler = source.reconciler
+        sessions = reconciler.sessions
+        acked = reconciler.acknowledged
+        up = GaugeMetricFamily("bgpspeaker_bgp_session_up", "BGP session Established (1) or not (0)", labels=["peer"])
+        prefixes = GaugeMetricFamily(
+            "bgpspeaker_bgp_announced_prefixes_total",
+            "Prefixes ExaBGP acknowledged as announced to the peer",
+            labels=["peer"],
+        )
+        restarts = CounterMetricFamily(
+            "bgpspeaker_exabgp_restarts", "ExaBGP child restarts (exits, kills after a missed ack)", labels=["peer"]
+        )
+        counts = _count_by_peer(acked)
+        for name in sorted(sessions):
+            session = sessions[name]
+            up.add_metric([name], 1.0 if session.state.state == "up" else 0.0)
+            prefixes.add_metric([name], float(counts.get(name, 0)))
+            restarts.add_metric([name], float(session.restarts))
+        yield up
+        yield prefixes
+        yield restarts
+        updates = CounterMetricFamily(
+            "bgpspeaker_bgp_updates",
+            "announce/withdraw commands sent (each becomes at least one UPDATE)",
+            labels=["peer"],
+        )
+        for name, count in sorted(reconciler.updates_sent.items()):
+            updates.add_metric([name], float(count))
+        yield updates
+        announced = GaugeMetricFamily(
+            "bgpspeaker_speaker_announced",
+            "1 for each service VIP this node announces",
+            labels=["ip", "node", "protocol", "service"],
+        )
+        for prefix, services in sorted(reconciler.announced_services().items(), key=lambda kv: prefix_order(kv[0])):
+            for service in sorted(services):
+                announced.add_metric([str(prefix.network_address), source.node, "bgp", service], 1.0)
+        yield announced
+        watch = CounterMetricFamily("bgpspeaker_watch_restarts", "Watch/list restarts (errors, 410s)", labels=["kind"])
+        for watcher in source.watchers:
+            watch.add_metric([watcher.kind], float(watcher.restarts))
+        yield watch
+        yield GaugeMetricFamily(
+            "bgpspeaker_api_last_sync_age_seconds",
+            "Seconds since the last successful list, event or bookmark from the API server (any kind)",
+            value=_sync_age(source.store),
+        )
+        outage = source.store.outage_since
+        yield GaugeMetricFamily(
+            "bgpspeaker_api_outage_seconds",
+            "Seconds the API server has been unreachable (0 when reachable)",
+            value=0.0 if outage is None else time.monotonic() - outage,
+        )
+        yield GaugeMetricFamily(
+            "bgpspeaker_config_valid",
+            "1 when the config file in force is the latest one on disk",
+            value=float(source.config_valid()),
+        )
+        yield GaugeMetricFamily(
+            "bgpspeaker_initial_sync_complete",
+            "1 once services, endpointslices and nodes have listed",
+            value=float(source.store.synced),
+        )
+
+
+def _count_by_peer(acked: Mapping[Any, Any]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for (peer, _prefix), value in acked.items():
+        if not isinstance(value, Unknown):
+            counts[peer] = counts.get(peer, 0) + 1
+    return counts
+
+
+def _sync_age(store: Any) -> float:
+    last = store.last_sync_monotonic
+    return time.monotonic() - max(last.values()) if last else float("nan")
+
+
+class Observer:
+    """The HTTP server: metrics, probes, status."""
+
+    def __init__(self, source: StatusSource, listen: str = DEFAULT_LISTEN) -> None:
+        self.source = source
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Collector(source))
+        self.reconcile_duration = Histogram(
+            "bgpspeaker_reconcile_duration_seconds",
+            "Duration of one reconcile pass (decide, diff, send, acks)",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=self.registry,
+        )
+        self._host, self._port = parse_listen(listen)
+        self._server: ThreadingHTTPServer | None = None
+
+    def start(self) -> int:
+        """Bind and serve in a daemon thread; returns the bound port."""
+        observer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:  # http.server's signature
+                pass
+
+            def do_GET(self) -> None:  # http.server's naming
+                observer.handle(self)
+
+        self._server = ThreadingHTTPServer((self._host, self._port), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, name="observe-http", daemon=True).start()
+        port = int(self._server.server_address[1])
+        log.info("http_listening", address=f"{self._host}:{port}", paths=["/metrics", "/healthz", "/readyz", "/status"])
+        return port
+
+    def stop(self) -> None:
+        """Stop serving."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def handle(self, request: BaseHTTPRequestHandler) -> None:
+        """Route one GET."""
+        path = request.path.split("?", 1)[0]
+        try:
+            if path == "/metrics":
+                _reply(request, 200, generate_latest(self.registry), CONTENT_TYPE_LATEST)
+            elif path == "/healthz":
+                ok, detail = self.healthy()
+                _reply(request, 200 if ok else 503, (detail + "\n").encode(), "text/plain")
+            elif path == "/readyz":
+                ok, detail = self.ready()
+                _reply(request, 200 if ok else 503, (detail + "\n").encode(), "text/plain")
+            elif path == "/status":
+                body = json.dumps(self.status(), indent=2).encode()
+                _reply(request, 200, body, "application/json")
+            else:
+                _reply(request, 404, b"not found: /metrics /healthz /readyz /status\n", "text/plain")
+        except Exception:  # a bug here must not take the daemon down; the scrape sees a 500
+            log.exception("http_handler_failed", path=path)
+            _reply(request, 500, b"internal error\n", "text/plain")
+
+    def healthy(self) -> tuple[bool, str]:
+        """Alive: every thread runs and every ExaBGP child is running (or being restarted)."""
+        if not self.source.threads_alive():
+            return False, "a bgpspeaker thread died"
+        for name, session in self.source.reconciler.sessions.items():
+            if session.failed is not None:
+                return False, f"ExaBGP for peer {name} gave up: {session.failed}"
+        return True, "ok"
+
+    def ready(self) -> tuple[bool, str]:
+        """Ready: initial lists complete and the config on disk is valid."""
+        if not self.source.store.synced:
+            return False, "initial list of services, endpointslices and nodes not complete"
+        if not self.source.config_valid():
+            return False, "the config file on disk is invalid (running with the previous one)"
+        return True, "ok"
+
+    def status(self) -> dict[str, Any]:
+        """The /status document: peers, announced prefixes with their services, health."""
+        source = self.source
+        reconciler = source.reconciler
+        acked = reconciler.acknowledged
+        counts = _count_by_peer(acked)
+        now = time.monotonic()
+        peers = []
+        for name, session in sorted(reconciler.sessions.items()):
+            peer = session.runtime.peer
+            state = session.state
+            peers.append(
+                {
+                    "name": name,
+                    "address": str(peer.peer_address),
+                    "asn": peer.peer_asn,
+                    "local_asn": peer.my_asn,
+                    "state": "established" if state.state == "up" else state.state,
+                    "since_s": round(now - state.since_monotonic, 1),
+                    "prefixes_sent": counts.get(name, 0),
+                    "exabgp_pid": session.pid,
+                    "exabgp_restarts": session.restarts,
+                }
+            )
+        by_prefix: dict[Any, list[str]] = {}
+        for (peer_name, prefix), value in acked.items():
+            if not isinstance(value, Unknown):
+                by_prefix.setdefault(prefix, []).append(peer_name)
+        services = reconciler.announced_services()
+        prefixes = [
+            {"prefix": str(prefix), "peers": sorted(names), "services": sorted(services.get(prefix, ()))}
+            for prefix, names in sorted(by_prefix.items(), key=lambda kv: prefix_order(kv[0]))
+        ]
+        outage = source.store.outage_since
+        ready, ready_detail = self.ready()
+        return {
+            "node": source.node,
+            "uptime_s": round(now - source.started_monotonic, 1),
+            "ready": ready,
+            "ready_detail": ready_detail,
+            "config_valid": source.config_valid(),
+            "api": {
+                "reachable": outage is None,
+                "outage_s": None if outage is None else round(now - outage, 1),
+                "last_sync_age_s": round(_sync_age(source.store), 1) if source.store.last_sync_monotonic else None,
+            },
+            "peers": peers,
+            "prefixes": prefixes,
+        }
+
+
+def _reply(request: BaseHTTPRequestHandler, code: int, body: bytes, content_type: str) -> None:
+    request.send_response(code)
+    request.send_header("Content-Type", content_type)
+    request.send_header("Content-Length", str(len(body)))
+    request.end_headers()
+    request.wfile.write(body)
