@@ -192,7 +192,12 @@ def _run(args: argparse.Namespace) -> int:
         peer_dir = workdir / runtime.peer.name
         peer_dir.mkdir(mode=0o700, exist_ok=True)
         return ExabgpSupervisor(
-            runtime, router_id=router, workdir=peer_dir, on_ready=mark_dirty, ack_timeout_s=args.exabgp_ack_timeout
+            runtime,
+            router_id=router,
+            workdir=peer_dir,
+            on_ready=mark_dirty,
+            ack_timeout_s=args.exabgp_ack_timeout,
+            exabgp_log_level="INFO" if args.log_level == "debug" else "WARNING",
         )
 
     store = ClusterStore(on_change=mark_dirty)

@@ -1,9 +1,17 @@
-"""Start ExaBGP, with one setting it lacks: the keepalive interval.
+"""Start ExaBGP, with one setting it lacks and one copy it does not need.
 
-ExaBGP 5.0.15 always sends keepalives every third of the negotiated hold time. When
-``BGPSPEAKER_KEEPALIVE`` is set (seconds), keepalives go out every
-``min(that, negotiated hold time / 3)`` seconds instead, FRR's rule for a configured
-keepalive. Everything else is ExaBGP's own ``main``, unchanged.
+- Keepalive interval: ExaBGP 5.0.15 always sends keepalives every third of the
+  negotiated hold time. When ``BGPSPEAKER_KEEPALIVE`` is set (seconds), keepalives go
+  out every ``min(that, negotiated hold time / 3)`` seconds instead, FRR's rule for a
+  configured keepalive.
+- Per-route copy: ``Neighbor.remove_self`` deep-copies every API route before looking
+  at its next hop, so one change can be given to several neighbors. bgpspeaker runs
+  one ExaBGP per peer (one neighbor) and sends explicit next hops, so the copy only
+  burns CPU (measured ~45% of ExaBGP's time on a bulk announce). With
+  ``BGPSPEAKER_NO_ROUTE_COPY=1`` a route whose next hop is explicit is passed on
+  as is; ``next-hop self`` routes are still copied, as upstream does.
+
+Everything else is ExaBGP's own ``main``, unchanged.
 
 Run as ``python -m bgpspeaker.exabgp_main server CONFIG`` by the supervisor.
 """
@@ -25,11 +33,26 @@ def _patch_keepalive(interval_s: int) -> None:
     HoldTime.keepalive = keepalive
 
 
+def _skip_route_copy() -> None:
+    from exabgp.bgp.neighbor import Neighbor
+
+    copying = Neighbor.remove_self
+
+    def remove_self(self: Neighbor, change: object) -> object:
+        if not change.nlri.nexthop.SELF:  # type: ignore[attr-defined]
+            return change  # one neighbor per process: nobody else will see this change
+        return copying(self, change)
+
+    Neighbor.remove_self = remove_self
+
+
 def main() -> None:
-    """Apply the keepalive setting, then hand over to ExaBGP."""
+    """Apply the settings, then hand over to ExaBGP."""
     interval = os.environ.get("BGPSPEAKER_KEEPALIVE", "")
     if interval.isdigit() and int(interval) > 0:
         _patch_keepalive(int(interval))
+    if os.environ.get("BGPSPEAKER_NO_ROUTE_COPY") == "1":
+        _skip_route_copy()
     from exabgp.application.main import main as exabgp_main
 
     exabgp_main()

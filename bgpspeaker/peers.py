@@ -65,7 +65,8 @@ class PeerRuntime:
     whose next hop could not be found removed."""
     password: Password | None = None
     next_hops: Mapping[int, IPAddress] = dataclasses.field(default_factory=dict)
-    """IP version -> explicit next hop; a version not listed uses ``next-hop self``."""
+    """IP version -> explicit next hop (the session's source address for its own family,
+    the looked-up address for the other); a version not listed uses ``next-hop self``."""
     problems: tuple[str, ...] = ()
     """Non-fatal: what was dropped and why (logged by the caller)."""
 
@@ -164,6 +165,10 @@ def _resolve_one(ipr: IPRoute, peer: PeerConfig, read_secret: SecretReader | Non
             problems.append("ipv4 dropped: no IPv4 address on the interface toward the peer to use as next hop")
         else:
             next_hops[4] = hop
+    if source is not None:
+        # The session's own family: the address ``next-hop self`` would pick, spelled out,
+        # so ExaBGP need not copy each route to fill it in (bgpspeaker.exabgp_main).
+        next_hops.setdefault(session_version, source)
     effective = dataclasses.replace(peer, source_address=source, families=frozenset(families))
     return PeerRuntime(peer=effective, password=password, next_hops=next_hops, problems=tuple(problems))
 

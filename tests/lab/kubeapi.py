@@ -324,17 +324,19 @@ class FakeKubeApi:
     # -- serving (called by the handler) ---------------------------------------------
 
     def _list(self, kind: str, query: dict[str, str]) -> dict[str, Any]:
-        with self._cond:
-            items = [copy.deepcopy(o) for o in self._objects[kind].values() if _selected(o, query)]
-            rv = self._rv
-        items.sort(key=_key)
         limit = int(query.get("limit") or 0)
         start = int(query.get("continue") or 0)
+        with self._cond:
+            objects = self._objects[kind]
+            keys = sorted(key for key, obj in objects.items() if _selected(obj, query))
+            page = keys[start : start + limit] if limit else keys
+            # Stored objects are never mutated (apply stores a fresh copy), so a list can
+            # hand them out as they are; the handler serializes them right away.
+            items = [objects[key] for key in page]
+            rv = self._rv
         metadata: dict[str, Any] = {"resourceVersion": str(rv)}
-        if limit and start + limit < len(items):
+        if limit and start + limit < len(keys):
             metadata["continue"] = str(start + limit)
-        if limit:
-            items = items[start : start + limit]
         _, _, _, api_version, kind_name = _RESOURCES[kind]
         return {"apiVersion": api_version, "kind": f"{kind_name}List", "metadata": metadata, "items": items}
 

@@ -21,7 +21,15 @@ class SpeakerProcess:
     """One bgpspeaker daemon, started with ``ip netns exec`` (which execs: same PID)."""
 
     def __init__(
-        self, *, netns: str, workdir: Path, config: str, kubeconfig: str, node_name: str, user: str | None = None
+        self,
+        *,
+        netns: str,
+        workdir: Path,
+        config: str,
+        kubeconfig: str,
+        node_name: str,
+        user: str | None = None,
+        log_level: str = "debug",
     ) -> None:
         self.netns = netns
         self.workdir = workdir
@@ -33,6 +41,7 @@ class SpeakerProcess:
         self.log_path = workdir / "speaker.log"
         self.node_name = node_name
         self.user = user
+        self.log_level = log_level
         """Run as this user with no capabilities (setpriv), instead of root."""
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -52,7 +61,7 @@ class SpeakerProcess:
                 "--log-format",
                 "json",
                 "--log-level",
-                "debug",
+                self.log_level,
                 "run",
                 "--config",
                 str(self.config_path),

@@ -1,0 +1,148 @@
+"""Cold start and mass delete: N LoadBalancer services -> all N prefixes in FRR, and back to 0.
+
+    sudo .venv/bin/python -m bench.cold_start --n 1000 10000
+
+bgpspeaker: the process starts with N services (and their EndpointSlices) already in
+the API server; the clock runs from process start until FRR has received all N
+prefixes from the node (``pfxRcd``; best-path selection follows ~50 ms later, checked
+once at the end). Then all N services are deleted at once; clock until 0. Also
+measured: RSS of bgpspeaker and of its ExaBGP child, and their CPU while idle.
+
+raw ExaBGP (the limit of the design): our supervisor starts ExaBGP; the clock runs
+from that start until all N are in FRR, the bulk announce commands (500 prefixes each)
+written as soon as the API connects. Then one bulk withdraw of all N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import best_count, chunks, idle_cpu_percent, rss_mb, seed_services, vips, wait_received
+from bgpspeaker.commands import announce_line, withdraw_line
+from bgpspeaker.config import parse_config
+from bgpspeaker.decision import Attributes
+from bgpspeaker.exabgp import ExabgpSupervisor
+from bgpspeaker.peers import PeerRuntime
+from tests.lab.netns import Lab, enter_netns, wait_until
+from tests.lab.topology import single_node
+
+PEER_CONFIG = {
+    "apiVersion": "bgpspeaker.io/v1alpha1",
+    "kind": "SpeakerConfig",
+    "myASN": 64513,
+    "peers": [{"name": "tor-a", "peerAddress": "10.0.0.1", "peerASN": 64512}],
+}
+
+
+def bgpspeaker_cold_start(count: int, *, idle_s: float = 10.0) -> dict[str, Any]:
+    """One lab: seed, start, measure, delete all, measure."""
+    with Lab("cold") as lab:
+        topo = single_node(lab, bookmark_interval_s=5.0)
+        frr, api, speaker = topo.frr, topo.api, topo.speaker
+        try:
+            seed_started = time.monotonic()
+            seed_services(api, count)
+            seed_s = time.monotonic() - seed_started
+            started = time.monotonic()
+            speaker.log_level = "info"  # as in production: no per-route ExaBGP debug lines
+            speaker.start()
+            done = wait_received(frr, count, timeout_s=120)
+            cold_s = done - started
+            best = wait_until(lambda: (b := best_count(frr)) == count and b, timeout_s=30, desc="all best")
+            pid = speaker.pid
+            child = speaker.exabgp_pid()
+            rss = rss_mb(pid), rss_mb(child)
+            idle = idle_cpu_percent([pid, child], idle_s)
+            deleted = time.monotonic()
+            for i in range(count):
+                api.delete("services", f"bench/s{i}")
+            delete_api_s = time.monotonic() - deleted
+            gone = wait_received(frr, 0, timeout_s=120)
+            return {
+                "n": count,
+                "cold_start_s": cold_s,
+                "best": best,
+                "delete_all_s": gone - deleted,
+                "delete_api_s": delete_api_s,
+                "seed_s": seed_s,
+                "rss_speaker_mb": rss[0],
+                "rss_exabgp_mb": rss[1],
+                "idle_cpu_percent": idle,
+            }
+        finally:
+            topo.close()
+
+
+def raw_exabgp_cold_start(count: int, *, explicit_next_hop: bool = False) -> dict[str, Any]:
+    """Our supervisor and bulk commands, no Kubernetes: the floor for the design."""
+    with Lab("raw") as lab:
+        topo = single_node(lab)
+        frr = topo.frr
+        topo.api.stop()
+        config = parse_config(PEER_CONFIG)
+        enter_netns(lab.namespaces[1])
+        prefixes = sorted(vips(count), key=ipaddress.ip_network)
+        peer = config.peers[0].peer_address
+        workdir = Path(tempfile.mkdtemp(prefix="bench-raw-"))
+        exabgp = ExabgpSupervisor(
+            PeerRuntime(config.peers[0]),
+            router_id=ipaddress.IPv4Address("10.0.0.2"),
+            workdir=workdir,
+            on_ready=lambda: None,
+        )
+        try:
+            started = time.monotonic()
+            exabgp.start()
+            exabgp.wait_ready(30)
+            nets = [ipaddress.ip_network(p) for p in prefixes]
+            hop = Attributes(next_hop=ipaddress.ip_address("10.0.0.2")) if explicit_next_hop else Attributes()
+            exabgp.execute([announce_line(peer, hop, chunk) for chunk in _chunks(nets)])
+            done = wait_received(frr, count, timeout_s=120)
+            rss = rss_mb(exabgp.pid or 0)
+            withdrawn = time.monotonic()
+            exabgp.execute([withdraw_line(peer, chunk, next_hop=hop.next_hop) for chunk in _chunks(nets)])
+            gone = wait_received(frr, 0, timeout_s=120)
+            return {
+                "n": count,
+                "cold_start_s": done - started,
+                "delete_all_s": gone - withdrawn,
+                "rss_exabgp_mb": rss,
+            }
+        finally:
+            exabgp.stop()
+            topo.close()
+
+
+def _chunks(nets: list[Any]) -> list[list[Any]]:
+    return [list(c) for c in chunks(nets, 500)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    results = []
+    for count in args.n:
+        results.append({"who": "bgpspeaker", **bgpspeaker_cold_start(count)})
+        results.append({"who": "raw ExaBGP (next-hop self)", **raw_exabgp_cold_start(count)})
+        results.append(
+            {"who": "raw ExaBGP (explicit next hop)", **raw_exabgp_cold_start(count, explicit_next_hop=True)}
+        )
+    if args.json:
+        print(json.dumps(results, indent=1))
+        return
+    print(f"cold start, {os.cpu_count()} cores")
+    for row in results:
+        print("  ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Shared pieces of the benchmarks: the cluster generator, FRR probes, process footprint."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from tests.lab.kubeapi import FakeKubeApi, endpoint_slice, service
+from tests.lab.netns import Frr, wait_until
+
+VIP_BASE = ipaddress.IPv4Address("198.18.0.0")
+"""RFC 2544 benchmarking range: room for 131,072 VIPs."""
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def vip(index: int) -> str:
+    return str(VIP_BASE + index)
+
+
+def vips(count: int) -> set[str]:
+    return {f"{vip(i)}/32" for i in range(count)}
+
+
+def seed_services(api: FakeKubeApi, count: int, *, endpoint_node: str = "node-b") -> None:
+    """``count`` Cluster-policy LoadBalancer services with one ready endpoint each."""
+    for i in range(count):
+        api.apply(service("bench", f"s{i}", ips=[vip(i)]))
+        api.apply(
+            endpoint_slice(
+                "bench", f"s{i}-1", service_name=f"s{i}", endpoints=[("10.244.1.5", endpoint_node, True, True)]
+            )
+        )
+
+
+def received(frr: Frr, neighbor: str = "10.0.0.2") -> int:
+    """Prefixes FRR accepted from ``neighbor`` (cheap at any table size)."""
+    peers = frr.json("show bgp ipv4 unicast summary json").get("peers", {})
+    return int(peers.get(neighbor, {}).get("pfxRcd", 0) or 0)
+
+
+def best_count(frr: Frr) -> int:
+    """Best paths in FRR's IPv4 table (a full table dump: use once per measurement, not in a loop)."""
+    routes = frr.json("show bgp ipv4 unicast json").get("routes", {})
+    return sum(1 for paths in routes.values() if any(p.get("bestpath") for p in paths))
+
+
+def wait_received(frr: Frr, count: int, *, timeout_s: float, neighbor: str = "10.0.0.2") -> float:
+    """Poll until FRR has received exactly ``count`` prefixes from ``neighbor``; the monotonic time it did."""
+    wait_until(
+        lambda: received(frr, neighbor) == count,
+        timeout_s=timeout_s,
+        desc=f"{count} prefixes received from {neighbor}",
+        interval_s=0.05,  # vtysh is a process: polling faster steals CPU from what is measured
+    )
+    return time.monotonic()
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def idle_cpu_percent(pids: list[int], seconds: float) -> float:
+    """CPU used by ``pids`` together over ``seconds`` of wall time, in % of one core."""
+    before = sum(cpu_seconds(pid) for pid in pids)
+    started = time.monotonic()
+    time.sleep(seconds)  # a measurement window
+    used = sum(cpu_seconds(pid) for pid in pids) - before
+    return 100 * used / (time.monotonic() - started)
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+
+    def at(q: float) -> float:
+        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+    return {
+        "n": len(ordered),
+        "median": statistics.median(ordered),
+        "p90": at(0.9),
+        "p99": at(0.99),
+        "max": ordered[-1],
+    }
+
+
+def timed(action: Callable[[], object], probe: Callable[[], bool], *, timeout_s: float = 10.0) -> float:
+    """Milliseconds from ``action()`` until ``probe()`` is true (polled in a tight loop)."""
+    started = time.monotonic()
+    action()
+    wait_until(probe, timeout_s=timeout_s, desc="probe", interval_s=0.0)
+    return (time.monotonic() - started) * 1000
+
+
+def chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
