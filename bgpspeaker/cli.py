@@ -79,6 +79,16 @@ def _guarded(target: Callable[[], None], name: str, crashed: threading.Event) ->
     return threading.Thread(target=body, name=name, daemon=True)
 
 
+def _password_paths(text: bytes) -> list[str]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return []
+    peers = data.get("peers") if isinstance(data, dict) else None
+    paths = [peer.get("passwordFile") for peer in peers if isinstance(peer, dict)] if isinstance(peers, list) else []
+    return [path for path in paths if isinstance(path, str)]
+
+
 class _ConfigSource:
     """The config file as the daemon sees it: loaded, resolved, and re-read on change.
 
@@ -91,6 +101,8 @@ class _ConfigSource:
         self._read_secret = read_secret
         self.valid = True
         self.last_text: bytes | None = None
+        self._parsed_text: bytes | None = None
+        self._password_paths: list[str] = []
 
     def read(self) -> bytes | None:
         """The config file's bytes plus those of the password files it names (so a rotated
@@ -99,29 +111,27 @@ class _ConfigSource:
             text = Path(self.path).read_bytes()
         except OSError:
             return None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError:
-            return text
-        peers = data.get("peers") if isinstance(data, dict) else None
-        for peer in peers if isinstance(peers, list) else []:
-            path = peer.get("passwordFile") if isinstance(peer, dict) else None
-            if isinstance(path, str):
-                try:
-                    text += b"\0" + Path(path).read_bytes()
-                except OSError:
-                    text += b"\0unreadable:" + path.encode()
+        if text != self._parsed_text:  # parse only when the file changed, not every poll
+            self._parsed_text = text
+            self._password_paths = _password_paths(text)
+        for path in self._password_paths:
+            try:
+                text += b"\0" + Path(path).read_bytes()
+            except OSError:
+                text += b"\0unreadable:" + path.encode()
         return text
 
     def load(self) -> tuple[SpeakerConfig, dict[str, Any], Any]:
         """(effective config, peer runtimes, router ID); ConfigError on any problem."""
-        from bgpspeaker.netinfo import primary_ipv4
         from bgpspeaker.peers import resolve_peers
 
         text = self.read()
         config = load_config(self.path)
-        effective, runtimes = resolve_peers(config, self._read_secret)
-        router_id = config.router_id or primary_ipv4()
+        try:
+            effective, runtimes, facts = resolve_peers(config, self._read_secret)
+        except OSError as error:
+            raise ConfigError([f"cannot read this node's routes and addresses: {error}"]) from error
+        router_id = config.router_id or facts.primary_ipv4
         if router_id is None:
             raise ConfigError(["routerID: not set, and this node has no global IPv4 address to use"])
         for name, runtime in runtimes.items():
@@ -154,6 +164,22 @@ def _run(args: argparse.Namespace) -> int:
     except Exception as error:  # noqa: BLE001  # ConfigException, bad files: one clear line, exit 2
         log.error("kubeconfig_invalid", kubeconfig=args.kubeconfig, error=str(error).strip())
         return EXIT_USAGE
+    stop = threading.Event()
+    crashed = threading.Event()
+    reconciler: Reconciler | None = None
+
+    def mark_dirty() -> None:
+        if reconciler is not None:
+            reconciler.mark_dirty()
+
+    # The lists are the long pole of a cold start: begin them first, and resolve the
+    # peers and start ExaBGP while they load. Nothing is announced before they finish.
+    store = ClusterStore(on_change=mark_dirty)
+    settings = WatchSettings(inactivity_timeout_s=args.watch_inactivity_timeout)
+    watchers = make_watchers(api, store, node_name=node_name, settings=settings, stop=stop)
+    for watcher in watchers:
+        _guarded(watcher.run, f"watch-{watcher.kind}", crashed).start()
+
     source = _ConfigSource(args.config, read_secret_with(k8s.CoreV1Api(api)))
     try:
         config, runtimes, router_id = source.load()
@@ -161,8 +187,6 @@ def _run(args: argparse.Namespace) -> int:
         log.error("config_invalid", path=args.config, problems=error.problems)
         return EXIT_USAGE
 
-    stop = threading.Event()
-    crashed = threading.Event()
     reload_requested = threading.Event()
     signals_seen: list[int] = []
 
@@ -182,11 +206,6 @@ def _run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGHUP, on_hup)
 
     workdir = Path(tempfile.mkdtemp(prefix="bgpspeaker-"))  # 0700
-    reconciler: Reconciler | None = None
-
-    def mark_dirty() -> None:
-        if reconciler is not None:
-            reconciler.mark_dirty()
 
     def new_session(runtime: PeerRuntime, router: Any) -> ExabgpSupervisor:
         peer_dir = workdir / runtime.peer.name
@@ -200,12 +219,9 @@ def _run(args: argparse.Namespace) -> int:
             exabgp_log_level="INFO" if args.log_level == "debug" else "WARNING",
         )
 
-    store = ClusterStore(on_change=mark_dirty)
     reconciler = Reconciler(
         config, runtimes, router_id=router_id, node_name=node_name, store=store, session_factory=new_session
     )
-    settings = WatchSettings(inactivity_timeout_s=args.watch_inactivity_timeout)
-    watchers = make_watchers(api, store, node_name=node_name, settings=settings, stop=stop)
     log.info(
         "speaker_starting",
         version=__version__,
@@ -242,12 +258,10 @@ def _run(args: argparse.Namespace) -> int:
     reconciler.start_unconditional_sessions()
     reconcile_thread = _guarded(reconciler.run, "reconciler", crashed)
     reconcile_thread.start()
-    for watcher in watchers:
-        _guarded(watcher.run, f"watch-{watcher.kind}", crashed).start()
 
     exit_code = EXIT_OK
     next_check = time.monotonic() + args.config_poll_interval
-    while not stop.wait(0.2):
+    while not stop.wait(0.5):
         if crashed.is_set():
             exit_code = EXIT_FAILED
             break

@@ -267,16 +267,21 @@ def _merge(contributions: list[_Contribution]) -> tuple[Attributes | None, str]:
             sources = sorted({c.source for c in contributions})
             return None, f"{field} differs between {', '.join(sources)}: {sorted(values)}"
         merged[field] = values.pop() if values else None
-    return (
-        Attributes(
-            communities=tuple(sorted(communities)),
-            large_communities=tuple(sorted(large)),
-            med=merged["med"],
-            local_pref=merged["local_pref"],
-            as_path_prepend=merged["as_path_prepend"] or 0,
-        ),
-        "",
+    attributes = Attributes(
+        communities=tuple(sorted(communities)),
+        large_communities=tuple(sorted(large)),
+        med=merged["med"],
+        local_pref=merged["local_pref"],
+        as_path_prepend=merged["as_path_prepend"] or 0,
     )
+    if len(_INTERNED) > 4096:  # annotations can make many; a memo, not a registry
+        _INTERNED.clear()
+    return _INTERNED.setdefault(attributes, attributes), ""
+
+
+_INTERNED: dict[Attributes, Attributes] = {}
+"""One object per distinct attribute set (10,000 routes usually share a handful). Bounded
+by the distinct sets the config and annotations can produce."""
 
 
 class _Plan:

@@ -8,8 +8,9 @@ never blocks the writer); one thread turns them into core/v1 Events:
   the existing Event's ``count`` (a PATCH) instead of creating another one, as
   client-go's event correlator does;
 - rate-limited per service by a token bucket (``burst`` Events, then one per
-  ``refill_s``), so a flapping service cannot flood the API server; what is dropped is
-  counted and logged once per service per window.
+  ``refill_s``), so a flapping service cannot flood the API server, and for all
+  services together (20, then 2 a second), so a restart announcing 10,000 VIPs does
+  not either; what is dropped is counted and logged once per service per window.
 """
 
 from __future__ import annotations
@@ -40,6 +41,15 @@ class _Bucket:
     updated: float
 
 
+def _take(bucket: _Bucket, now: float, burst: int, refill_s: float) -> bool:
+    bucket.tokens = min(float(burst), bucket.tokens + (now - bucket.updated) / refill_s)
+    bucket.updated = now
+    if bucket.tokens < 1.0:
+        return False
+    bucket.tokens -= 1.0
+    return True
+
+
 @dataclasses.dataclass
 class _Sent:
     name: str
@@ -59,6 +69,8 @@ class EventRecorder:
         stop: threading.Event,
         burst: int = 5,
         refill_s: float = 10.0,
+        global_burst: int = 20,
+        global_refill_s: float = 0.5,
         dedup_window_s: float = 600.0,
         queue_size: int = 1000,
     ) -> None:
@@ -70,6 +82,9 @@ class EventRecorder:
         self._window_s = dedup_window_s
         self._queue: queue.Queue[tuple[str, str, str, str]] = queue.Queue(queue_size)
         self._buckets: dict[str, _Bucket] = {}
+        self._global = _Bucket(float(global_burst), time.monotonic())
+        self._global_burst = global_burst
+        self._global_refill_s = global_refill_s
         self._sent: dict[tuple[str, str, str], _Sent] = {}
         self._suppressed_logged: dict[str, float] = {}
         self.created = 0
@@ -100,12 +115,11 @@ class EventRecorder:
 
     def _allow(self, service: str, now: float) -> bool:
         bucket = self._buckets.setdefault(service, _Bucket(float(self._burst), now))
-        bucket.tokens = min(float(self._burst), bucket.tokens + (now - bucket.updated) / self._refill_s)
-        bucket.updated = now
-        if bucket.tokens < 1.0:
+        if not _take(bucket, now, self._burst, self._refill_s):
             return False
-        bucket.tokens -= 1.0
-        return True
+        # And all services together: a restart announcing 10,000 VIPs must not become
+        # 10,000 API writes from every node.
+        return _take(self._global, now, self._global_burst, self._global_refill_s)
 
     def _record(self, service: str, reason: str, message: str) -> None:
         now = time.monotonic()

@@ -284,6 +284,10 @@ class ExabgpSupervisor:
                 "exabgp_api_respawn": "true",
                 "exabgp_log_destination": "stdout",
                 "exabgp_log_level": self._exabgp_log_level,
+                # The reactor polls every speed/100 s when idle: 10 ms by default, 100
+                # wake-ups a second. 100 ms is plenty (timers are whole seconds; API
+                # commands and peer sockets wake the poll at once).
+                "exabgp_reactor_speed": os.environ.get("BGPSPEAKER_EXABGP_REACTOR_SPEED", "1.0"),
                 "exabgp_log_short": "true",
                 "exabgp_log_statistics": "false",
                 "exabgp_log_packets": "false",
@@ -377,7 +381,7 @@ class ExabgpSupervisor:
                     sock, _ = listener.accept()
                 except TimeoutError:
                     continue
-                sock.settimeout(0.2)
+                sock.settimeout(0.5)
                 conn = _Connection(sock)
                 buffer = b""
                 with self._ready:

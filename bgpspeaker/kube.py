@@ -12,6 +12,7 @@ inactivity timeout.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import json
 import threading
@@ -37,7 +38,7 @@ from bgpspeaker.model import (
     parse_service,
 )
 
-__all__ = ["ClusterStore", "WatchSettings", "Watcher", "api_client", "make_watchers"]
+__all__ = ["ClusterStore", "WatchSettings", "Watcher", "api_client", "make_watchers", "return_memory"]
 
 log = structlog.get_logger("bgpspeaker.kube")
 
@@ -321,6 +322,7 @@ class Watcher:
                 break
         self._store.replace(self.kind, items)
         self._store.report_ok(self.kind)
+        return_memory()
         log.info("watch_listed", kind=self.kind, objects=len(items), resource_version=resource_version)
         return resource_version
 
@@ -372,6 +374,15 @@ class Watcher:
             raise ValueError(f"unknown watch event type {kind!r}")
         self._store.mark_synced(self.kind)
         return str(new_version)
+
+
+def return_memory() -> None:
+    """After a list or a big reconcile pass: hand freed memory back to the OS (glibc keeps
+    the peak otherwise)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 def _lines(response: Any) -> Iterator[bytes]:

@@ -1,28 +1,118 @@
-"""Facts about this node's network, read with pyroute2."""
+"""Facts about this node's network, read with pyroute2 in a short-lived child process.
+
+``python -m bgpspeaker.netinfo ADDRESS...`` prints, as JSON, the kernel's route to each
+address (outgoing interface and preferred source), the global addresses of those
+interfaces, and the node's primary IPv4. The daemon asks once per config load through
+``probe()``; pyroute2 (9 MB of RSS once imported) never stays in the long-running process.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
+import json
+import socket
+import subprocess
+import sys
+from typing import Any
 
-from pyroute2 import IPRoute
+__all__ = ["NetFacts", "probe"]
 
-__all__ = ["primary_ipv4"]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-def primary_ipv4() -> ipaddress.IPv4Address | None:
-    """The preferred source of the default route, else the first global IPv4 address."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class NetFacts:
+    """What the kernel says, for the addresses asked about."""
+
+    routes: dict[str, tuple[int | None, IPAddress | None]]
+    """Address -> (outgoing interface index, preferred source)."""
+    addresses: dict[int, dict[int, list[IPAddress]]]
+    """Interface index -> IP version -> global addresses, lowest first."""
+    primary_ipv4: ipaddress.IPv4Address | None
+
+    def global_address(self, interface: int | None, version: int) -> IPAddress | None:
+        """The lowest global address of ``version`` on ``interface``."""
+        if interface is None:
+            return None
+        found = self.addresses.get(interface, {}).get(version, [])
+        return found[0] if found else None
+
+
+def probe(addresses: list[str], timeout_s: float = 10.0) -> NetFacts:
+    """Ask a child process; OSError if it fails."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bgpspeaker.netinfo", *addresses],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise OSError(f"network probe failed: {result.stderr.strip()[-500:]}")
+    data = json.loads(result.stdout)
+    return NetFacts(
+        routes={
+            address: (route["interface"], ipaddress.ip_address(route["source"]) if route["source"] else None)
+            for address, route in data["routes"].items()
+        },
+        addresses={
+            int(index): {int(v): [ipaddress.ip_address(a) for a in found] for v, found in versions.items()}
+            for index, versions in data["addresses"].items()
+        },
+        primary_ipv4=ipaddress.IPv4Address(data["primary_ipv4"]) if data["primary_ipv4"] else None,
+    )
+
+
+def _collect(addresses: list[str]) -> dict[str, Any]:
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    routes: dict[str, dict[str, Any]] = {}
+    interfaces: dict[int, dict[int, list[str]]] = {}
     with IPRoute() as ipr:
-        for route in ipr.route("get", dst="198.51.100.1") if _has_default(ipr) else ():
+        for address in addresses:
+            interface, source = None, None
+            try:
+                for route in ipr.route("get", dst=address):
+                    interface, source = route.get_attr("RTA_OIF"), route.get_attr("RTA_PREFSRC")
+                    break
+            except NetlinkError:  # no route
+                pass
+            routes[address] = {"interface": interface, "source": source}
+            if interface is not None and interface not in interfaces:
+                interfaces[interface] = _global(ipr, interface)
+        primary = _primary_ipv4(ipr)
+    return {"routes": routes, "addresses": interfaces, "primary_ipv4": primary}
+
+
+def _global(ipr: Any, index: int) -> dict[int, list[str]]:
+    found: dict[int, list[IPAddress]] = {4: [], 6: []}
+    for family, version in ((socket.AF_INET, 4), (socket.AF_INET6, 6)):
+        for message in ipr.get_addr(family=family, index=index):
+            address = ipaddress.ip_address(message.get_attr("IFA_ADDRESS"))
+            if address.is_link_local or address.is_loopback or address.is_multicast:
+                continue
+            if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+                continue
+            found[version].append(address)
+    return {version: [str(a) for a in sorted(values)] for version, values in found.items()}
+
+
+def _primary_ipv4(ipr: Any) -> str | None:
+    """The preferred source of the default route, else the lowest global IPv4 address."""
+    if any(route.get("dst_len") == 0 for route in ipr.get_routes(family=socket.AF_INET)):
+        for route in ipr.route("get", dst="198.51.100.1"):
             source = route.get_attr("RTA_PREFSRC")
             if source:
-                return ipaddress.IPv4Address(source)
-        candidates = []
-        for message in ipr.get_addr(family=2):
-            address = ipaddress.IPv4Address(message.get_attr("IFA_ADDRESS"))
-            if not address.is_loopback and not address.is_link_local:
-                candidates.append(address)
-        return min(candidates) if candidates else None
+                return str(source)
+    candidates = []
+    for message in ipr.get_addr(family=socket.AF_INET):
+        address = ipaddress.IPv4Address(message.get_attr("IFA_ADDRESS"))
+        if not address.is_loopback and not address.is_link_local:
+            candidates.append(address)
+    return str(min(candidates)) if candidates else None
 
 
-def _has_default(ipr: IPRoute) -> bool:
-    return any(route.get("dst_len") == 0 for route in ipr.get_routes(family=2))
+if __name__ == "__main__":
+    print(json.dumps(_collect(sys.argv[1:])))

@@ -13,16 +13,12 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import ipaddress
-import socket
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
 from bgpspeaker.config import IPAddress, PeerConfig, SecretRef, SpeakerConfig
 from bgpspeaker.errors import ConfigError
+from bgpspeaker.netinfo import NetFacts, probe
 
 __all__ = ["MD5_MAX_BYTES", "Password", "PeerRuntime", "resolve_peers"]
 
@@ -98,33 +94,7 @@ def read_secret_with(core_v1: object) -> SecretReader:
     return read
 
 
-def _route(ipr: IPRoute, address: IPAddress) -> tuple[int | None, IPAddress | None]:
-    """(outgoing interface index, preferred source) of the kernel's route to ``address``."""
-    try:
-        routes = ipr.route("get", dst=str(address))
-    except NetlinkError:  # ENETUNREACH and friends: no route
-        return None, None
-    for route in routes:
-        source = route.get_attr("RTA_PREFSRC")
-        return route.get_attr("RTA_OIF"), ipaddress.ip_address(source) if source else None
-    return None, None
-
-
-def _global_address(ipr: IPRoute, index: int, version: int) -> IPAddress | None:
-    """The lowest global address of ``version`` on interface ``index``."""
-    family = socket.AF_INET if version == 4 else socket.AF_INET6
-    found: list[IPAddress] = []
-    for message in ipr.get_addr(family=family, index=index):
-        address = ipaddress.ip_address(message.get_attr("IFA_ADDRESS"))
-        if address.is_link_local or address.is_loopback or address.is_multicast:
-            continue
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            continue
-        found.append(address)
-    return min(found) if found else None
-
-
-def _resolve_one(ipr: IPRoute, peer: PeerConfig, read_secret: SecretReader | None, where: str) -> PeerRuntime:
+def _resolve_one(facts: NetFacts, peer: PeerConfig, read_secret: SecretReader | None, where: str) -> PeerRuntime:
     password: Password | None = None
     if peer.password_file is not None:
         password = _read_password_file(peer.password_file, where)
@@ -140,7 +110,7 @@ def _resolve_one(ipr: IPRoute, peer: PeerConfig, read_secret: SecretReader | Non
             ) from error
         password = _password(value, f"{where}.passwordSecret")
 
-    interface, kernel_source = _route(ipr, peer.peer_address)
+    interface, kernel_source = facts.routes.get(str(peer.peer_address), (None, None))
     source = peer.source_address or kernel_source
     problems: list[str] = []
     if source is None:
@@ -149,7 +119,7 @@ def _resolve_one(ipr: IPRoute, peer: PeerConfig, read_secret: SecretReader | Non
     families = set(peer.families)
     session_version = peer.peer_address.version
     if "ipv6" in families and (peer.ipv6_next_hop is not None or session_version == 4):
-        hop = peer.ipv6_next_hop or (_global_address(ipr, interface, 6) if interface is not None else None)
+        hop = peer.ipv6_next_hop or facts.global_address(interface, 6)
         if hop is None:
             families.discard("ipv6")
             problems.append(
@@ -159,7 +129,7 @@ def _resolve_one(ipr: IPRoute, peer: PeerConfig, read_secret: SecretReader | Non
         else:
             next_hops[6] = hop
     if "ipv4" in families and session_version == 6:
-        hop = _global_address(ipr, interface, 4) if interface is not None else None
+        hop = facts.global_address(interface, 4)
         if hop is None:
             families.discard("ipv4")
             problems.append("ipv4 dropped: no IPv4 address on the interface toward the peer to use as next hop")
@@ -188,17 +158,18 @@ def check_password_files(config: SpeakerConfig) -> None:
 
 def resolve_peers(
     config: SpeakerConfig, read_secret: SecretReader | None = None
-) -> tuple[SpeakerConfig, dict[str, PeerRuntime]]:
-    """(the config with every peer resolved, runtime per peer name); ConfigError if a password fails."""
+) -> tuple[SpeakerConfig, dict[str, PeerRuntime], NetFacts]:
+    """(the config with every peer resolved, runtime per peer name, the network facts used);
+    ConfigError if a password fails."""
     runtimes: dict[str, PeerRuntime] = {}
     problems: list[str] = []
-    with IPRoute() as ipr:
-        for index, peer in enumerate(config.peers):
-            try:
-                runtimes[peer.name] = _resolve_one(ipr, peer, read_secret, f"peers[{index}]")
-            except ConfigError as error:
-                problems.extend(error.problems)
+    facts = probe([str(peer.peer_address) for peer in config.peers])
+    for index, peer in enumerate(config.peers):
+        try:
+            runtimes[peer.name] = _resolve_one(facts, peer, read_secret, f"peers[{index}]")
+        except ConfigError as error:
+            problems.extend(error.problems)
     if problems:
         raise ConfigError(problems)
     effective = dataclasses.replace(config, peers=tuple(runtimes[peer.name].peer for peer in config.peers))
-    return effective, runtimes
+    return effective, runtimes, facts

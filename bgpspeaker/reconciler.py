@@ -25,7 +25,7 @@ from bgpspeaker.diff import UNKNOWN, RouteKey, Unknown, diff
 from bgpspeaker.errors import ExabgpUnavailable
 from bgpspeaker.exabgp import ExabgpSupervisor, session_fingerprint
 from bgpspeaker.holddown import HoldDown
-from bgpspeaker.kube import ClusterStore
+from bgpspeaker.kube import ClusterStore, return_memory
 from bgpspeaker.model import Snapshot
 from bgpspeaker.peers import PeerRuntime
 from bgpspeaker.values import matches_any
@@ -38,8 +38,13 @@ GRACEFUL_SHUTDOWN = "65535:0"
 """RFC 8326's well-known GRACEFUL_SHUTDOWN community."""
 _ENDPOINT_REASONS = frozenset({Reason.NO_LOCAL_ENDPOINTS, Reason.NO_ENDPOINTS})
 
-RESYNC_INTERVAL_S = 30.0
-"""A pass runs at least this often, to retry routes left unknown by a failed command."""
+RESYNC_INTERVAL_S = 300.0
+"""A full pass runs at least this often, as a safety net. Nothing depends on it: every
+change marks the state dirty, and routes a failed command left unknown are retried on
+their own schedule (``RETRY_S``). Kept long so an idle speaker with 10,000 services
+costs no CPU to speak of."""
+RETRY_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+"""Delays before re-sending routes left unknown (a command failed or went unacknowledged)."""
 
 SessionFactory = Callable[[PeerRuntime, IPAddress], ExabgpSupervisor]
 """Builds a (not yet started) session for a peer and a router ID."""
@@ -80,6 +85,11 @@ def withdraw_reason(
     return Reason.NOT_DESIRED
 
 
+def commands_sent(batches_by_peer: Mapping[str, Sequence[object]]) -> bool:
+    """True when a pass sent anything."""
+    return any(batches_by_peer.values())
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Batch:
     peer: str
@@ -112,6 +122,7 @@ class Reconciler:
         self._lock = threading.Lock()
         self._sessions: dict[str, ExabgpSupervisor] = {}
         self._dirty = threading.Event()
+        self._dirty.set()  # the store may have synced before this reconciler existed
         self._stop = threading.Event()
         self._acked: dict[RouteKey, Attributes | Unknown] = {}
         self._acked_by: dict[str, tuple[ExabgpSupervisor, int]] = {}
@@ -122,10 +133,11 @@ class Reconciler:
         self._deadline: float | None = None
         """Monotonic time of the next timed change (hold-down expiry, outage grace)."""
         self._outage_withdrawn = False
+        self._retries = 0
+        self._retry_at: float | None = None
         self._eor_sent: dict[str, tuple[int, int, int]] = {}
         """Peer -> (session id, generation, up count) its End-of-RIB was sent for."""
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="send")
-        self.last_decision: Decision | None = None
         self.passes = 0
         self.updates_sent: dict[str, int] = {}
         """Peer -> announce/withdraw commands sent (metrics)."""
@@ -190,8 +202,9 @@ class Reconciler:
         waiting_logged = False
         while not self._stop.is_set():
             timeout = RESYNC_INTERVAL_S
-            if self._deadline is not None:
-                timeout = max(0.0, min(timeout, self._deadline - time.monotonic()))
+            for at in (self._deadline, self._retry_at):
+                if at is not None:
+                    timeout = max(0.0, min(timeout, at - time.monotonic()))
             self._dirty.wait(timeout)
             if self._stop.is_set():
                 return
@@ -206,10 +219,11 @@ class Reconciler:
     def reconcile_once(self) -> None:
         """One pass: config, sessions, decide, diff, send, record acknowledgements."""
         started = time.monotonic()
+        if self._retry_at is not None and self._retry_at <= started:
+            self._retry_at = None  # this pass is the retry; a new failure schedules the next
         self._apply_pending_config()
         snapshot = self._store.snapshot()
         decision = decide(snapshot, self._config, self._node_name)
-        self.last_decision = decision
         self._log_verdict_problems(decision)
         desired = desired_routes(decision, self._runtimes)
         self._converge_sessions(snapshot, decision=decision)
@@ -259,6 +273,8 @@ class Reconciler:
         self._services_by_prefix.update(new_services)
         self.passes += 1
         self.on_pass(time.monotonic() - started)
+        if len(desired) >= 1000 and commands_sent(batches_by_peer):
+            return_memory()  # a big pass frees a lot; give it back instead of keeping the peak
         commands = sum(len(b) for b in batches_by_peer.values())
         (log.info if commands else log.debug)(
             "reconcile_finished",
@@ -494,7 +510,12 @@ class Reconciler:
                         self._acked[key] = batch.attributes
                         announced.setdefault(prefix, []).append(peer)
         if retry:
-            self._dirty.set()  # retry the unknown ones on the next pass
+            # Not at once: a command ExaBGP keeps refusing must not become a hot loop.
+            delay = RETRY_S[min(self._retries, len(RETRY_S) - 1)]
+            self._retries += 1
+            self._retry_at = time.monotonic() + delay
+        elif work:
+            self._retries, self._retry_at = 0, None
         return announced, withdrawn
 
     # -- logging -------------------------------------------------------------------------
