@@ -19,26 +19,14 @@ import argparse
 import ipaddress
 import json
 import os
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-from bench.common import best_count, chunks, idle_cpu_percent, rss_mb, seed_services, vips, wait_received
+from bench.common import best_count, chunks, idle_cpu_percent, raw_exabgp, rss_mb, seed_services, vips, wait_received
 from bgpspeaker.commands import announce_line, withdraw_line
-from bgpspeaker.config import parse_config
 from bgpspeaker.decision import Attributes
-from bgpspeaker.exabgp import ExabgpSupervisor
-from bgpspeaker.peers import PeerRuntime
-from tests.lab.netns import Lab, enter_netns, wait_until
+from tests.lab.netns import Lab, wait_until
 from tests.lab.topology import single_node
-
-PEER_CONFIG = {
-    "apiVersion": "bgpspeaker.io/v1alpha1",
-    "kind": "SpeakerConfig",
-    "myASN": 64513,
-    "peers": [{"name": "tor-a", "peerAddress": "10.0.0.1", "peerASN": 64512}],
-}
 
 
 def bgpspeaker_cold_start(count: int, *, idle_s: float = 10.0) -> dict[str, Any]:
@@ -59,6 +47,7 @@ def bgpspeaker_cold_start(count: int, *, idle_s: float = 10.0) -> dict[str, Any]
             pid = speaker.pid
             child = speaker.exabgp_pid()
             rss = rss_mb(pid), rss_mb(child)
+            time.sleep(5.0)  # let the start-up tail (route log, Events) finish: idle means settled
             idle = idle_cpu_percent([pid, child], idle_s)
             deleted = time.monotonic()
             for i in range(count):
@@ -86,17 +75,9 @@ def raw_exabgp_cold_start(count: int, *, explicit_next_hop: bool = False) -> dic
         topo = single_node(lab)
         frr = topo.frr
         topo.api.stop()
-        config = parse_config(PEER_CONFIG)
-        enter_netns(lab.namespaces[1])
+        exabgp = raw_exabgp(lab.namespaces[1])
         prefixes = sorted(vips(count), key=ipaddress.ip_network)
-        peer = config.peers[0].peer_address
-        workdir = Path(tempfile.mkdtemp(prefix="bench-raw-"))
-        exabgp = ExabgpSupervisor(
-            PeerRuntime(config.peers[0]),
-            router_id=ipaddress.IPv4Address("10.0.0.2"),
-            workdir=workdir,
-            on_ready=lambda: None,
-        )
+        peer = exabgp.runtime.peer.peer_address
         try:
             started = time.monotonic()
             exabgp.start()

@@ -5,16 +5,41 @@ from __future__ import annotations
 import ipaddress
 import os
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from bgpspeaker.config import parse_config
+from bgpspeaker.exabgp import ExabgpSupervisor
+from bgpspeaker.peers import PeerRuntime
 from tests.lab.kubeapi import FakeKubeApi, endpoint_slice, service
-from tests.lab.netns import Frr, wait_until
+from tests.lab.netns import Frr, enter_netns, wait_until
 
 VIP_BASE = ipaddress.IPv4Address("198.18.0.0")
 """RFC 2544 benchmarking range: room for 131,072 VIPs."""
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+RAW_PEER_CONFIG = {
+    "apiVersion": "bgpspeaker.io/v1alpha1",
+    "kind": "SpeakerConfig",
+    "myASN": 64513,
+    "peers": [{"name": "tor-a", "peerAddress": "10.0.0.1", "peerASN": 64512}],
+}
+
+
+def raw_exabgp(node_ns: str) -> ExabgpSupervisor:
+    """Our supervisor alone (no Kubernetes, no decision) for the node, not started: the raw
+    ExaBGP anchor. Moves the calling thread into ``node_ns``, where ExaBGP will run."""
+    enter_netns(node_ns)
+    config = parse_config(RAW_PEER_CONFIG)
+    return ExabgpSupervisor(
+        PeerRuntime(config.peers[0]),
+        router_id=ipaddress.IPv4Address("10.0.0.2"),
+        workdir=Path(tempfile.mkdtemp(prefix="bench-raw-")),
+        on_ready=lambda: None,
+    )
 
 
 def vip(index: int) -> str:

@@ -77,11 +77,7 @@ class Peering:
     api: FakeKubeApi
     speaker: SpeakerProcess
 
-    def close(self) -> None:
-        """Stop the speaker, the API server, every bgpd; delete the namespaces."""
-        self.speaker.close()
-        self.api.stop()
-        self.lab.close()
+    close = SingleNode.close
 
 
 def _speaker_side(lab: Lab, node_ns: str, routers: dict[str, Frr], speaker_config: str) -> Peering:
