@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import random
 import statistics
 import tempfile
 import time
@@ -120,11 +121,22 @@ def percentiles(samples: list[float]) -> dict[str, float]:
     }
 
 
-def timed(action: Callable[[], object], probe: Callable[[], bool], *, timeout_s: float = 10.0) -> float:
-    """Milliseconds from ``action()`` until ``probe()`` is true (polled in a tight loop)."""
+_JITTER = random.Random(2026)
+
+
+def timed(
+    action: Callable[[], object], probe: Callable[[], bool], *, timeout_s: float = 10.0, interval_s: float = 0.0
+) -> float:
+    """Milliseconds from ``action()`` until ``probe()`` is true (polled in a tight loop).
+
+    Each trial starts after a random 0-250 ms pause: back-to-back trials lock onto the
+    phase of FRR's internal timers (its best-path selection runs in ~55 ms steps), and a
+    path a few ms slower then lands in the slow step every time. Real changes arrive at
+    random moments; so do these."""
+    time.sleep(_JITTER.uniform(0.0, 0.25))  # de-correlation, not synchronization
     started = time.monotonic()
     action()
-    wait_until(probe, timeout_s=timeout_s, desc="probe", interval_s=0.0)
+    wait_until(probe, timeout_s=timeout_s, desc="probe", interval_s=interval_s)
     return (time.monotonic() - started) * 1000
 
 

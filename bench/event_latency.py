@@ -32,7 +32,7 @@ def is_best(frr: Frr, prefix: str) -> bool:
     return any(path.get("bestpath", {}).get("overall") for path in data.get("paths", []))
 
 
-def measure(trials: int) -> dict[str, Any]:
+def measure(trials: int, *, probe_interval_s: float = 0.0, speaker_args: tuple[str, ...] = ()) -> dict[str, Any]:
     """Both rows, ``trials`` each: {"rows": {name: percentiles}, "samples": {...}, "ratio_up", "ratio_down"}."""
     samples: dict[str, list[float]] = {}
     with Lab("bench") as lab:
@@ -41,7 +41,7 @@ def measure(trials: int) -> dict[str, Any]:
         node_ns = lab.namespaces[1]
         api.apply(service("default", "web", ips=["192.0.2.10"], policy="Local"))
         speaker.log_level = "info"
-        speaker.start()
+        speaker.start(*speaker_args)
         speaker.wait_event("peer_up", timeout_s=30)
         prefix = "192.0.2.10/32"
         up, down = [], []
@@ -54,8 +54,8 @@ def measure(trials: int) -> dict[str, Any]:
 
         try:
             for _ in range(trials):
-                up.append(timed(endpoints(True), lambda: is_best(frr, prefix)))
-                down.append(timed(endpoints(False), lambda: not is_best(frr, prefix)))
+                up.append(timed(endpoints(True), lambda: is_best(frr, prefix), interval_s=probe_interval_s))
+                down.append(timed(endpoints(False), lambda: not is_best(frr, prefix), interval_s=probe_interval_s))
         except AssertionError:
             print(speaker.tail(60))
             raise
@@ -73,12 +73,17 @@ def measure(trials: int) -> dict[str, Any]:
         raw_up, raw_down = [], []
         for _ in range(trials):
             raw_up.append(
-                timed(lambda: exabgp.execute([announce_line(peer, hop, [net])]), lambda: is_best(frr, prefix))
+                timed(
+                    lambda: exabgp.execute([announce_line(peer, hop, [net])]),
+                    lambda: is_best(frr, prefix),
+                    interval_s=probe_interval_s,
+                )
             )
             raw_down.append(
                 timed(
                     lambda: exabgp.execute([withdraw_line(peer, [net], next_hop=hop.next_hop)]),
                     lambda: not is_best(frr, prefix),
+                    interval_s=probe_interval_s,
                 )
             )
         exabgp.stop()
@@ -95,8 +100,10 @@ def measure(trials: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=100)
+    parser.add_argument("--probe-interval", type=float, default=0.0, help="seconds between vtysh probes")
+    parser.add_argument("--speaker-arg", action="append", default=[], help="extra argument for bgpspeaker run")
     args = parser.parse_args()
-    result = measure(args.trials)
+    result = measure(args.trials, probe_interval_s=args.probe_interval, speaker_args=tuple(args.speaker_arg))
     print(f"event latency, {os.cpu_count()} cores, FRR 8.4 bgpd, ExaBGP 5.0.15, {args.trials} trials each")
     for name, stats in result["rows"].items():
         print(

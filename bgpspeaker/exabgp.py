@@ -297,6 +297,7 @@ class ExabgpSupervisor:
                 "PYTHONUNBUFFERED": "1",
                 "BGPSPEAKER_KEEPALIVE": str(self.runtime.peer.keepalive_s),
                 "BGPSPEAKER_NO_ROUTE_COPY": "1",
+                "BGPSPEAKER_NODELAY": os.environ.get("BGPSPEAKER_NODELAY", "1"),
             }
         )
         return env
