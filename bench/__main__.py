@@ -108,7 +108,8 @@ def report(results: dict[str, Any]) -> str:
         if "rss_speaker_mb" in row:
             notes.append(
                 f"RSS {row['rss_speaker_mb']:.0f} + ExaBGP {row['rss_exabgp_mb']:.0f} MB,"
-                f" idle CPU {row['idle_cpu_percent']:.1f}% of a core"
+                f" idle CPU {row['idle_cpu_percent']:.1f}% of a core;"
+                f" one change at this N {row['one_change_ms']:.0f} ms"
             )
         figures = f"{row['cold_start_s']:>9.2f} {row['delete_all_s']:>8.2f}"
         lines.append(f"  {row['who']:<32} {row['n']:>6} {figures}   {'; '.join(notes)}")

@@ -19,10 +19,22 @@ import argparse
 import ipaddress
 import json
 import os
+import statistics
 import time
 from typing import Any
 
-from bench.common import best_count, chunks, idle_cpu_percent, raw_exabgp, rss_mb, seed_services, vips, wait_received
+from bench.common import (
+    best_count,
+    chunks,
+    idle_cpu_percent,
+    raw_exabgp,
+    rss_mb,
+    seed_services,
+    timed,
+    vip,
+    vips,
+    wait_received,
+)
 from bgpspeaker.commands import announce_line, withdraw_line
 from bgpspeaker.decision import Attributes
 from tests.lab.netns import Lab, wait_until
@@ -49,6 +61,7 @@ def bgpspeaker_cold_start(count: int, *, idle_s: float = 10.0) -> dict[str, Any]
             rss = rss_mb(pid), rss_mb(child)
             time.sleep(5.0)  # let the start-up tail (route log, Events) finish: idle means settled
             idle = idle_cpu_percent([pid, child], idle_s)
+            change_ms = _single_changes(api, frr, trials=10)
             deleted = time.monotonic()
             for i in range(count):
                 api.delete("services", f"bench/s{i}")
@@ -64,9 +77,35 @@ def bgpspeaker_cold_start(count: int, *, idle_s: float = 10.0) -> dict[str, Any]
                 "rss_speaker_mb": rss[0],
                 "rss_exabgp_mb": rss[1],
                 "idle_cpu_percent": idle,
+                "one_change_ms": change_ms,
             }
         finally:
             topo.close()
+
+
+def _single_changes(api: Any, frr: Any, *, trials: int) -> float:
+    """Median ms for one service's endpoints to go and come back, with all N announced:
+    the per-change cost at this scale (probe: that prefix's bestpath)."""
+    from bench.event_latency import is_best
+    from tests.lab.kubeapi import endpoint_slice
+
+    prefix = f"{vip(0)}/32"
+    here = [("10.244.1.5", "node-b", True, True)]
+    samples = []
+    for _ in range(trials):
+        samples.append(
+            timed(
+                lambda: api.apply(endpoint_slice("bench", "s0-1", service_name="s0", endpoints=[])),
+                lambda: not is_best(frr, prefix),
+            )
+        )
+        samples.append(
+            timed(
+                lambda: api.apply(endpoint_slice("bench", "s0-1", service_name="s0", endpoints=here)),
+                lambda: is_best(frr, prefix),
+            )
+        )
+    return statistics.median(samples)
 
 
 def raw_exabgp_cold_start(count: int, *, explicit_next_hop: bool = False) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping
 
@@ -22,6 +23,7 @@ __all__ = [
     "Announcement",
     "Attributes",
     "Decision",
+    "DecisionMemo",
     "Prefix",
     "Reason",
     "Verdict",
@@ -274,9 +276,13 @@ def _merge(contributions: list[_Contribution]) -> tuple[Attributes | None, str]:
         local_pref=merged["local_pref"],
         as_path_prepend=merged["as_path_prepend"] or 0,
     )
+    return _intern(attributes), ""
+
+
+def _intern(attributes: Attributes) -> Attributes:
     if len(_INTERNED) > 4096:  # annotations can make many; a memo, not a registry
         _INTERNED.clear()
-    return _INTERNED.setdefault(attributes, attributes), ""
+    return _INTERNED.setdefault(attributes, attributes)
 
 
 _INTERNED: dict[Attributes, Attributes] = {}
@@ -301,6 +307,12 @@ class _Plan:
 
 def _aggregate(ip: IPAddress, advertisement: Advertisement) -> Prefix:
     length = advertisement.aggregation_length if ip.version == 4 else advertisement.aggregation_length_v6
+    return _network(ip, length)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _network(ip: IPAddress, length: int) -> Prefix:
+    """``ip``'s covering prefix of ``length`` (cached: building one parses text, ~40 us)."""
     return ipaddress.ip_network((ip, length), strict=False)
 
 
@@ -311,9 +323,9 @@ def decide_service(
     plan: _Plan,
     node_name: str,
     node_reason: Reason | None,
-    wanted: dict[tuple[str, Prefix], list[_Contribution]],
+    wanted: list[tuple[tuple[str, Prefix], _Contribution]],
 ) -> list[Verdict]:
-    """Verdicts for one service (one per VIP when it qualifies); adds its routes to ``wanted``."""
+    """Verdicts for one service (one per VIP when it qualifies); appends its routes to ``wanted``."""
     config = plan.config
     reason = service_reason(service, slices, config=config, node_name=node_name, node_reason=node_reason)
     if not reason.announces:
@@ -337,8 +349,13 @@ def decide_service(
                 if name not in plan.peers:
                     continue  # the peer's nodeSelectors leave this node out
                 peers.add(name)
-                wanted.setdefault((name, prefix), []).append(
-                    _Contribution(service.key, ip, _peer_attributes(advertisement, peer, extras), advertisement.name)
+                wanted.append(
+                    (
+                        (name, prefix),
+                        _Contribution(
+                            service.key, ip, _peer_attributes(advertisement, peer, extras), advertisement.name
+                        ),
+                    )
                 )
         if peers:
             verdicts.append(
@@ -367,44 +384,199 @@ def decide_service(
     return verdicts
 
 
-def decide(snapshot: Snapshot, config: SpeakerConfig, node_name: str) -> Decision:
+_ServiceResult = tuple[list[Verdict], list[tuple[tuple[str, Prefix], _Contribution]]]
+RouteKey = tuple[str, Prefix]
+
+
+@dataclasses.dataclass
+class DecisionMemo:
+    """The previous decision, kept so the next one only redoes what changed.
+
+    A service is decided again only when it, its slices, the node or the config are no
+    longer the very same objects (the store replaces an object when it changes, so
+    identity is enough); only the routes those services touch are merged again. Owned
+    by one caller; ``decide`` stays a function of its inputs: with or without a memo
+    the result is equal (a property test checks it)."""
+
+    plan_key: tuple[object, ...] = ()
+    results: dict[str, tuple[Service, tuple[EndpointSlice, ...], _ServiceResult]] = dataclasses.field(
+        default_factory=dict
+    )
+    wanted: dict[RouteKey, dict[str, list[_Contribution]]] = dataclasses.field(default_factory=dict)
+    merged: dict[RouteKey, tuple[Attributes | None, str]] = dataclasses.field(default_factory=dict)
+    peers_by_prefix: dict[Prefix, set[str]] = dataclasses.field(default_factory=dict)
+    announcements: dict[Prefix, Announcement] = dataclasses.field(default_factory=dict)
+    hits: int = 0
+    misses: int = 0
+
+    def reset(self, plan_key: tuple[object, ...]) -> None:
+        """Forget everything (the node or the config changed)."""
+        self.plan_key = plan_key
+        self.results, self.wanted, self.merged = {}, {}, {}
+        self.peers_by_prefix, self.announcements = {}, {}
+
+
+def _decide_one(
+    service: Service,
+    slices: tuple[EndpointSlice, ...],
+    *,
+    plan: _Plan,
+    node_name: str,
+    node_reason: Reason | None,
+) -> _ServiceResult:
+    contributions: list[tuple[RouteKey, _Contribution]] = []
+    verdicts = decide_service(
+        service, slices, plan=plan, node_name=node_name, node_reason=node_reason, wanted=contributions
+    )
+    return verdicts, contributions
+
+
+def _merge_route(contributions: list[_Contribution]) -> tuple[Attributes | None, str]:
+    if len(contributions) == 1:  # the common case: nothing to merge
+        return _intern(contributions[0].attributes), ""
+    return _merge(contributions)
+
+
+def _conflict_verdicts(conflicting: list[tuple[RouteKey, list[_Contribution], str]]) -> list[Verdict]:
+    """One verdict per (service, VIP) caught in a conflict, naming the peers; routes are
+    visited in a fixed order so the wording never depends on how they were found."""
+    conflicts: dict[tuple[str, IPAddress], tuple[list[str], str]] = {}
+    for (peer, _prefix), contributions, problem in sorted(
+        conflicting, key=lambda item: (item[0][0], prefix_order(item[0][1]))
+    ):
+        for contribution in contributions:
+            conflicts.setdefault((contribution.service, contribution.ip), ([], problem))[0].append(peer)
+    return [
+        Verdict(
+            service=service_key,
+            reason=Reason.CONFLICTING_ADVERTISEMENTS,
+            ip=ip,
+            peers=tuple(sorted(set(names))),
+            detail=problem,
+        )
+        for (service_key, ip), (names, problem) in sorted(conflicts.items(), key=lambda item: str(item[0]))
+    ]
+
+
+def decide(snapshot: Snapshot, config: SpeakerConfig, node_name: str, *, memo: DecisionMemo | None = None) -> Decision:
     """Compute every route this node must announce, and a verdict for every service."""
     node_reason = _node_reason(snapshot, node_name)
     node = snapshot.nodes.get(node_name)
     plan = _Plan(config, node.labels if node is not None else {})
+    if memo is not None:
+        return _decide_incrementally(snapshot, plan, node_name, node_reason, memo)
     verdicts: list[Verdict] = []
-    wanted: dict[tuple[str, Prefix], list[_Contribution]] = {}
+    wanted: dict[RouteKey, list[_Contribution]] = {}
     for key, service in snapshot.services.items():
         if service.type != "LoadBalancer":
             continue  # not ours to talk about: keeps verdicts proportional to LB services
-        slices = snapshot.slices_by_service.get(key, {}).values()
-        verdicts.extend(
-            decide_service(service, slices, plan=plan, node_name=node_name, node_reason=node_reason, wanted=wanted)
+        slices = tuple(snapshot.slices_by_service.get(key, {}).values())
+        service_verdicts, contributions = _decide_one(
+            service, slices, plan=plan, node_name=node_name, node_reason=node_reason
         )
-    routes: dict[Prefix, dict[str, Attributes]] = {}
-    services: dict[Prefix, set[str]] = {}
-    conflicts: dict[tuple[str, IPAddress], tuple[list[str], str]] = {}
-    for (peer, prefix), contributions in wanted.items():
-        attributes, problem = _merge(contributions)
+        verdicts.extend(service_verdicts)
+        for route_key, contribution in contributions:
+            wanted.setdefault(route_key, []).append(contribution)
+    by_prefix: dict[Prefix, tuple[dict[str, Attributes], set[str]]] = {}
+    conflicting: list[tuple[RouteKey, list[_Contribution], str]] = []
+    for (peer, prefix), route_contributions in wanted.items():
+        attributes, problem = _merge_route(route_contributions)
         if attributes is None:
-            for contribution in contributions:
-                names, _ = conflicts.setdefault((contribution.service, contribution.ip), ([], problem))
-                names.append(peer)
+            conflicting.append(((peer, prefix), route_contributions, problem))
             continue
-        routes.setdefault(prefix, {})[peer] = attributes
-        services.setdefault(prefix, set()).update(c.service for c in contributions)
-    for (service_key, ip), (names, problem) in sorted(conflicts.items(), key=lambda item: str(item[0])):
-        verdicts.append(
-            Verdict(
-                service=service_key,
-                reason=Reason.CONFLICTING_ADVERTISEMENTS,
-                ip=ip,
-                peers=tuple(sorted(set(names))),
-                detail=problem,
-            )
-        )
+        entry = by_prefix.setdefault(prefix, ({}, set()))
+        entry[0][peer] = attributes
+        entry[1].update(c.service for c in route_contributions)
+    verdicts.extend(_conflict_verdicts(conflicting))
     announcements = {
-        prefix: Announcement(prefix=prefix, routes=peer_routes, services=frozenset(services[prefix]))
-        for prefix, peer_routes in routes.items()
+        prefix: Announcement(prefix=prefix, routes=peer_routes, services=frozenset(services))
+        for prefix, (peer_routes, services) in by_prefix.items()
     }
     return Decision(announcements=announcements, verdicts=tuple(verdicts))
+
+
+def _decide_incrementally(
+    snapshot: Snapshot, plan: _Plan, node_name: str, node_reason: Reason | None, memo: DecisionMemo
+) -> Decision:
+    plan_key = (plan.config, node_reason, tuple(sorted(plan.node_labels.items())))
+    if memo.plan_key != plan_key:
+        memo.reset(plan_key)
+    changed: set[RouteKey] = set()
+
+    def forget(key: str) -> None:
+        old = memo.results.pop(key, None)
+        if old is None:
+            return
+        for route_key, _ in old[2][1]:
+            by_service = memo.wanted.get(route_key)
+            if by_service is not None and by_service.pop(key, None) is not None:
+                changed.add(route_key)
+                if not by_service:
+                    del memo.wanted[route_key]
+
+    verdicts: list[Verdict] = []
+    seen: set[str] = set()
+    for key, service in snapshot.services.items():
+        if service.type != "LoadBalancer":
+            continue
+        seen.add(key)
+        slices = tuple(snapshot.slices_by_service.get(key, {}).values())
+        cached = memo.results.get(key)
+        if (
+            cached is not None
+            and cached[0] is service
+            and len(cached[1]) == len(slices)
+            and all(a is b for a, b in zip(cached[1], slices, strict=True))
+        ):
+            memo.hits += 1
+            verdicts.extend(cached[2][0])
+            continue
+        memo.misses += 1
+        forget(key)
+        result = _decide_one(service, slices, plan=plan, node_name=node_name, node_reason=node_reason)
+        memo.results[key] = (service, slices, result)
+        for route_key, contribution in result[1]:
+            memo.wanted.setdefault(route_key, {}).setdefault(key, []).append(contribution)
+            changed.add(route_key)
+        verdicts.extend(result[0])
+    for key in [key for key in memo.results if key not in seen]:
+        forget(key)
+
+    touched_prefixes = set()
+    for route_key in changed:
+        by_service = memo.wanted.get(route_key)
+        peer, prefix = route_key
+        touched_prefixes.add(prefix)
+        if not by_service:
+            memo.merged.pop(route_key, None)
+            peers = memo.peers_by_prefix.get(prefix)
+            if peers is not None:
+                peers.discard(peer)
+                if not peers:
+                    del memo.peers_by_prefix[prefix]
+            continue
+        # In service order (as the full decision meets them), so a merge reads the same.
+        contributions = [c for service_key in sorted(by_service) for c in by_service[service_key]]
+        memo.merged[route_key] = _merge_route(contributions)
+        memo.peers_by_prefix.setdefault(prefix, set()).add(peer)
+    for prefix in touched_prefixes:
+        routes: dict[str, Attributes] = {}
+        services: set[str] = set()
+        for peer in memo.peers_by_prefix.get(prefix, ()):
+            attributes, _ = memo.merged[(peer, prefix)]
+            if attributes is not None:
+                routes[peer] = attributes
+                for service_key in memo.wanted[(peer, prefix)]:
+                    services.add(service_key)
+        if routes:
+            memo.announcements[prefix] = Announcement(prefix=prefix, routes=routes, services=frozenset(services))
+        else:
+            memo.announcements.pop(prefix, None)
+
+    conflicting = [
+        (route_key, [c for key in sorted(memo.wanted[route_key]) for c in memo.wanted[route_key][key]], problem)
+        for route_key, (attributes, problem) in memo.merged.items()
+        if attributes is None
+    ]
+    verdicts.extend(_conflict_verdicts(conflicting))
+    return Decision(announcements=dict(memo.announcements), verdicts=tuple(verdicts))
