@@ -238,12 +238,14 @@ def _peer_attributes(advertisement: Advertisement, peer: PeerConfig, extras: Att
         med = extras.med if extras.med is not None else med
         if peer.ebgp and extras.as_path_prepend:
             prepend = extras.as_path_prepend
-    return Attributes(
-        communities=communities,
-        large_communities=large,
-        med=med,
-        local_pref=advertisement.local_pref if not peer.ebgp else None,
-        as_path_prepend=prepend,
+    return _intern(
+        Attributes(
+            communities=communities,
+            large_communities=large,
+            med=med,
+            local_pref=advertisement.local_pref if not peer.ebgp else None,
+            as_path_prepend=prepend,
+        )
     )
 
 
@@ -277,6 +279,18 @@ def _merge(contributions: list[_Contribution]) -> tuple[Attributes | None, str]:
         as_path_prepend=merged["as_path_prepend"] or 0,
     )
     return _intern(attributes), ""
+
+
+_INTERNED_ROUTES: dict[tuple[tuple[str, Attributes], ...], dict[str, Attributes]] = {}
+
+
+def _intern_routes(routes: dict[str, Attributes]) -> dict[str, Attributes]:
+    """One dict per distinct {peer: attributes} (10,000 prefixes usually share one or two).
+    The shared dicts are never written to after this."""
+    key = tuple(sorted(routes.items(), key=lambda item: item[0]))
+    if len(_INTERNED_ROUTES) > 4096:
+        _INTERNED_ROUTES.clear()
+    return _INTERNED_ROUTES.setdefault(key, routes)
 
 
 def _intern(attributes: Attributes) -> Attributes:
@@ -404,7 +418,6 @@ class DecisionMemo:
     )
     wanted: dict[RouteKey, dict[str, list[_Contribution]]] = dataclasses.field(default_factory=dict)
     merged: dict[RouteKey, tuple[Attributes | None, str]] = dataclasses.field(default_factory=dict)
-    peers_by_prefix: dict[Prefix, set[str]] = dataclasses.field(default_factory=dict)
     announcements: dict[Prefix, Announcement] = dataclasses.field(default_factory=dict)
     hits: int = 0
     misses: int = 0
@@ -413,7 +426,7 @@ class DecisionMemo:
         """Forget everything (the node or the config changed)."""
         self.plan_key = plan_key
         self.results, self.wanted, self.merged = {}, {}, {}
-        self.peers_by_prefix, self.announcements = {}, {}
+        self.announcements = {}
 
 
 def _decide_one(
@@ -489,7 +502,7 @@ def decide(snapshot: Snapshot, config: SpeakerConfig, node_name: str, *, memo: D
         entry[1].update(c.service for c in route_contributions)
     verdicts.extend(_conflict_verdicts(conflicting))
     announcements = {
-        prefix: Announcement(prefix=prefix, routes=peer_routes, services=frozenset(services))
+        prefix: Announcement(prefix=prefix, routes=_intern_routes(peer_routes), services=frozenset(services))
         for prefix, (peer_routes, services) in by_prefix.items()
     }
     return Decision(announcements=announcements, verdicts=tuple(verdicts))
@@ -549,27 +562,22 @@ def _decide_incrementally(
         touched_prefixes.add(prefix)
         if not by_service:
             memo.merged.pop(route_key, None)
-            peers = memo.peers_by_prefix.get(prefix)
-            if peers is not None:
-                peers.discard(peer)
-                if not peers:
-                    del memo.peers_by_prefix[prefix]
             continue
         # In service order (as the full decision meets them), so a merge reads the same.
         contributions = [c for service_key in sorted(by_service) for c in by_service[service_key]]
         memo.merged[route_key] = _merge_route(contributions)
-        memo.peers_by_prefix.setdefault(prefix, set()).add(peer)
     for prefix in touched_prefixes:
         routes: dict[str, Attributes] = {}
         services: set[str] = set()
-        for peer in memo.peers_by_prefix.get(prefix, ()):
-            attributes, _ = memo.merged[(peer, prefix)]
-            if attributes is not None:
-                routes[peer] = attributes
-                for service_key in memo.wanted[(peer, prefix)]:
-                    services.add(service_key)
+        for peer in plan.all_peers:  # a handful: cheaper than an index per prefix
+            merged = memo.merged.get((peer, prefix))
+            if merged is not None and merged[0] is not None:
+                routes[peer] = merged[0]
+                services.update(memo.wanted[(peer, prefix)])
         if routes:
-            memo.announcements[prefix] = Announcement(prefix=prefix, routes=routes, services=frozenset(services))
+            memo.announcements[prefix] = Announcement(
+                prefix=prefix, routes=_intern_routes(routes), services=frozenset(services)
+            )
         else:
             memo.announcements.pop(prefix, None)
 

@@ -58,8 +58,21 @@ def desired_routes(decision: Decision, runtimes: Mapping[str, PeerRuntime]) -> d
         for peer, attributes in announcement.routes.items():
             runtime = runtimes.get(peer)
             hop = runtime.next_hops.get(prefix.version) if runtime is not None else None
-            desired[(peer, prefix)] = dataclasses.replace(attributes, next_hop=hop) if hop else attributes
+            desired[(peer, prefix)] = _with_next_hop(attributes, hop) if hop else attributes
     return desired
+
+
+_WITH_HOP: dict[tuple[Attributes, IPAddress], Attributes] = {}
+
+
+def _with_next_hop(attributes: Attributes, hop: IPAddress) -> Attributes:
+    """``attributes`` with ``hop`` as next hop: one shared object per pair, not one per route."""
+    found = _WITH_HOP.get((attributes, hop))
+    if found is None:
+        if len(_WITH_HOP) > 4096:
+            _WITH_HOP.clear()
+        found = _WITH_HOP[(attributes, hop)] = dataclasses.replace(attributes, next_hop=hop)
+    return found
 
 
 def verdicts_by_service(decision: Decision) -> dict[str, list[Verdict]]:
