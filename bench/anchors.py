@@ -74,13 +74,18 @@ protocol bgp tor {{
 """
 
 
+def _anchor_lab(lab: Lab, name: str) -> tuple[Any, str, Path]:
+    """The single-node topology without Kubernetes: (topology, node namespace, a work directory)."""
+    topo = single_node(lab)
+    topo.api.stop()
+    workdir = lab.root / name
+    workdir.mkdir()
+    return topo, lab.namespaces[1], workdir
+
+
 def bird(count: int) -> dict[str, Any]:
     with Lab("bird") as lab:
-        topo = single_node(lab)
-        topo.api.stop()
-        node_ns = lab.namespaces[1]
-        workdir = lab.root / "bird"
-        workdir.mkdir()
+        topo, node_ns, workdir = _anchor_lab(lab, "bird")
         conf, sock, pidfile = workdir / "bird.conf", workdir / "bird.ctl", workdir / "bird.pid"
         conf.write_text(_bird_config(0))
         subprocess.run(
@@ -195,11 +200,7 @@ def _mrt(count: int) -> bytes:
 
 def gobgp(count: int) -> dict[str, Any]:
     with Lab("gobgp") as lab:
-        topo = single_node(lab)
-        topo.api.stop()
-        node_ns = lab.namespaces[1]
-        workdir = lab.root / "gobgp"
-        workdir.mkdir()
+        topo, node_ns, workdir = _anchor_lab(lab, "gobgp")
         conf = workdir / "gobgpd.toml"
         conf.write_text(
             '[global.config]\n  as = 64513\n  router-id = "10.0.0.2"\n  port = -1\n'

@@ -50,21 +50,14 @@ def single_node(
     node_ns = lab.netns("node")
     lab.link(tor, ["10.0.0.1/24", "fd00::1/64"], node_ns, ["10.0.0.2/24", "fd00::2/64"])
     frr = lab.frr(tor, frr_config or (CONFIG_DIR / "frr" / "bgpd.conf").read_text())
-    api = FakeKubeApi(netns=node_ns, bookmark_interval_s=bookmark_interval_s).start()
-    try:
-        api.apply(node(NODE))
-        api.apply(node("node-b"))
-        speaker = SpeakerProcess(
-            netns=node_ns,
-            workdir=lab.root / "speaker",
-            config=speaker_config or (CONFIG_DIR / "speaker.yaml").read_text(),
-            kubeconfig=api.kubeconfig(),
-            node_name=NODE,
-        )
-    except BaseException:
-        api.stop()
-        raise
-    return SingleNode(lab=lab, frr=frr, api=api, speaker=speaker)
+    peering = _speaker_side(
+        lab,
+        node_ns,
+        {"tor": frr},
+        speaker_config or (CONFIG_DIR / "speaker.yaml").read_text(),
+        bookmark_interval_s=bookmark_interval_s,
+    )
+    return SingleNode(lab=lab, frr=frr, api=peering.api, speaker=peering.speaker)
 
 
 @dataclasses.dataclass
@@ -80,8 +73,11 @@ class Peering:
     close = SingleNode.close
 
 
-def _speaker_side(lab: Lab, node_ns: str, routers: dict[str, Frr], speaker_config: str) -> Peering:
-    api = FakeKubeApi(netns=node_ns, bookmark_interval_s=1.0).start()
+def _speaker_side(
+    lab: Lab, node_ns: str, routers: dict[str, Frr], speaker_config: str, *, bookmark_interval_s: float = 1.0
+) -> Peering:
+    """This node's API server (nodes node-a and node-b exist) and a speaker, not yet started."""
+    api = FakeKubeApi(netns=node_ns, bookmark_interval_s=bookmark_interval_s).start()
     try:
         api.apply(node(NODE))
         api.apply(node("node-b"))
