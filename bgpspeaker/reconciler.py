@@ -62,6 +62,32 @@ def desired_routes(decision: Decision, runtimes: Mapping[str, PeerRuntime]) -> d
     return desired
 
 
+class _DesiredCache:
+    """``desired_routes`` that reuses each prefix's entries while its Announcement is the
+    very same object (the decision memo keeps untouched ones) and the runtimes are too."""
+
+    def __init__(self) -> None:
+        self._runtimes: Mapping[str, PeerRuntime] | None = None
+        self._entries: dict[Prefix, tuple[object, list[tuple[RouteKey, Attributes]]]] = {}
+
+    def routes(self, decision: Decision, runtimes: Mapping[str, PeerRuntime]) -> dict[RouteKey, Attributes]:
+        if runtimes is not self._runtimes:
+            self._runtimes, self._entries = runtimes, {}
+        desired: dict[RouteKey, Attributes] = {}
+        entries: dict[Prefix, tuple[object, list[tuple[RouteKey, Attributes]]]] = {}
+        for prefix, announcement in decision.announcements.items():
+            cached = self._entries.get(prefix)
+            if cached is not None and cached[0] is announcement:
+                routes = cached[1]
+            else:
+                single = Decision(announcements={prefix: announcement}, verdicts=())
+                routes = list(desired_routes(single, runtimes).items())
+            entries[prefix] = (announcement, routes)
+            desired.update(routes)
+        self._entries = entries
+        return desired
+
+
 _WITH_HOP: dict[tuple[Attributes, IPAddress], Attributes] = {}
 
 
@@ -99,9 +125,9 @@ def withdraw_reason(
     return Reason.NOT_DESIRED
 
 
-def commands_sent(batches_by_peer: Mapping[str, Sequence[object]]) -> bool:
-    """True when a pass sent anything."""
-    return any(batches_by_peer.values())
+def routes_sent(batches_by_peer: Mapping[str, Sequence[_Batch]]) -> int:
+    """How many (peer, prefix) a pass sent."""
+    return sum(len(batch.prefixes) for batches in batches_by_peer.values() for batch in batches)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -145,6 +171,7 @@ class Reconciler:
         self._warned: dict[tuple[str, str], str] = {}
         self._hold = HoldDown(config.hold_down)
         self._memo = DecisionMemo()
+        self._desired = _DesiredCache()
         self._frozen = False
         """Unchanged services are not decided again (10,000 services, one change: 525 -> 42 ms)."""
         self._deadline: float | None = None
@@ -242,7 +269,7 @@ class Reconciler:
         snapshot = self._store.snapshot()
         decision = decide(snapshot, self._config, self._node_name, memo=self._memo)
         self._log_verdict_problems(decision)
-        desired = desired_routes(decision, self._runtimes)
+        desired = self._desired.routes(decision, self._runtimes)
         self._converge_sessions(snapshot, decision=decision)
         ready = self._ready_peers()
         now = time.monotonic()
@@ -280,17 +307,19 @@ class Reconciler:
         for peer, prefixes in changes.withdraws.items():
             batches_by_peer.setdefault(peer, []).extend(self._withdraw_batches(peer, prefixes))
         announced, withdrawn = self._send(batches_by_peer)
-        self._log_routes(announced, withdrawn, decision=decision, snapshot=snapshot, forced_reason=forced_reason)
+        self._log_routes(
+            announced,
+            withdrawn,
+            decision=decision,
+            snapshot=snapshot,
+            forced_reason=forced_reason,
+            by_service=by_service,
+        )
         self._send_end_of_rib(ready)
-        new_services = {prefix: a.services for prefix, a in decision.announcements.items()}
-        acked_prefixes = {prefix for _, prefix in self._acked}
-        for prefix in list(self._services_by_prefix):
-            if prefix not in acked_prefixes:
-                del self._services_by_prefix[prefix]
-        self._services_by_prefix.update(new_services)
+        self._remember_services(decision, withdrawn)
         self.passes += 1
         self.on_pass(time.monotonic() - started)
-        if len(desired) >= 1000 and commands_sent(batches_by_peer):
+        if routes_sent(batches_by_peer) >= 1000:
             return_memory()  # a big pass frees a lot; give it back instead of keeping the peak
             if not self._frozen:
                 # The store, the memo and the acknowledged routes live as long as the
@@ -364,6 +393,23 @@ class Reconciler:
             if all(results):
                 self._eor_sent[name] = marker
                 log.info("end_of_rib_sent", peer=name, families=sorted(peer.families))
+
+    def _remember_services(self, decision: Decision, withdrawn: Mapping[Prefix, list[str]]) -> None:
+        """Keep which services want each announced prefix (for route logs and metrics).
+
+        Prefixes leave only when withdrawn (checked one by one) or with a session (rare:
+        a full sweep when the map has grown well past what is announced)."""
+        for prefix, announcement in decision.announcements.items():
+            if self._services_by_prefix.get(prefix) is not announcement.services:
+                self._services_by_prefix[prefix] = announcement.services
+        peers = list(self._acked_by)
+        for prefix in withdrawn:
+            if prefix not in decision.announcements and not any((peer, prefix) in self._acked for peer in peers):
+                self._services_by_prefix.pop(prefix, None)
+        if len(self._services_by_prefix) > 2 * len(decision.announcements) + 100:
+            acked_prefixes = {prefix for _, prefix in self._acked}
+            for prefix in [p for p in self._services_by_prefix if p not in acked_prefixes]:
+                del self._services_by_prefix[prefix]
 
     # -- config and sessions -------------------------------------------------------------
 
@@ -573,8 +619,12 @@ class Reconciler:
         decision: Decision,
         snapshot: Snapshot,
         forced_reason: Reason | None = None,
+        by_service: Mapping[str, list[Verdict]] | None = None,
     ) -> None:
-        by_service = verdicts_by_service(decision)
+        if not announced and not withdrawn:
+            return
+        if by_service is None:
+            by_service = verdicts_by_service(decision)
         for prefix, peers in announced.items():
             services = sorted(decision.announcements[prefix].services)
             reason = next(
