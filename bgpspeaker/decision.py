@@ -28,7 +28,6 @@ __all__ = [
     "Reason",
     "Verdict",
     "decide",
-    "host_prefix",
     "prefix_order",
 ]
 
@@ -130,11 +129,6 @@ class Decision:
 def prefix_order(prefix: Prefix) -> tuple[int, int, int]:
     """Sort key: IPv4 before IPv6, then by address and length."""
     return (prefix.version, int(prefix.network_address), prefix.prefixlen)
-
-
-def host_prefix(ip: IPAddress) -> Prefix:
-    """A VIP as a host route: /32 for IPv4, /128 for IPv6."""
-    return ipaddress.ip_network(ip)
 
 
 def _node_reason(snapshot: Snapshot, node_name: str) -> Reason | None:

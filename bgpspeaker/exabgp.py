@@ -284,10 +284,9 @@ class ExabgpSupervisor:
                 "exabgp_api_respawn": "true",
                 "exabgp_log_destination": "stdout",
                 "exabgp_log_level": self._exabgp_log_level,
-                # The reactor polls every speed/100 s when idle: 10 ms by default, 100
-                # wake-ups a second. 100 ms is plenty (timers are whole seconds; API
-                # commands and peer sockets wake the poll at once).
-                "exabgp_reactor_speed": os.environ.get("BGPSPEAKER_EXABGP_REACTOR_SPEED", "1.0"),
+                # ExaBGP's default, kept on purpose: a slower reactor (3.0 or 10.0) cut its
+                # idle CPU 6x but slowed a 10k bulk announce 1.4x to 30x (docs/performance.md).
+                "exabgp_reactor_speed": "1.0",
                 "exabgp_log_short": "true",
                 "exabgp_log_statistics": "false",
                 "exabgp_log_packets": "false",
@@ -297,7 +296,7 @@ class ExabgpSupervisor:
                 "PYTHONUNBUFFERED": "1",
                 "BGPSPEAKER_KEEPALIVE": str(self.runtime.peer.keepalive_s),
                 "BGPSPEAKER_NO_ROUTE_COPY": "1",
-                "BGPSPEAKER_NODELAY": os.environ.get("BGPSPEAKER_NODELAY", "1"),
+                "BGPSPEAKER_NODELAY": "1",
             }
         )
         return env

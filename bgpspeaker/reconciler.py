@@ -21,7 +21,17 @@ import structlog
 
 from bgpspeaker.commands import announce_line, batches, eor_line, withdraw_line
 from bgpspeaker.config import IPAddress, SpeakerConfig
-from bgpspeaker.decision import Attributes, Decision, DecisionMemo, Prefix, Reason, Verdict, decide, prefix_order
+from bgpspeaker.decision import (
+    Announcement,
+    Attributes,
+    Decision,
+    DecisionMemo,
+    Prefix,
+    Reason,
+    Verdict,
+    decide,
+    prefix_order,
+)
 from bgpspeaker.diff import UNKNOWN, RouteKey, Unknown, diff
 from bgpspeaker.errors import ExabgpUnavailable
 from bgpspeaker.exabgp import ExabgpSupervisor, session_fingerprint
@@ -55,11 +65,20 @@ def desired_routes(decision: Decision, runtimes: Mapping[str, PeerRuntime]) -> d
     """Every (peer, prefix) the decision wants, with its attributes and the session's next hop."""
     desired: dict[RouteKey, Attributes] = {}
     for prefix, announcement in decision.announcements.items():
-        for peer, attributes in announcement.routes.items():
-            runtime = runtimes.get(peer)
-            hop = runtime.next_hops.get(prefix.version) if runtime is not None else None
-            desired[(peer, prefix)] = _with_next_hop(attributes, hop) if hop else attributes
+        desired.update(_prefix_routes(prefix, announcement, runtimes))
     return desired
+
+
+def _prefix_routes(
+    prefix: Prefix, announcement: Announcement, runtimes: Mapping[str, PeerRuntime]
+) -> list[tuple[RouteKey, Attributes]]:
+    """One prefix's routes, each with its session's next hop for the prefix's family."""
+    routes = []
+    for peer, attributes in announcement.routes.items():
+        runtime = runtimes.get(peer)
+        hop = runtime.next_hops.get(prefix.version) if runtime is not None else None
+        routes.append(((peer, prefix), _with_next_hop(attributes, hop) if hop else attributes))
+    return routes
 
 
 class _DesiredCache:
@@ -68,20 +87,19 @@ class _DesiredCache:
 
     def __init__(self) -> None:
         self._runtimes: Mapping[str, PeerRuntime] | None = None
-        self._entries: dict[Prefix, tuple[object, list[tuple[RouteKey, Attributes]]]] = {}
+        self._entries: dict[Prefix, tuple[Announcement, list[tuple[RouteKey, Attributes]]]] = {}
 
     def routes(self, decision: Decision, runtimes: Mapping[str, PeerRuntime]) -> dict[RouteKey, Attributes]:
         if runtimes is not self._runtimes:
             self._runtimes, self._entries = runtimes, {}
         desired: dict[RouteKey, Attributes] = {}
-        entries: dict[Prefix, tuple[object, list[tuple[RouteKey, Attributes]]]] = {}
+        entries: dict[Prefix, tuple[Announcement, list[tuple[RouteKey, Attributes]]]] = {}
         for prefix, announcement in decision.announcements.items():
             cached = self._entries.get(prefix)
             if cached is not None and cached[0] is announcement:
                 routes = cached[1]
             else:
-                single = Decision(announcements={prefix: announcement}, verdicts=())
-                routes = list(desired_routes(single, runtimes).items())
+                routes = _prefix_routes(prefix, announcement, runtimes)
             entries[prefix] = (announcement, routes)
             desired.update(routes)
         self._entries = entries
