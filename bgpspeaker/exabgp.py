@@ -45,6 +45,11 @@ __all__ = ["ExabgpSupervisor", "PeerState", "render_config", "session_fingerprin
 log = structlog.get_logger("bgpspeaker.exabgp")
 
 _PR_SET_PDEATHSIG = 1
+
+IDLE_POLL_MS = 100
+"""How long ExaBGP's reactor naps when every session is up and nothing is queued: it
+wakes at once on the router's socket or our API, so this only bounds timer work
+(keepalives go out at most this late). Upstream naps 10 ms: 2.3% of a core idle."""
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9_./+-]+$")
 
 
@@ -144,6 +149,7 @@ class ExabgpSupervisor:
         on_ready: Callable[[], None],
         ack_timeout_s: float = 10.0,
         exabgp_log_level: str = "WARNING",
+        launcher_patches: bool = True,
         max_restarts: int = 5,
         restart_window_s: float = 60.0,
     ) -> None:
@@ -151,6 +157,8 @@ class ExabgpSupervisor:
         self.name = runtime.peer.name
         self._exabgp_log_level = exabgp_log_level
         """ExaBGP's own level: at INFO it formats and prints a line per route (~15% of its CPU)."""
+        self._launcher_patches = launcher_patches
+        """False only for the benchmark's upstream-ExaBGP anchor (see exabgp_main)."""
         self.fingerprint = session_fingerprint(runtime, router_id)
         self._log = log.bind(peer=self.name)
         self._failing_logged = False
@@ -284,8 +292,9 @@ class ExabgpSupervisor:
                 "exabgp_api_respawn": "true",
                 "exabgp_log_destination": "stdout",
                 "exabgp_log_level": self._exabgp_log_level,
-                # ExaBGP's default, kept on purpose: a slower reactor (3.0 or 10.0) cut its
-                # idle CPU 6x but slowed a 10k bulk announce 1.4x to 30x (docs/performance.md).
+                # ExaBGP's default. Its idle naps are shortened or lengthened by the
+                # launcher instead (BGPSPEAKER_IDLE_POLL_MS): a slower reactor alone also
+                # paced bulk work (10k routes 1.4x to 30x slower; docs/performance.md).
                 "exabgp_reactor_speed": "1.0",
                 "exabgp_log_short": "true",
                 "exabgp_log_statistics": "false",
@@ -294,9 +303,16 @@ class ExabgpSupervisor:
                 "exabgp_log_message": "false",
                 "exabgp_tcp_bind": "",
                 "PYTHONUNBUFFERED": "1",
-                "BGPSPEAKER_KEEPALIVE": str(self.runtime.peer.keepalive_s),
-                "BGPSPEAKER_NO_ROUTE_COPY": "1",
-                "BGPSPEAKER_NODELAY": "1",
+            }
+        )
+        patched = "1" if self._launcher_patches else "0"
+        env.update(
+            {
+                "BGPSPEAKER_KEEPALIVE": str(self.runtime.peer.keepalive_s) if self._launcher_patches else "",
+                "BGPSPEAKER_NO_ROUTE_COPY": patched,
+                "BGPSPEAKER_NODELAY": patched,
+                "BGPSPEAKER_FAST_REACTOR": patched,
+                "BGPSPEAKER_IDLE_POLL_MS": str(IDLE_POLL_MS),
             }
         )
         return env
