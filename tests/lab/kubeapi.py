@@ -179,6 +179,8 @@ class FakeKubeApi:
         self._events: collections.deque[tuple[int, str, str, dict[str, Any]]] = collections.deque(maxlen=history)
         self._rv = 1000
         self._compacted_rv = 0
+        self._list_snapshots: dict[str, tuple[list[dict[str, Any]], int]] = {}
+        self._snapshot_seq = 0
         self._watches: set[_Watch] = set()
         self._silent = False
         self._outage: int | None = None
@@ -323,22 +325,41 @@ class FakeKubeApi:
 
     # -- serving (called by the handler) ---------------------------------------------
 
-    def _list(self, kind: str, query: dict[str, str]) -> dict[str, Any]:
+    def _list(self, kind: str, query: dict[str, str]) -> dict[str, Any] | None:
+        """One list page, or None when the continue token is unknown (the handler answers 410).
+
+        As the real API server, a paginated list is one consistent snapshot: the first page
+        fixes the selection at its resourceVersion and the continue token points into it
+        (and it costs one sort per list, not one per page)."""
         limit = int(query.get("limit") or 0)
-        start = int(query.get("continue") or 0)
+        token = query.get("continue") or ""
         with self._cond:
-            objects = self._objects[kind]
-            keys = sorted(key for key, obj in objects.items() if _selected(obj, query))
-            page = keys[start : start + limit] if limit else keys
-            # Stored objects are never mutated (apply stores a fresh copy), so a list can
-            # hand them out as they are; the handler serializes them right away.
-            items = [objects[key] for key in page]
-            rv = self._rv
+            if token:
+                snapshot_id, _, offset = token.partition(":")
+                snapshot = self._list_snapshots.get(snapshot_id)
+                if snapshot is None or not offset.isdigit():
+                    return None
+                start = int(offset)
+            else:
+                objects = self._objects[kind]
+                # Stored objects are never mutated (apply stores a fresh copy), so a list
+                # can hand them out as they are; the handler serializes them right away.
+                items = [objects[key] for key in sorted(objects) if _selected(objects[key], query)]
+                snapshot = (items, self._rv)
+                start = 0
+                if limit and len(items) > limit:
+                    self._snapshot_seq += 1
+                    snapshot_id = str(self._snapshot_seq)
+                    self._list_snapshots[snapshot_id] = snapshot
+                    while len(self._list_snapshots) > 16:
+                        del self._list_snapshots[next(iter(self._list_snapshots))]
+        items, rv = snapshot
+        page = items[start : start + limit] if limit else items
         metadata: dict[str, Any] = {"resourceVersion": str(rv)}
-        if limit and start + limit < len(keys):
-            metadata["continue"] = str(start + limit)
+        if limit and start + limit < len(items):
+            metadata["continue"] = f"{snapshot_id}:{start + limit}"
         _, _, _, api_version, kind_name = _RESOURCES[kind]
-        return {"apiVersion": api_version, "kind": f"{kind_name}List", "metadata": metadata, "items": items}
+        return {"apiVersion": api_version, "kind": f"{kind_name}List", "metadata": metadata, "items": page}
 
     def _watch_events(self, kind: str, query: dict[str, str], watch: _Watch) -> Iterator[dict[str, Any]]:
         """Events after the requested resourceVersion, then live ones, until timeout or drop."""
@@ -523,7 +544,11 @@ class _Handler(BaseHTTPRequestHandler):
         if query.get("watch") in ("true", "1"):
             self._stream(kind, query)
         else:
-            self._send_json(200, api._list(kind, query))
+            page = api._list(kind, query)
+            if page is None:
+                self._status(410, "Expired", "the provided continue parameter is too old")
+            else:
+                self._send_json(200, page)
 
     def _body(self) -> Any:
         length = int(self.headers.get("Content-Length") or 0)
