@@ -10,7 +10,7 @@ import dataclasses
 import enum
 import functools
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from bgpspeaker.config import MAX_PREPEND, Advertisement, IPAddress, PeerConfig, SpeakerConfig
 from bgpspeaker.model import EXCLUDE_LABEL, EndpointSlice, Service, Snapshot, is_usable
@@ -72,7 +72,7 @@ class Reason(enum.StrEnum):
     @property
     def announces(self) -> bool:
         """True for the reasons that mean "announced"."""
-        return self in (Reason.LOCAL_ENDPOINT, Reason.CLUSTER_ENDPOINT)
+        return self is Reason.LOCAL_ENDPOINT or self is Reason.CLUSTER_ENDPOINT  # identity: Enum == is slow
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -306,10 +306,23 @@ class _Plan:
         self.peers = {peer.name: peer for peer in config.peers if matches_any(peer.node_selectors, node_labels)}
         self.all_peers = {peer.name: peer for peer in config.peers}
         self.node_labels = node_labels
+        self._by_labels: dict[frozenset[tuple[str, str]], tuple[list[Advertisement], bool]] = {}
+        self._for_every_service: tuple[list[Advertisement], bool] | None = None
+        if not any(a.service_selectors for a in config.advertisements):
+            self._for_every_service = self._select(lambda _advertisement: True)
 
     def advertisements_for(self, service: Service) -> tuple[list[Advertisement], bool]:
         """(advertisements selecting the service and this node, whether any selected the service)."""
-        selecting = [a for a in self.config.advertisements if matches_any(a.service_selectors, service.labels)]
+        if self._for_every_service is not None:
+            return self._for_every_service  # no serviceSelectors anywhere: the same for all
+        key = frozenset(service.labels.items())
+        found = self._by_labels.get(key)
+        if found is None:  # services share a few label sets: select once per set
+            found = self._by_labels[key] = self._select(lambda a: matches_any(a.service_selectors, service.labels))
+        return found
+
+    def _select(self, selects_service: Callable[[Advertisement], bool]) -> tuple[list[Advertisement], bool]:
+        selecting = [a for a in self.config.advertisements if selects_service(a)]
         return [a for a in selecting if matches_any(a.node_selectors, self.node_labels)], bool(selecting)
 
 
@@ -340,9 +353,10 @@ class _Prefix6(_CachedHash, ipaddress.IPv6Network):
 @functools.lru_cache(maxsize=1 << 16)
 def _network(ip: IPAddress, length: int) -> Prefix:
     """``ip``'s covering prefix of ``length`` (cached: building one parses text, ~40 us)."""
+    # From the integer: given an address object, ipaddress formats it to text and parses it back.
     if ip.version == 4:
-        return _Prefix4((ip, length), strict=False)
-    return _Prefix6((ip, length), strict=False)
+        return _Prefix4((int(ip), length), strict=False)
+    return _Prefix6((int(ip), length), strict=False)
 
 
 def decide_service(

@@ -284,6 +284,12 @@ class Reconciler:
         if self._retry_at is not None and self._retry_at <= started:
             self._retry_at = None  # this pass is the retry; a new failure schedules the next
         self._apply_pending_config()
+        if self.passes == 0:
+            # The first pass after the initial lists: what exists now (the client's
+            # modules, the listed objects) lives as long as the process. Without this the
+            # cyclic GC rescans it all, many times, while the first decision allocates
+            # (10,000 services: first decision 1.1 s -> see docs/performance.md).
+            gc.freeze()
         snapshot = self._store.snapshot()
         decision = decide(snapshot, self._config, self._node_name, memo=self._memo)
         self._log_verdict_problems(decision)
