@@ -7,6 +7,7 @@ it, withdraws, stops ExaBGP and returns.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import shutil
@@ -143,10 +144,8 @@ class _ConfigSource:
 
 def _run(args: argparse.Namespace) -> int:
     # Imported here so check-config stays fast and works without the kubernetes client.
-    from kubernetes import client as k8s
-
     from bgpspeaker.exabgp import ExabgpSupervisor
-    from bgpspeaker.kube import ClusterStore, WatchSettings, api_client, make_watchers
+    from bgpspeaker.kube import ApiPaths, ClusterStore, WatchSettings, api_client, make_watchers
     from bgpspeaker.peers import PeerRuntime, read_secret_with
     from bgpspeaker.reconciler import Reconciler
 
@@ -177,10 +176,13 @@ def _run(args: argparse.Namespace) -> int:
     store = ClusterStore(on_change=mark_dirty)
     settings = WatchSettings(inactivity_timeout_s=args.watch_inactivity_timeout)
     watchers = make_watchers(api, store, node_name=node_name, settings=settings, stop=stop)
+    # The client's modules (hundreds of thousands of objects) stay for good: keep the
+    # cyclic GC from rescanning them while the lists allocate (10k: lists 1.6 -> 1.2 s).
+    gc.freeze()
     for watcher in watchers:
         _guarded(watcher.run, f"watch-{watcher.kind}", crashed).start()
 
-    source = _ConfigSource(args.config, read_secret_with(k8s.CoreV1Api(api)))
+    source = _ConfigSource(args.config, read_secret_with(ApiPaths(api)))
     try:
         config, runtimes, router_id = source.load()
     except ConfigError as error:
@@ -252,7 +254,7 @@ def _run(args: argparse.Namespace) -> int:
         log.error("http_listen_failed", address=args.listen, error=str(error))
         return EXIT_USAGE
     if args.events:
-        recorder = EventRecorder(k8s.CoreV1Api(api), node=node_name, stop=stop)
+        recorder = EventRecorder(ApiPaths(api), node=node_name, stop=stop)
         reconciler.on_route = recorder.route
         _guarded(recorder.run, "events", crashed).start()
     reconciler.start_unconditional_sessions()

@@ -22,11 +22,11 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any
 
 import structlog
 
 from bgpspeaker.decision import Prefix
+from bgpspeaker.kube import ApiPaths, resource_path
 
 __all__ = ["EventRecorder"]
 
@@ -63,7 +63,7 @@ class EventRecorder:
 
     def __init__(
         self,
-        core_v1: Any,
+        api: ApiPaths,
         *,
         node: str,
         stop: threading.Event,
@@ -74,7 +74,7 @@ class EventRecorder:
         dedup_window_s: float = 600.0,
         queue_size: int = 1000,
     ) -> None:
-        self._api = core_v1
+        self._api = api
         self._node = node
         self._stop = stop
         self._burst = burst
@@ -113,21 +113,39 @@ class EventRecorder:
                 continue
             self._record(service, reason, message)
 
-    def _allow(self, service: str, now: float) -> bool:
+    def _limit(self, service: str, now: float) -> str | None:
+        """None when this Event may be written; else which limit refused it."""
         bucket = self._buckets.setdefault(service, _Bucket(float(self._burst), now))
         if not _take(bucket, now, self._burst, self._refill_s):
-            return False
+            return service
         # And all services together: a restart announcing 10,000 VIPs must not become
         # 10,000 API writes from every node.
-        return _take(self._global, now, self._global_burst, self._global_refill_s)
+        return None if _take(self._global, now, self._global_burst, self._global_refill_s) else "*"
 
     def _record(self, service: str, reason: str, message: str) -> None:
         now = time.monotonic()
-        if not self._allow(service, now):
+        refused_by = self._limit(service, now)
+        if refused_by is not None:
             self.suppressed += 1
-            if now - self._suppressed_logged.get(service, -1e9) > self._window_s:
-                self._suppressed_logged[service] = now
-                log.info("events_rate_limited", service=service, burst=self._burst, refill_s=self._refill_s)
+            # One line per flapping service, but one line in all when the global limit
+            # refuses (a cold start of 10,000 VIPs once logged 10,000 lines here).
+            if now - self._suppressed_logged.get(refused_by, -1e9) > self._window_s:
+                self._suppressed_logged[refused_by] = now
+                if refused_by == "*":
+                    log.info(
+                        "events_rate_limited",
+                        scope="all_services",
+                        burst=self._global_burst,
+                        refill_s=self._global_refill_s,
+                    )
+                else:
+                    log.info(
+                        "events_rate_limited",
+                        scope="service",
+                        service=service,
+                        burst=self._burst,
+                        refill_s=self._refill_s,
+                    )
             return
         namespace, _, name = service.partition("/")
         key = (service, reason, message)
@@ -137,13 +155,20 @@ class EventRecorder:
             if sent is not None and now - sent.at < self._window_s:
                 sent.count += 1
                 sent.at = now
-                self._api.patch_namespaced_event(sent.name, namespace, {"count": sent.count, "lastTimestamp": stamp})
+                self._api.call(
+                    "PATCH",
+                    resource_path("/api/v1", "events", namespace=namespace, name=sent.name),
+                    body={"count": sent.count, "lastTimestamp": stamp},
+                    content_type="application/merge-patch+json",
+                )
                 self.patched += 1
                 return
             event_name = f"{name}.{uuid.uuid4().hex[:16]}"
-            self._api.create_namespaced_event(
-                namespace,
-                {
+            self._api.call(
+                "POST",
+                resource_path("/api/v1", "events", namespace=namespace),
+                content_type="application/json",
+                body={
                     "apiVersion": "v1",
                     "kind": "Event",
                     "metadata": {"name": event_name, "namespace": namespace},

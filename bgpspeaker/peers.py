@@ -15,10 +15,14 @@ import base64
 import dataclasses
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bgpspeaker.config import IPAddress, PeerConfig, SecretRef, SpeakerConfig
 from bgpspeaker.errors import ConfigError
 from bgpspeaker.netinfo import NetFacts, probe
+
+if TYPE_CHECKING:
+    from bgpspeaker.kube import ApiPaths
 
 __all__ = ["MD5_MAX_BYTES", "Password", "PeerRuntime", "resolve_peers"]
 
@@ -81,12 +85,13 @@ def _password(value: bytes, where: str) -> Password:
     return Password(value)
 
 
-def read_secret_with(core_v1: object) -> SecretReader:
-    """A SecretReader over the kubernetes client's CoreV1Api (``read_namespaced_secret``)."""
+def read_secret_with(api: ApiPaths) -> SecretReader:
+    """A SecretReader that GETs the Secret from the API server."""
+    from bgpspeaker.kube import resource_path
 
     def read(ref: SecretRef) -> bytes:
-        secret = core_v1.read_namespaced_secret(ref.name, ref.namespace)  # type: ignore[attr-defined]
-        data = secret.data or {}
+        secret = api.call("GET", resource_path("/api/v1", "secrets", namespace=ref.namespace, name=ref.name))
+        data = (secret.get("data") if isinstance(secret, dict) else None) or {}
         if ref.key not in data:
             raise KeyError(f"Secret {ref.namespace}/{ref.name} has no key {ref.key!r} (keys: {sorted(data)})")
         return base64.b64decode(data[ref.key])

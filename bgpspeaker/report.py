@@ -83,30 +83,24 @@ def describe_attributes(attributes: Attributes) -> str:
     return ", ".join(words)
 
 
-def _raw(response: Any) -> Any:
-    try:
-        return json.loads(response.data)
-    finally:
-        response.release_conn()
-
-
 def explain(api: Any, config: SpeakerConfig, namespace: str, name: str, *, node: str | None) -> dict[str, Any]:
     """The decision for one service on every node (or one): LookupError when it does not exist."""
-    from kubernetes import client as k8s
     from kubernetes.client.exceptions import ApiException
 
-    core, discovery = k8s.CoreV1Api(api), k8s.DiscoveryV1Api(api)
+    from bgpspeaker.kube import ApiPaths, resource_path
+
+    paths = ApiPaths(api)
     try:
-        raw_service = _raw(core.read_namespaced_service(name, namespace, _preload_content=False))
+        raw_service = paths.call("GET", resource_path("/api/v1", "services", namespace=namespace, name=name))
     except ApiException as error:
         if error.status == 404:
             raise LookupError(f"service {namespace}/{name} not found") from None
         raise
     service = parse_service(raw_service)
-    raw_slices = _raw(
-        discovery.list_namespaced_endpoint_slice(
-            namespace, label_selector=f"kubernetes.io/service-name={name}", _preload_content=False
-        )
+    raw_slices = paths.call(
+        "GET",
+        resource_path("/apis/discovery.k8s.io/v1", "endpointslices", namespace=namespace),
+        query=[("labelSelector", f"kubernetes.io/service-name={name}")],
     )
     slices = {}
     problems = []
@@ -119,13 +113,13 @@ def explain(api: Any, config: SpeakerConfig, namespace: str, name: str, *, node:
         slices[parsed.key] = parsed
     if node is not None:
         try:
-            raw_nodes = [_raw(core.read_node(node, _preload_content=False))]
+            raw_nodes = [paths.call("GET", resource_path("/api/v1", "nodes", name=node))]
         except ApiException as error:
             if error.status == 404:
                 raise LookupError(f"node {node} not found") from None
             raise
     else:
-        raw_nodes = _raw(core.list_node(_preload_content=False)).get("items") or []
+        raw_nodes = paths.call("GET", "/api/v1/nodes").get("items") or []
     nodes = {}
     for obj in raw_nodes:
         parsed_node = parse_node(obj)
