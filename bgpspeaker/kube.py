@@ -30,6 +30,7 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
 from bgpspeaker.model import (
+    ChangeLog,
     EndpointSlice,
     Node,
     ObjectInvalid,
@@ -160,6 +161,11 @@ class ClusterStore:
         self._slices_by_service: dict[str, dict[str, EndpointSlice]] = {}
         self._nodes: dict[str, Node] = {}
         self._listed: set[str] = set()
+        self._log: list[str] = []
+        """Keys of the services whose Service or slices changed, one entry per change (for
+        the decision memo). Only appended to; restarted (a new list) when long or on a relist."""
+        self._log_base = 0
+        self._version = 0
         self.last_sync_monotonic: dict[str, float] = {}
         self._failing: dict[str, tuple[float, int]] = {}
         """Kind -> (when its list/watch started failing, consecutive failures)."""
@@ -210,7 +216,23 @@ class ClusterStore:
                 services=dict(self._services),
                 slices_by_service=dict(self._slices_by_service),  # buckets are copy-on-write
                 nodes=dict(self._nodes),
+                changes=ChangeLog(self, self._log, self._log_base, self._version),
             )
+
+    def _changed(self, *service_keys: str | None) -> None:
+        """Log that these services' objects changed (called with the lock held)."""
+        for key in service_keys:
+            if key is not None:
+                self._log.append(key)
+                self._version += 1
+        if len(self._log) > 50_000:
+            self._restart_log()
+
+    def _restart_log(self) -> None:
+        # A new list: snapshots keep the old one, and a memo older than the new base
+        # simply compares everything once.
+        self._version += 1
+        self._log, self._log_base = [], self._version
 
     def _table(self, kind: str) -> dict[str, Any]:
         tables: dict[str, dict[str, Any]] = {
@@ -249,6 +271,8 @@ class ClusterStore:
                         self._slices_by_service.setdefault(value.service_key, {})[key] = value
             table.clear()
             table.update(items)
+            if changed and kind != "nodes":
+                self._restart_log()
             self._listed.add(kind)
             self.last_sync_monotonic[kind] = time.monotonic()
         if changed:
@@ -262,7 +286,11 @@ class ClusterStore:
                 return
             if kind == "endpointslices":
                 assert isinstance(value, EndpointSlice)
+                old = self._slices.get(key)
+                self._changed(old.service_key if old is not None else None, value.service_key)
                 self._index_slice(key, value)
+            elif kind == "services":
+                self._changed(key)
             table[key] = value
         self._on_change()
 
@@ -273,7 +301,10 @@ class ClusterStore:
             if key not in table:
                 return
             if kind == "endpointslices":
+                self._changed(self._slices[key].service_key)
                 self._index_slice(key, None)
+            elif kind == "services":
+                self._changed(key)
             del table[key]
         self._on_change()
 

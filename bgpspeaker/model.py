@@ -18,6 +18,7 @@ __all__ = [
     "ANNOTATION_PREFIX",
     "EXCLUDE_LABEL",
     "SERVICE_NAME_LABEL",
+    "ChangeLog",
     "Endpoint",
     "EndpointSlice",
     "Node",
@@ -88,12 +89,34 @@ class Node:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class ChangeLog:
+    """Which services changed, up to one snapshot: a view of its store's append-only log
+    (entry ``i`` is version ``base + i + 1``), so a decision can redo only those."""
+
+    owner: object
+    """The store the versions belong to: they mean nothing for another one."""
+    entries: list[str]
+    """Service keys, one per change; shared with the store, which only ever appends."""
+    base: int
+    version: int
+    """The snapshot's version: ``entries[: version - base]`` are the changes it has seen."""
+
+    def since(self, owner: object, version: int | None) -> set[str] | None:
+        """Services changed after ``version`` (of the same ``owner``); None when unknown."""
+        if owner is not self.owner or version is None or not self.base <= version <= self.version:
+            return None
+        return set(self.entries[version - self.base : self.version - self.base])
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Snapshot:
     """Everything the watchers know at one instant. Slices are indexed by Service key."""
 
     services: Mapping[str, Service]
     slices_by_service: Mapping[str, Mapping[str, EndpointSlice]]
     nodes: Mapping[str, Node]
+    changes: ChangeLog | None = dataclasses.field(default=None, compare=False)
+    """Set by the store; None: the decision compares every service with its memo."""
 
 
 def is_usable(endpoint: Endpoint) -> bool:

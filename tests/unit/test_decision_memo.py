@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bgpspeaker.config import parse_config
@@ -106,3 +106,81 @@ def test_memoized_decision_matches_the_full_one(steps: list[tuple[str, int, Any]
             nodes={ME: node_obj},
         )
         assert decide(snapshot, config, ME, memo=memo) == decide(snapshot, config, ME)
+
+
+store_step = st.one_of(
+    st.tuples(st.just("service"), st.integers(0, 2), st.sampled_from(IPS), st.sampled_from(["Cluster", "Local"])),
+    st.tuples(st.just("service_type"), st.integers(0, 2), st.sampled_from(["LoadBalancer", "ClusterIP"]), st.none()),
+    st.tuples(st.just("slice"), st.integers(0, 2), st.integers(0, 2), st.sampled_from([ME, "n2", None])),
+    st.tuples(st.just("delete_service"), st.integers(0, 2), st.none(), st.none()),
+    st.tuples(st.just("delete_slice"), st.integers(0, 2), st.none(), st.none()),
+    st.tuples(st.just("relist"), st.just(0), st.none(), st.none()),
+    st.tuples(st.just("node"), st.just(0), st.sampled_from([{}, {"rack": "r1"}]), st.none()),
+    st.tuples(st.just("config"), st.integers(0, 1), st.none(), st.none()),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(store_step, min_size=1, max_size=30))
+@example([("service", 0, IPS[0], "Cluster"), ("slice", 0, 0, "n2"), ("delete_slice", 0, None, None)])
+@example([("service", 0, IPS[0], "Cluster"), ("slice", 0, 0, "n2"), ("slice", 0, 1, "n2")])
+@example([("service", 0, IPS[0], "Local"), ("slice", 0, 0, ME), ("delete_service", 0, None, None)])
+@example([("service", 0, IPS[0], "Cluster"), ("slice", 0, 0, "n2"), ("service_type", 0, "ClusterIP", None)])
+def test_memo_fed_by_the_store_change_log_matches_the_full_decision(steps: list[tuple[str, int, Any, Any]]) -> None:
+    """The memo looks only at the services the store's change log names. Step by step it
+    must equal the full decision, and what it reports as changed must cover every
+    announcement and verdict that really changed."""
+    from bgpspeaker.kube import ClusterStore
+
+    store = ClusterStore(on_change=lambda: None)
+    store.replace("nodes", {ME: parse_node(node(ME))})
+    store.replace("services", {})
+    store.replace("endpointslices", {})
+    config = CONFIGS[1]
+    memo = DecisionMemo()
+    previous = decide(store.snapshot(), config, ME, memo=memo)
+    for kind, index, value, extra in steps:
+        if kind == "service":
+            store.upsert(
+                "services", f"ns/s{index}", parse_service(service("ns", f"s{index}", ips=[value], policy=extra))
+            )
+        elif kind == "service_type":
+            raw = service("ns", f"s{index}", ips=[IPS[index % len(IPS)]])
+            raw["spec"]["type"] = value
+            store.upsert("services", f"ns/s{index}", parse_service(raw))
+        elif kind == "slice":  # a slice may move from one service to another
+            endpoints = [] if extra is None else [("10.1.0.1", extra, True, True)]
+            parsed = parse_endpoint_slice(
+                endpoint_slice("ns", f"e{index}", service_name=f"s{value}", endpoints=endpoints)
+            )
+            store.upsert("endpointslices", parsed.key, parsed)
+        elif kind == "delete_service":
+            store.delete("services", f"ns/s{index}")
+        elif kind == "delete_slice":
+            store.delete("endpointslices", f"ns/e{index}")
+        elif kind == "relist":  # as after a 410: same objects, a new list
+            snapshot = store.snapshot()
+            store.replace("services", dict(snapshot.services))
+        elif kind == "node":
+            store.upsert("nodes", ME, parse_node(node(ME, labels=value)))
+        else:
+            config = CONFIGS[index]
+        snapshot = store.snapshot()
+        current = decide(snapshot, config, ME, memo=memo)
+        assert current == decide(snapshot, config, ME)
+        if current.changed is not None:
+            moved = {
+                prefix
+                for prefix in set(previous.announcements) | set(current.announcements)
+                if previous.announcements.get(prefix) != current.announcements.get(prefix)
+            }
+            assert moved <= current.changed
+        if current.changed_services is not None:
+            assert current.by_service is not None and previous.by_service is not None
+            differ = {
+                key
+                for key in set(previous.by_service) | set(current.by_service)
+                if previous.by_service.get(key) != current.by_service.get(key)
+            }
+            assert differ <= current.changed_services
+        previous = current
