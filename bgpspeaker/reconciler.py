@@ -82,14 +82,40 @@ def _prefix_routes(
 
 
 class _DesiredCache:
-    """``desired_routes`` that reuses each prefix's entries while its Announcement is the
-    very same object (the decision memo keeps untouched ones) and the runtimes are too."""
+    """``desired_routes`` kept up to date from one decision to the next.
+
+    When the decision says which prefixes changed (``Decision.changed``), only their
+    routes are rebuilt; otherwise each prefix's routes are reused while its
+    Announcement is the very same object (the decision memo keeps untouched ones) and
+    the runtimes are too."""
 
     def __init__(self) -> None:
         self._runtimes: Mapping[str, PeerRuntime] | None = None
         self._entries: dict[Prefix, tuple[Announcement, list[tuple[RouteKey, Attributes]]]] = {}
+        self.desired: dict[RouteKey, Attributes] = {}
 
-    def routes(self, decision: Decision, runtimes: Mapping[str, PeerRuntime]) -> dict[RouteKey, Attributes]:
+    def update(self, decision: Decision, runtimes: Mapping[str, PeerRuntime]) -> set[RouteKey] | None:
+        """Bring ``desired`` up to ``decision``: the routes that may have changed, or None
+        when any may have (then everything was rebuilt)."""
+        if runtimes is not self._runtimes or decision.changed is None:
+            self._rebuild(decision, runtimes)
+            return None
+        touched: set[RouteKey] = set()
+        for prefix in decision.changed:
+            old = self._entries.pop(prefix, None)
+            if old is not None:
+                for key, _ in old[1]:
+                    del self.desired[key]
+                    touched.add(key)
+            announcement = decision.announcements.get(prefix)
+            if announcement is not None:
+                routes = _prefix_routes(prefix, announcement, runtimes)
+                self._entries[prefix] = (announcement, routes)
+                self.desired.update(routes)
+                touched.update(key for key, _ in routes)
+        return touched
+
+    def _rebuild(self, decision: Decision, runtimes: Mapping[str, PeerRuntime]) -> None:
         if runtimes is not self._runtimes:
             self._runtimes, self._entries = runtimes, {}
         desired: dict[RouteKey, Attributes] = {}
@@ -102,8 +128,7 @@ class _DesiredCache:
                 routes = _prefix_routes(prefix, announcement, runtimes)
             entries[prefix] = (announcement, routes)
             desired.update(routes)
-        self._entries = entries
-        return desired
+        self._entries, self.desired = entries, desired
 
 
 _WITH_HOP: dict[tuple[Attributes, IPAddress], Attributes] = {}
@@ -119,16 +144,27 @@ def _with_next_hop(attributes: Attributes, hop: IPAddress) -> Attributes:
     return found
 
 
-def verdicts_by_service(decision: Decision) -> dict[str, list[Verdict]]:
-    """Index the verdicts once per pass (looking them up per route would be quadratic)."""
-    by_service: dict[str, list[Verdict]] = {}
+def verdicts_by_service(decision: Decision) -> Mapping[str, Sequence[Verdict]]:
+    """Verdicts by service, conflicts included (looking them up per route would be quadratic)."""
+    by_service: dict[str, Sequence[Verdict]]
+    if decision.by_service is not None:  # the memo's own index: only the conflicts to add
+        by_service = dict(decision.by_service)
+        first = len(decision.verdicts)
+        while first and decision.verdicts[first - 1].reason is Reason.CONFLICTING_ADVERTISEMENTS:
+            first -= 1  # conflicts come last
+        for verdict in decision.verdicts[first:]:
+            by_service[verdict.service] = [*by_service.get(verdict.service, ()), verdict]
+        return by_service
+    by_service = {}
     for verdict in decision.verdicts:
-        by_service.setdefault(verdict.service, []).append(verdict)
+        found = by_service.setdefault(verdict.service, [])
+        assert isinstance(found, list)
+        found.append(verdict)
     return by_service
 
 
 def withdraw_reason(
-    prefix: Prefix, services: Iterable[str], by_service: Mapping[str, list[Verdict]], snapshot: Snapshot
+    prefix: Prefix, services: Iterable[str], by_service: Mapping[str, Sequence[Verdict]], snapshot: Snapshot
 ) -> Reason:
     """Why ``prefix``, once wanted by ``services``, is no longer announced."""
     for service in sorted(services):
@@ -190,6 +226,14 @@ class Reconciler:
         self._hold = HoldDown(config.hold_down)
         self._memo = DecisionMemo()
         self._desired = _DesiredCache()
+        self._completed = False
+        """The last pass ran to its end: the memo, the desired cache and ``_unsettled``
+        agree with each other (otherwise the next pass starts them over)."""
+        self._settled_under: tuple[object, ...] | None = None
+        self._unsettled: set[RouteKey] = set()
+        """After the last pass, under ``_settled_under``: every route of a ready session is
+        acknowledged as desired except these (refused, unconfirmed). A pass whose only news
+        is the decision's changed routes then looks at those and these, not at them all."""
         self._frozen = False
         """Unchanged services are not decided again (10,000 services, one change: 525 -> 42 ms)."""
         self._deadline: float | None = None
@@ -201,6 +245,8 @@ class Reconciler:
         """Peer -> (session id, generation, up count) its End-of-RIB was sent for."""
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="send")
         self.passes = 0
+        self.incremental_passes = 0
+        """Passes that looked only at the changed routes (the rest were full passes)."""
         self.updates_sent: dict[str, int] = {}
         """Peer -> announce/withdraw commands sent (metrics)."""
         self.on_pass: Callable[[float], None] = lambda _seconds: None
@@ -290,10 +336,14 @@ class Reconciler:
             # cyclic GC rescans it all, many times, while the first decision allocates
             # (10,000 services: first decision 1.1 s -> see docs/performance.md).
             gc.freeze()
+        if not self._completed:  # first pass, or the last one failed midway: start over
+            self._memo, self._desired, self._settled_under = DecisionMemo(), _DesiredCache(), None
+        self._completed = False
         snapshot = self._store.snapshot()
         decision = decide(snapshot, self._config, self._node_name, memo=self._memo)
         self._log_verdict_problems(decision)
-        desired = self._desired.routes(decision, self._runtimes)
+        touched = self._desired.update(decision, self._runtimes)
+        desired = self._desired.desired
         self._converge_sessions(snapshot, decision=decision)
         ready = self._ready_peers()
         now = time.monotonic()
@@ -302,17 +352,35 @@ class Reconciler:
         if self._api_outage_withdraws(now):
             desired, forced_reason = {}, Reason.API_OUTAGE
         by_service = verdicts_by_service(decision)
-        acked_ready = {key: value for key, value in self._acked.items() if key[0] in ready}
-        effective, hold_deadline, held = self._hold.apply(
-            {key: value for key, value in desired.items() if key[0] in ready},
-            acked_ready,
-            now=now,
-            may_delay_announce=lambda key: self._local_only(decision.announcements[key[1]].services, snapshot),
-            may_delay_withdraw=lambda key: (
-                forced_reason is None and self._endpoint_flap(key[1], by_service=by_service, snapshot=snapshot)
-            ),
+        settle_key = self._settle_key(ready, forced_reason)
+        incremental = (
+            touched is not None
+            and settle_key == self._settled_under
+            and forced_reason is None
+            and not (self._hold.config.announce_after_s or self._hold.config.withdraw_after_s)
         )
-        self._soonest(hold_deadline)
+        if incremental:
+            # Same sessions, same config, no hold-down: only the changed routes and the
+            # ones left unsettled last time can differ from what is acknowledged.
+            assert touched is not None
+            self.incremental_passes += 1
+            candidates = touched | self._unsettled
+            effective = {k: desired[k] for k in candidates if k[0] in ready and k in desired}
+            acked_ready = {k: self._acked[k] for k in candidates if k[0] in ready and k in self._acked}
+            held: list[RouteKey] = []
+        else:
+            candidates = None
+            acked_ready = {key: value for key, value in self._acked.items() if key[0] in ready}
+            effective, hold_deadline, held = self._hold.apply(
+                {key: value for key, value in desired.items() if key[0] in ready},
+                acked_ready,
+                now=now,
+                may_delay_announce=lambda key: self._local_only(decision.announcements[key[1]].services, snapshot),
+                may_delay_withdraw=lambda key: (
+                    forced_reason is None and self._endpoint_flap(key[1], by_service=by_service, snapshot=snapshot)
+                ),
+            )
+            self._soonest(hold_deadline)
         for peer, prefix in held:
             log.info(
                 "route_withdraw_held",
@@ -341,6 +409,11 @@ class Reconciler:
         )
         self._send_end_of_rib(ready)
         self._remember_services(decision, withdrawn)
+        # What is still not acknowledged as wanted (after a full pass: among all routes).
+        looked_at = candidates if candidates is not None else effective.keys() | acked_ready.keys()
+        self._unsettled = {key for key in looked_at if effective.get(key) != self._acked.get(key)}
+        self._settled_under = settle_key
+        self._completed = True
         self.passes += 1
         self.on_pass(time.monotonic() - started)
         if routes_sent(batches_by_peer) >= 1000:
@@ -360,6 +433,13 @@ class Reconciler:
             sessions_ready=len(ready),
             duration_ms=round((time.monotonic() - started) * 1000, 1),
         )
+
+    def _settle_key(self, ready: set[str], forced_reason: Reason | None) -> tuple[object, ...]:
+        """What ``_unsettled`` holds under: each ready session and its process generation
+        (their acknowledged routes), and the outage policy. A new config or new runtimes
+        show up as a decision or desired set that starts over, so they need no place here."""
+        sessions = frozenset((name, *self._acked_by[name]) for name in ready if name in self._acked_by)
+        return (sessions, frozenset(ready), forced_reason)
 
     def _soonest(self, at: float | None) -> None:
         if at is not None:
@@ -387,7 +467,9 @@ class Reconciler:
         found = [snapshot.services.get(key) for key in services]
         return bool(found) and all(s is not None and s.external_traffic_policy == "Local" for s in found)
 
-    def _endpoint_flap(self, prefix: Prefix, *, by_service: Mapping[str, list[Verdict]], snapshot: Snapshot) -> bool:
+    def _endpoint_flap(
+        self, prefix: Prefix, *, by_service: Mapping[str, Sequence[Verdict]], snapshot: Snapshot
+    ) -> bool:
         """True when ``prefix`` is unwanted only because a Local service lost its endpoints."""
         services = self._services_by_prefix.get(prefix, frozenset())
         if not self._local_only(services, snapshot):
@@ -423,8 +505,9 @@ class Reconciler:
 
         Prefixes leave only when withdrawn (checked one by one) or with a session (rare:
         a full sweep when the map has grown well past what is announced)."""
-        for prefix, announcement in decision.announcements.items():
-            if self._services_by_prefix.get(prefix) is not announcement.services:
+        for prefix in decision.announcements if decision.changed is None else decision.changed:
+            announcement = decision.announcements.get(prefix)
+            if announcement is not None and self._services_by_prefix.get(prefix) is not announcement.services:
                 self._services_by_prefix[prefix] = announcement.services
         peers = list(self._acked_by)
         for prefix in withdrawn:
@@ -643,7 +726,7 @@ class Reconciler:
         decision: Decision,
         snapshot: Snapshot,
         forced_reason: Reason | None = None,
-        by_service: Mapping[str, list[Verdict]] | None = None,
+        by_service: Mapping[str, Sequence[Verdict]] | None = None,
     ) -> None:
         if not announced and not withdrawn:
             return
