@@ -10,7 +10,10 @@ measured: RSS of bgpspeaker and of its ExaBGP child, and their CPU while idle.
 
 raw ExaBGP (the limit of the design): our supervisor starts ExaBGP; the clock runs
 from that start until all N are in FRR, the bulk announce commands (500 prefixes each)
-written as soon as the API connects. Then one bulk withdraw of all N.
+written as soon as the API connects. Then one bulk withdraw of all N. Three rows:
+ExaBGP as released, and through bgpspeaker's launcher (its reactor and copy patches)
+with next-hop self and with an explicit next hop. Also measured there: one change with
+all N announced, written straight to ExaBGP (FRR and ExaBGP's own per-change cost).
 """
 
 from __future__ import annotations
@@ -108,13 +111,14 @@ def _single_changes(api: Any, frr: Any, *, trials: int) -> float:
     return statistics.median(samples)
 
 
-def raw_exabgp_cold_start(count: int, *, explicit_next_hop: bool = False) -> dict[str, Any]:
-    """Our supervisor and bulk commands, no Kubernetes: the floor for the design."""
+def raw_exabgp_cold_start(count: int, *, explicit_next_hop: bool = False, upstream: bool = False) -> dict[str, Any]:
+    """Our supervisor and bulk commands, no Kubernetes: the floor for the design.
+    ``upstream``: ExaBGP as released, without the launcher's patches (bgpspeaker.exabgp_main)."""
     with Lab("raw") as lab:
         topo = single_node(lab)
         frr = topo.frr
         topo.api.stop()
-        exabgp = raw_exabgp(lab.namespaces[1])
+        exabgp = raw_exabgp(lab.namespaces[1], launcher_patches=not upstream)
         prefixes = sorted(vips(count), key=ipaddress.ip_network)
         peer = exabgp.runtime.peer.peer_address
         try:
@@ -126,6 +130,7 @@ def raw_exabgp_cold_start(count: int, *, explicit_next_hop: bool = False) -> dic
             exabgp.execute([announce_line(peer, hop, chunk) for chunk in _chunks(nets)])
             done = wait_received(frr, count, timeout_s=120)
             rss = rss_mb(exabgp.pid or 0)
+            change_ms = _raw_single_changes(exabgp, frr, hop, trials=10)
             withdrawn = time.monotonic()
             exabgp.execute([withdraw_line(peer, chunk, next_hop=hop.next_hop) for chunk in _chunks(nets)])
             gone = wait_received(frr, 0, timeout_s=120)
@@ -134,14 +139,53 @@ def raw_exabgp_cold_start(count: int, *, explicit_next_hop: bool = False) -> dic
                 "cold_start_s": done - started,
                 "delete_all_s": gone - withdrawn,
                 "rss_exabgp_mb": rss,
+                "one_change_ms": change_ms,
             }
         finally:
             exabgp.stop()
             topo.close()
 
 
+def _raw_single_changes(exabgp: Any, frr: Any, hop: Attributes, *, trials: int) -> float:
+    """Median ms for one route to go and come back with all N announced, written straight
+    to ExaBGP: what FRR and ExaBGP alone cost per change at this N."""
+    from bench.event_latency import is_best
+
+    peer = exabgp.runtime.peer.peer_address
+    prefix = ipaddress.ip_network(f"{vip(0)}/32")
+    samples = []
+    for _ in range(trials):
+        samples.append(
+            timed(
+                lambda: exabgp.execute([withdraw_line(peer, [prefix], next_hop=hop.next_hop)]),
+                lambda: not is_best(frr, str(prefix)),
+            )
+        )
+        samples.append(
+            timed(lambda: exabgp.execute([announce_line(peer, hop, [prefix])]), lambda: is_best(frr, str(prefix)))
+        )
+    return statistics.median(samples)
+
+
 def _chunks(nets: list[Any]) -> list[list[Any]]:
     return [list(c) for c in chunks(nets, 500)]
+
+
+RAW_ROWS = (
+    ("upstream ExaBGP, next-hop self", {"upstream": True}),
+    ("ExaBGP + launcher, next-hop self", {}),
+    ("ExaBGP + launcher, explicit hop", {"explicit_next_hop": True}),
+)
+"""The raw rows: ExaBGP 5.0.15 as released (the issue's anchor), and as bgpspeaker runs it
+(``bgpspeaker.exabgp_main``), with next-hop self and with the explicit next hop bgpspeaker sends."""
+
+
+def rows(count: int) -> list[dict[str, Any]]:
+    """bgpspeaker and the raw ExaBGP rows at ``count``."""
+    result = [{"who": "bgpspeaker", **bgpspeaker_cold_start(count)}]
+    for who, options in RAW_ROWS:
+        result.append({"who": who, **raw_exabgp_cold_start(count, **options)})
+    return result
 
 
 def main() -> None:
@@ -151,11 +195,7 @@ def main() -> None:
     args = parser.parse_args()
     results = []
     for count in args.n:
-        results.append({"who": "bgpspeaker", **bgpspeaker_cold_start(count)})
-        results.append({"who": "raw ExaBGP (next-hop self)", **raw_exabgp_cold_start(count)})
-        results.append(
-            {"who": "raw ExaBGP (explicit next hop)", **raw_exabgp_cold_start(count, explicit_next_hop=True)}
-        )
+        results.extend(rows(count))
     if args.json:
         print(json.dumps(results, indent=1))
         return

@@ -30,9 +30,10 @@ RAW_PEER_CONFIG = {
 }
 
 
-def raw_exabgp(node_ns: str) -> ExabgpSupervisor:
+def raw_exabgp(node_ns: str, *, launcher_patches: bool = True) -> ExabgpSupervisor:
     """Our supervisor alone (no Kubernetes, no decision) for the node, not started: the raw
-    ExaBGP anchor. Moves the calling thread into ``node_ns``, where ExaBGP will run."""
+    ExaBGP anchor. Moves the calling thread into ``node_ns``, where ExaBGP will run.
+    ``launcher_patches=False``: ExaBGP as released (see bgpspeaker.exabgp_main)."""
     enter_netns(node_ns)
     config = parse_config(RAW_PEER_CONFIG)
     return ExabgpSupervisor(
@@ -40,6 +41,7 @@ def raw_exabgp(node_ns: str) -> ExabgpSupervisor:
         router_id=ipaddress.IPv4Address("10.0.0.2"),
         workdir=Path(tempfile.mkdtemp(prefix="bench-raw-")),
         on_ready=lambda: None,
+        launcher_patches=launcher_patches,
     )
 
 
