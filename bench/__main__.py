@@ -80,7 +80,7 @@ def report(results: dict[str, Any]) -> str:
     """The table."""
     lines = [f"bgpspeaker benchmarks — {results['machine']} — {results['when']}", ""]
     latency = results["latency"]
-    lines.append("Event latency (ms), EndpointSlice change -> FRR bestpath; same topology, same probe")
+    lines.append("Event latency (ms), EndpointSlice change -> bgpd selects the best path (its own log); same topology")
     lines.append(f"  {'path':<34} {'n':>4} {'median':>7} {'p90':>7} {'p99':>7} {'max':>7}")
     for name, stats in latency["rows"].items():
         lines.append(
@@ -92,7 +92,7 @@ def report(results: dict[str, Any]) -> str:
         f" {latency['ratio_down']:.2f}x"
     )
     lines.append("")
-    lines.append("Cold start (s): N services -> all N received by FRR; delete all -> 0")
+    lines.append("Cold start (s): N services -> all N received by FRR; delete all -> 0; one change: bgpd's log")
     lines.append(f"  {'who':<32} {'N':>6} {'announce':>9} {'delete':>8}   notes")
     for row in results["cold_start"]:
         if "skipped" in row:

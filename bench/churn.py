@@ -1,20 +1,20 @@
 """Churn: endpoints flapping at a steady rate; lag between the API server and FRR over time.
 
 K Local-policy services, each with one endpoint that moves between this node and
-another, round robin, R flips a second (each service flips every K/R seconds). A
-sampler reads FRR's table continuously; the lag of a flip is the first sample after
-it in which the prefix is present (or gone) as the flip requires. A flip not observed
-before that service's next flip counts as missed.
+another, round robin, R flips a second (each service flips every K/R seconds). The
+lag of a flip is the time of bgpd's first best-path selection after it that leaves
+the prefix present (or gone) as the flip requires, from bgpd's own debug log
+(``common.BestpathLog``: polling bgpd with vtysh would slow what is measured). A flip
+not seen before that service's next flip counts as missed.
 """
 
 from __future__ import annotations
 
 import statistics
-import threading
 import time
 from typing import Any
 
-from bench.common import percentiles, vip
+from bench.common import BestpathLog, percentiles, vip
 from tests.lab.kubeapi import endpoint_slice, service
 from tests.lab.netns import Lab, wait_until
 from tests.lab.topology import NODE, single_node
@@ -35,31 +35,22 @@ def measure(*, services: int = 50, rate_per_s: float = 10.0, seconds: float = 30
             prefixes = {f"{vip(i)}/32" for i in range(services)}
             wait_until(lambda: prefixes <= set(frr.best_paths()), timeout_s=60, desc="churn services announced")
 
-            samples: list[tuple[float, set[str]]] = []
-            stop = threading.Event()
-
-            def sample() -> None:
-                while not stop.is_set():
-                    present = set(frr.best_paths())
-                    samples.append((time.monotonic(), present))
-
-            sampler = threading.Thread(target=sample, daemon=True)
-            sampler.start()
+            bestpath = BestpathLog(frr, sorted(prefixes))
             flips: list[tuple[float, int, bool]] = []
-            started = time.monotonic()
+            started = time.time()
             interval = 1.0 / rate_per_s
             index = 0
-            while time.monotonic() - started < seconds:
+            while time.time() - started < seconds:
                 due = started + len(flips) * interval
-                time.sleep(max(0.0, due - time.monotonic()))  # the flip schedule, not a synchronization
+                time.sleep(max(0.0, due - time.time()))  # the flip schedule, not a synchronization
                 i = index % services
                 where[i] = "node-b" if where[i] == NODE else NODE
-                flips.append((time.monotonic(), i, where[i] == NODE))
+                flips.append((time.time(), i, where[i] == NODE))
                 api.apply(_slice(i, where[i]))
                 index += 1
-            time.sleep(2.0)  # let the last flips land before the sampler stops
-            stop.set()
-            sampler.join()
+            time.sleep(2.0)  # let the last flips land before reading the log
+            bestpath.read()
+            samples = [(at, prefix, best) for at, prefix, best in bestpath.seen if at >= started]
         finally:
             topo.close()
     return _lags(flips, samples, started=started, services=services, rate_per_s=rate_per_s, seconds=seconds)
@@ -71,7 +62,7 @@ def _slice(i: int, node: str) -> dict[str, Any]:
 
 def _lags(
     flips: list[tuple[float, int, bool]],
-    samples: list[tuple[float, set[str]]],
+    samples: list[tuple[float, str, bool]],
     *,
     started: float,
     services: int,
@@ -84,15 +75,15 @@ def _lags(
         deadline_of.append(next_flip.get(i, float("inf")))
         next_flip[i] = at
     deadline_of.reverse()
+    by_prefix: dict[str, list[tuple[float, bool]]] = {}
+    for at, prefix, best in sorted(samples):
+        by_prefix.setdefault(prefix, []).append((at, best))
     points: list[tuple[float, float]] = []
     missed = 0
-    cursor = 0
     for (at, i, present), deadline in zip(flips, deadline_of, strict=True):
-        while cursor < len(samples) and samples[cursor][0] < at:
-            cursor += 1
         prefix = f"{vip(i)}/32"
         seen = next(
-            (t for t, best in samples[cursor:] if t <= deadline and (prefix in best) is present),
+            (t for t, best in by_prefix.get(prefix, []) if at <= t <= deadline and best is present),
             None,
         )
         if seen is None:
@@ -113,7 +104,6 @@ def _lags(
         "missed": missed,
         "windows": windows,
         "points": points,
-        "sample_interval_ms": 1000 * (samples[-1][0] - samples[0][0]) / max(1, len(samples) - 1) if samples else 0,
     }
 
 

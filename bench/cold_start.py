@@ -27,13 +27,13 @@ import time
 from typing import Any
 
 from bench.common import (
+    BestpathLog,
     best_count,
     chunks,
     idle_cpu_percent,
     raw_exabgp,
     rss_mb,
     seed_services,
-    timed,
     vip,
     vips,
     wait_received,
@@ -88,24 +88,22 @@ def bgpspeaker_cold_start(count: int, *, idle_s: float = 10.0) -> dict[str, Any]
 
 def _single_changes(api: Any, frr: Any, *, trials: int) -> float:
     """Median ms for one service's endpoints to go and come back, with all N announced:
-    the per-change cost at this scale (probe: that prefix's bestpath)."""
-    from bench.event_latency import is_best
+    the per-change cost at this scale (clock stop: bgpd's own best-path log)."""
     from tests.lab.kubeapi import endpoint_slice
 
     prefix = f"{vip(0)}/32"
+    bestpath = BestpathLog(frr, [prefix])
     here = [("10.244.1.5", "node-b", True, True)]
     samples = []
     for _ in range(trials):
         samples.append(
-            timed(
-                lambda: api.apply(endpoint_slice("bench", "s0-1", service_name="s0", endpoints=[])),
-                lambda: not is_best(frr, prefix),
+            bestpath.timed(
+                prefix, lambda: api.apply(endpoint_slice("bench", "s0-1", service_name="s0", endpoints=[])), best=False
             )
         )
         samples.append(
-            timed(
-                lambda: api.apply(endpoint_slice("bench", "s0-1", service_name="s0", endpoints=here)),
-                lambda: is_best(frr, prefix),
+            bestpath.timed(
+                prefix, lambda: api.apply(endpoint_slice("bench", "s0-1", service_name="s0", endpoints=here)), best=True
             )
         )
     return statistics.median(samples)
@@ -149,20 +147,20 @@ def raw_exabgp_cold_start(count: int, *, explicit_next_hop: bool = False, upstre
 def _raw_single_changes(exabgp: Any, frr: Any, hop: Attributes, *, trials: int) -> float:
     """Median ms for one route to go and come back with all N announced, written straight
     to ExaBGP: what FRR and ExaBGP alone cost per change at this N."""
-    from bench.event_latency import is_best
-
     peer = exabgp.runtime.peer.peer_address
     prefix = ipaddress.ip_network(f"{vip(0)}/32")
+    bestpath = BestpathLog(frr, [str(prefix)])
     samples = []
     for _ in range(trials):
         samples.append(
-            timed(
+            bestpath.timed(
+                str(prefix),
                 lambda: exabgp.execute([withdraw_line(peer, [prefix], next_hop=hop.next_hop)]),
-                lambda: not is_best(frr, str(prefix)),
+                best=False,
             )
         )
         samples.append(
-            timed(lambda: exabgp.execute([announce_line(peer, hop, [prefix])]), lambda: is_best(frr, str(prefix)))
+            bestpath.timed(str(prefix), lambda: exabgp.execute([announce_line(peer, hop, [prefix])]), best=True)
         )
     return statistics.median(samples)
 
