@@ -144,15 +144,20 @@ def _with_next_hop(attributes: Attributes, hop: IPAddress) -> Attributes:
     return found
 
 
+def _conflicts(decision: Decision) -> Sequence[Verdict]:
+    """The conflict verdicts (they come last), without walking the others."""
+    first = len(decision.verdicts)
+    while first and decision.verdicts[first - 1].reason is Reason.CONFLICTING_ADVERTISEMENTS:
+        first -= 1
+    return decision.verdicts[first:]
+
+
 def verdicts_by_service(decision: Decision) -> Mapping[str, Sequence[Verdict]]:
     """Verdicts by service, conflicts included (looking them up per route would be quadratic)."""
     by_service: dict[str, Sequence[Verdict]]
     if decision.by_service is not None:  # the memo's own index: only the conflicts to add
         by_service = dict(decision.by_service)
-        first = len(decision.verdicts)
-        while first and decision.verdicts[first - 1].reason is Reason.CONFLICTING_ADVERTISEMENTS:
-            first -= 1  # conflicts come last
-        for verdict in decision.verdicts[first:]:
+        for verdict in _conflicts(decision):
             by_service[verdict.service] = [*by_service.get(verdict.service, ()), verdict]
         return by_service
     by_service = {}
@@ -222,7 +227,8 @@ class Reconciler:
         self._acked_by: dict[str, tuple[ExabgpSupervisor, int]] = {}
         """Peer -> the session and generation its acknowledged routes belong to."""
         self._services_by_prefix: dict[Prefix, frozenset[str]] = {}
-        self._warned: dict[tuple[str, str], str] = {}
+        self._warned: dict[tuple[str, str, bool], str] = {}
+        """(service, IP, is a conflict) -> the problem last logged for it."""
         self._hold = HoldDown(config.hold_down)
         self._memo = DecisionMemo()
         self._desired = _DesiredCache()
@@ -697,20 +703,28 @@ class Reconciler:
     # -- logging -------------------------------------------------------------------------
 
     def _log_verdict_problems(self, decision: Decision) -> None:
-        """Conflicts and rejected annotations: one line when they appear, not one per pass."""
-        current: dict[tuple[str, str], str] = {}
-        for verdict in decision.verdicts:
-            if verdict.detail and (verdict.reason.announces or verdict.reason is Reason.CONFLICTING_ADVERTISEMENTS):
-                key = (verdict.service, str(verdict.ip))
+        """Conflicts and rejected annotations: one line when they appear, not one per pass.
+        When the decision says which services it decided again, only those are looked at."""
+        changed = decision.changed_services
+        current: dict[tuple[str, str, bool], str]
+        candidates: Iterable[Verdict]
+        if changed is None or decision.by_service is None:
+            current, candidates = {}, decision.verdicts
+        else:
+            current = {key: detail for key, detail in self._warned.items() if not key[2] and key[0] not in changed}
+            by_service = decision.by_service
+            candidates = [
+                *(verdict for service in sorted(changed) for verdict in by_service.get(service, ())),
+                *_conflicts(decision),
+            ]
+        for verdict in candidates:
+            conflict = verdict.reason is Reason.CONFLICTING_ADVERTISEMENTS
+            if verdict.detail and (verdict.reason.announces or conflict):
+                key = (verdict.service, str(verdict.ip), conflict)
                 current[key] = verdict.detail
                 if self._warned.get(key) != verdict.detail:
-                    event = (
-                        "advertisements_conflict"
-                        if verdict.reason is Reason.CONFLICTING_ADVERTISEMENTS
-                        else "service_annotation_invalid"
-                    )
                     log.warning(
-                        event,
+                        "advertisements_conflict" if conflict else "service_annotation_invalid",
                         service=verdict.service,
                         ip=str(verdict.ip),
                         peers=list(verdict.peers),

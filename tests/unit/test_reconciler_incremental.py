@@ -15,6 +15,7 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
 from bgpspeaker.config import IPAddress, parse_config
 from bgpspeaker.decision import Attributes, decide
@@ -77,7 +78,7 @@ class StandInExabgp:
         return self.generation, results
 
 
-def harness() -> tuple[ClusterStore, Reconciler, dict[str, StandInExabgp]]:
+def harness(config: Any = CONFIG) -> tuple[ClusterStore, Reconciler, dict[str, StandInExabgp]]:
     store = ClusterStore(on_change=lambda: None)
     store.replace("nodes", {ME: parse_node(node(ME))})
     store.replace("services", {})
@@ -89,8 +90,8 @@ def harness() -> tuple[ClusterStore, Reconciler, dict[str, StandInExabgp]]:
         return sessions[runtime.peer.name]
 
     reconciler = Reconciler(
-        CONFIG,
-        RUNTIMES,
+        config,
+        {name: runtime for name, runtime in RUNTIMES.items() if name in {p.name for p in config.peers}},
         router_id=ipaddress.ip_address("10.0.0.2"),
         node_name=ME,
         store=store,
@@ -168,3 +169,37 @@ def test_one_change_among_many_is_an_incremental_pass() -> None:
     assert reconciler.incremental_passes == full + 1
     assert dict(reconciler.acknowledged) == expected(store)
     assert ("a", ipaddress.ip_network("203.0.113.7/32")) not in reconciler.acknowledged
+
+
+def test_a_conflict_is_logged_once_while_it_lasts_and_again_when_it_returns() -> None:
+    """Problems are re-checked only for the services decided again: an unrelated change
+    (an incremental pass) must neither repeat the warning nor forget the conflict."""
+    config = parse_config(
+        {
+            "apiVersion": "bgpspeaker.io/v1alpha1",
+            "kind": "SpeakerConfig",
+            "myASN": 64513,
+            "peers": [{"name": "a", "peerAddress": "10.0.0.1", "peerASN": 64512, "sourceAddress": "10.0.0.2"}],
+            "advertisements": [
+                {"name": "all", "med": 5},
+                {"name": "y", "serviceSelectors": [{"matchLabels": {"t": "y"}}], "med": 7},
+            ],
+        }
+    )
+    store, reconciler, _ = harness(config)
+    set_slice(store, 0, 0, "n2")
+    set_slice(store, 1, 1, "n2")
+    set_service(store, 1, "192.0.2.2", {})
+
+    def conflicts_logged(change: Any) -> int:
+        with capture_logs() as logs:
+            change()
+            reconciler.reconcile_once()
+        return sum(1 for entry in logs if entry["event"] == "advertisements_conflict")
+
+    assert conflicts_logged(lambda: set_service(store, 0, "192.0.2.1", {"t": "y"})) == 1
+    passes = reconciler.incremental_passes
+    assert conflicts_logged(lambda: set_slice(store, 1, 1, ME)) == 0  # unrelated change
+    assert reconciler.incremental_passes == passes + 1
+    assert conflicts_logged(lambda: set_service(store, 0, "192.0.2.1", {})) == 0  # resolved
+    assert conflicts_logged(lambda: set_service(store, 0, "192.0.2.1", {"t": "y"})) == 1  # back
