@@ -391,7 +391,14 @@ class FakeKubeApi:
                 silent = self._silent
                 # `pending` and `latest` are read together: every event of this kind up to
                 # `latest` is in `pending`, so a bookmark at `latest` skips nothing.
-                pending = [] if silent else [(rv, t, obj) for rv, k, t, obj in self._events if rv > since and k == kind]
+                pending = []
+                if not silent:  # newest first, back to `since`: O(new events), not O(history)
+                    for rv, k, t, obj in reversed(self._events):
+                        if rv <= since:
+                            break
+                        if k == kind:
+                            pending.append((rv, t, obj))
+                    pending.reverse()
                 latest = self._rv
             for rv, event_type, obj in pending:
                 since = rv
