@@ -109,19 +109,10 @@ class ApiPaths:
             raise ApiException(http_resp=response)
         return response.response
 
-    def call(
-        self,
-        method: str,
-        path: str,
-        *,
-        query: Sequence[tuple[str, Any]] = (),
-        body: Any = None,
-        content_type: str | None = None,
-        timeout: Timeout = None,
-    ) -> Any:
-        """``request``, then read and decode the whole JSON body (which also frees the
-        connection for the next request: an unread body would be read as its reply)."""
-        response = self.request(method, path, query=query, body=body, content_type=content_type, timeout=timeout)
+    def call(self, method: str, path: str, **options: Any) -> Any:
+        """``request`` (same options), then read and decode the whole JSON body (which also
+        frees the connection for the next request: an unread body would be read as its reply)."""
+        response = self.request(method, path, **options)
         try:
             return json.loads(response.data)
         finally:
