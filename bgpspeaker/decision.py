@@ -461,6 +461,8 @@ class DecisionMemo:
         default_factory=dict
     )
     verdicts: dict[str, list[Verdict]] = dataclasses.field(default_factory=dict)
+    """Each service's verdicts, as in ``results``: kept apart so a decision copies and
+    orders them at C speed."""
     ordered: list[str] = dataclasses.field(default_factory=list)
     """The keys of ``results``, sorted: the verdict order."""
     wanted: dict[RouteKey, dict[str, list[_Contribution]]] = dataclasses.field(default_factory=dict)

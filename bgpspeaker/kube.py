@@ -234,9 +234,11 @@ class ClusterStore:
         return tables[kind]
 
     def _index_slice(self, key: str, value: EndpointSlice | None) -> None:
+        """Move slice ``key`` to its (new) service's bucket and log both services as changed."""
         # Copy-on-write: a bucket handed out in a snapshot is never changed afterwards, so
         # snapshot() copies only the outer dict (10,000 services: no 10,000 dict copies).
         old = self._slices.get(key)
+        self._changed(old.service_key if old is not None else None, value.service_key if value is not None else None)
         if old is not None and old.service_key is not None:
             bucket = {k: v for k, v in self._slices_by_service.get(old.service_key, {}).items() if k != key}
             if bucket:
@@ -277,8 +279,6 @@ class ClusterStore:
                 return
             if kind == "endpointslices":
                 assert isinstance(value, EndpointSlice)
-                old = self._slices.get(key)
-                self._changed(old.service_key if old is not None else None, value.service_key)
                 self._index_slice(key, value)
             elif kind == "services":
                 self._changed(key)
@@ -292,7 +292,6 @@ class ClusterStore:
             if key not in table:
                 return
             if kind == "endpointslices":
-                self._changed(self._slices[key].service_key)
                 self._index_slice(key, None)
             elif kind == "services":
                 self._changed(key)
