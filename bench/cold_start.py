@@ -92,21 +92,16 @@ def _single_changes(api: Any, frr: Any, *, trials: int) -> float:
     from tests.lab.kubeapi import endpoint_slice
 
     prefix = f"{vip(0)}/32"
-    bestpath = BestpathLog(frr, [prefix])
     here = [("10.244.1.5", "node-b", True, True)]
-    samples = []
-    for _ in range(trials):
-        samples.append(
-            bestpath.timed(
-                prefix, lambda: api.apply(endpoint_slice("bench", "s0-1", service_name="s0", endpoints=[])), best=False
-            )
-        )
-        samples.append(
-            bestpath.timed(
-                prefix, lambda: api.apply(endpoint_slice("bench", "s0-1", service_name="s0", endpoints=here)), best=True
-            )
-        )
-    return statistics.median(samples)
+    gone, back = BestpathLog(frr, [prefix]).flips(
+        prefix,
+        [
+            (lambda: api.apply(endpoint_slice("bench", "s0-1", service_name="s0", endpoints=[])), False),
+            (lambda: api.apply(endpoint_slice("bench", "s0-1", service_name="s0", endpoints=here)), True),
+        ],
+        trials=trials,
+    )
+    return statistics.median(gone + back)
 
 
 def raw_exabgp_cold_start(count: int, *, explicit_next_hop: bool = False, upstream: bool = False) -> dict[str, Any]:
@@ -149,20 +144,15 @@ def _raw_single_changes(exabgp: Any, frr: Any, hop: Attributes, *, trials: int) 
     to ExaBGP: what FRR and ExaBGP alone cost per change at this N."""
     peer = exabgp.runtime.peer.peer_address
     prefix = ipaddress.ip_network(f"{vip(0)}/32")
-    bestpath = BestpathLog(frr, [str(prefix)])
-    samples = []
-    for _ in range(trials):
-        samples.append(
-            bestpath.timed(
-                str(prefix),
-                lambda: exabgp.execute([withdraw_line(peer, [prefix], next_hop=hop.next_hop)]),
-                best=False,
-            )
-        )
-        samples.append(
-            bestpath.timed(str(prefix), lambda: exabgp.execute([announce_line(peer, hop, [prefix])]), best=True)
-        )
-    return statistics.median(samples)
+    gone, back = BestpathLog(frr, [str(prefix)]).flips(
+        str(prefix),
+        [
+            (lambda: exabgp.execute([withdraw_line(peer, [prefix], next_hop=hop.next_hop)]), False),
+            (lambda: exabgp.execute([announce_line(peer, hop, [prefix])]), True),
+        ],
+        trials=trials,
+    )
+    return statistics.median(gone + back)
 
 
 def _chunks(nets: list[Any]) -> list[list[Any]]:

@@ -11,7 +11,7 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from bgpspeaker.config import parse_config
@@ -90,6 +90,9 @@ def wait_received(frr: Frr, count: int, *, timeout_s: float, neighbor: str = "10
     return time.monotonic()
 
 
+_JITTER = random.Random(2026)
+
+
 class BestpathLog:
     """When bgpd itself changed a prefix's best path, read from its own debug log.
 
@@ -149,11 +152,24 @@ class BestpathLog:
     def timed(self, prefix: str, action: Callable[[], object], *, best: bool) -> float:
         """Milliseconds from ``action()`` until bgpd's best path for ``prefix`` changed that way.
 
-        A random 0-250 ms pause comes first (see ``timed``)."""
+        Each trial starts after a random 0-250 ms pause: back-to-back trials would lock
+        onto the phase of bgpd's timers (its best-path run waits 50 ms after an UPDATE).
+        Real changes arrive at random moments; so do these."""
         time.sleep(_JITTER.uniform(0.0, 0.25))  # de-correlation, not synchronization
         started = time.time()
         action()
         return (self.wait(prefix, best=best, after=started) - started) * 1000
+
+    def flips(
+        self, prefix: str, steps: Sequence[tuple[Callable[[], object], bool]], *, trials: int
+    ) -> list[list[float]]:
+        """``trials`` rounds of ``steps`` ((action, leaves a best path?) in order): the
+        milliseconds of each step, one list per step."""
+        samples: list[list[float]] = [[] for _ in steps]
+        for _ in range(trials):
+            for (action, best), times in zip(steps, samples, strict=True):
+                times.append(self.timed(prefix, action, best=best))
+        return samples
 
 
 def rss_mb(pid: int) -> float:
@@ -190,25 +206,6 @@ def percentiles(samples: list[float]) -> dict[str, float]:
         "p99": at(0.99),
         "max": ordered[-1],
     }
-
-
-_JITTER = random.Random(2026)
-
-
-def timed(
-    action: Callable[[], object], probe: Callable[[], bool], *, timeout_s: float = 10.0, interval_s: float = 0.0
-) -> float:
-    """Milliseconds from ``action()`` until ``probe()`` is true (polled in a tight loop).
-
-    Each trial starts after a random 0-250 ms pause: back-to-back trials lock onto the
-    phase of FRR's internal timers (its best-path selection runs in ~55 ms steps), and a
-    path a few ms slower then lands in the slow step every time. Real changes arrive at
-    random moments; so do these."""
-    time.sleep(_JITTER.uniform(0.0, 0.25))  # de-correlation, not synchronization
-    started = time.monotonic()
-    action()
-    wait_until(probe, timeout_s=timeout_s, desc="probe", interval_s=interval_s)
-    return (time.monotonic() - started) * 1000
 
 
 def chunks(items: list[str], size: int) -> Iterator[list[str]]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import json
 import os
 import statistics
 from collections.abc import Callable
@@ -26,13 +25,8 @@ from typing import Any
 from bench.common import BestpathLog, percentiles, raw_exabgp
 from bgpspeaker.commands import Attributes, announce_line, withdraw_line
 from tests.lab.kubeapi import endpoint_slice, service
-from tests.lab.netns import Frr, Lab, wait_until
+from tests.lab.netns import Lab, wait_until
 from tests.lab.topology import single_node
-
-
-def is_best(frr: Frr, prefix: str) -> bool:
-    data = json.loads(frr.vtysh(f"show bgp ipv4 unicast {prefix} json") or "{}")
-    return any(path.get("bestpath", {}).get("overall") for path in data.get("paths", []))
 
 
 def measure(trials: int, *, speaker_args: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -47,7 +41,6 @@ def measure(trials: int, *, speaker_args: tuple[str, ...] = ()) -> dict[str, Any
         speaker.start(*speaker_args)
         speaker.wait_event("peer_up", timeout_s=30)
         prefix = "192.0.2.10/32"
-        up, down = [], []
 
         def endpoints(ready: bool) -> Callable[[], object]:
             eps: list[tuple[str, str, bool | None, bool | None]] = (
@@ -57,9 +50,7 @@ def measure(trials: int, *, speaker_args: tuple[str, ...] = ()) -> dict[str, Any
 
         bestpath = BestpathLog(frr, [prefix])
         try:
-            for _ in range(trials):
-                up.append(bestpath.timed(prefix, endpoints(True), best=True))
-                down.append(bestpath.timed(prefix, endpoints(False), best=False))
+            up, down = bestpath.flips(prefix, [(endpoints(True), True), (endpoints(False), False)], trials=trials)
         except AssertionError:
             print(speaker.tail(60))
             raise
@@ -74,14 +65,14 @@ def measure(trials: int, *, speaker_args: tuple[str, ...] = ()) -> dict[str, Any
         wait_until(lambda: exabgp.state.state == "up", timeout_s=30, desc="raw ExaBGP session up")
         peer, net = ipaddress.ip_address("10.0.0.1"), ipaddress.ip_network(prefix)
         hop = Attributes(next_hop=ipaddress.ip_address("10.0.0.2"))
-        raw_up, raw_down = [], []
-        for _ in range(trials):
-            raw_up.append(bestpath.timed(prefix, lambda: exabgp.execute([announce_line(peer, hop, [net])]), best=True))
-            raw_down.append(
-                bestpath.timed(
-                    prefix, lambda: exabgp.execute([withdraw_line(peer, [net], next_hop=hop.next_hop)]), best=False
-                )
-            )
+        raw_up, raw_down = bestpath.flips(
+            prefix,
+            [
+                (lambda: exabgp.execute([announce_line(peer, hop, [net])]), True),
+                (lambda: exabgp.execute([withdraw_line(peer, [net], next_hop=hop.next_hop)]), False),
+            ],
+            trials=trials,
+        )
         exabgp.stop()
         samples["raw ExaBGP: command -> best"] = raw_up
         samples["raw ExaBGP: command -> gone"] = raw_down
