@@ -22,10 +22,9 @@ from types import FrameType
 from typing import Any
 
 import structlog
-import yaml
 
 from bgpspeaker import __version__
-from bgpspeaker.config import SpeakerConfig, parse_config
+from bgpspeaker.config import MAX_CONFIG_BYTES, SpeakerConfig, load_document, parse_config_bytes
 from bgpspeaker.decision import Reason
 from bgpspeaker.errors import ConfigError
 from bgpspeaker.logs import configure
@@ -40,17 +39,20 @@ SHUTDOWN_BUDGET_S = 8.0
 """SIGTERM to exit: under the 10 s the kubelet and our promise allow."""
 
 
-def load_config(path: str) -> SpeakerConfig:
-    """Read and validate a config file; ConfigError lists every problem."""
+def _read_bounded(path: str) -> bytes:
+    """The file's bytes, refusing one larger than any config (a FIFO or /dev/zero would
+    otherwise be read for ever)."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as handle:
+            return handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as error:
         raise ConfigError([f"{path}: cannot read: {error.strerror or error}"]) from error
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError([f"{path}: not valid YAML: {error}".replace("\n", " ")]) from error
-    return parse_config(data)
+
+
+def load_config(path: str) -> SpeakerConfig:
+    """Read and validate a config file; ConfigError lists every problem (and nothing else
+    comes out: a file is data from whoever could write it)."""
+    return parse_config_bytes(_read_bounded(path), path)
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -82,8 +84,8 @@ def _guarded(target: Callable[[], None], name: str, crashed: threading.Event) ->
 
 def _password_paths(text: bytes) -> list[str]:
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError:
+        data = load_document(text, "config")
+    except ConfigError:  # load() reports it
         return []
     peers = data.get("peers") if isinstance(data, dict) else None
     paths = [peer.get("passwordFile") for peer in peers if isinstance(peer, dict)] if isinstance(peers, list) else []

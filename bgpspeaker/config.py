@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
+
+import yaml
 
 from bgpspeaker.errors import ConfigError
 from bgpspeaker.values import (
@@ -25,6 +28,7 @@ from bgpspeaker.values import (
     parse_int,
     parse_ip,
     parse_selectors,
+    show,
 )
 
 __all__ = [
@@ -39,7 +43,9 @@ __all__ = [
     "SecretRef",
     "ShutdownConfig",
     "SpeakerConfig",
+    "load_document",
     "parse_config",
+    "parse_config_bytes",
     "parse_ip",
 ]
 
@@ -49,6 +55,8 @@ KIND = "SpeakerConfig"
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _CLASS_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,251}[A-Za-z0-9])?$")
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
+
+Prefix = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 Family = str
 """An address family a session carries: ``"ipv4"`` or ``"ipv6"`` (unicast)."""
@@ -175,6 +183,9 @@ class SpeakerConfig:
     shutdown: ShutdownConfig = ShutdownConfig()
     api_outage: ApiOutageConfig = ApiOutageConfig()
     hold_down: HoldDownConfig = HoldDownConfig()
+    allowed_vip_ranges: tuple[Prefix, ...] = ()
+    """VIPs outside these are refused (``invalid_ingress_ip``); empty: any unicast address
+    that can be a VIP (never loopback, link-local, multicast, a peer's or this node's)."""
 
     def peer(self, name: str) -> PeerConfig | None:
         """The peer called ``name``, if any."""
@@ -194,6 +205,7 @@ _TOP_KEYS = frozenset(
         "shutdown",
         "apiOutage",
         "holdDown",
+        "allowedVIPRanges",
     }
 )
 _PEER_KEYS = frozenset(
@@ -234,30 +246,31 @@ _SECRET_KEYS = frozenset({"name", "namespace", "key"})
 
 def _unknown_keys(data: Mapping[str, Any], allowed: frozenset[str], path: str, problems: list[str]) -> None:
     for key in sorted(set(data) - allowed, key=str):
-        where = f"{path}.{key}" if path else str(key)
+        name = str(key) if len(str(key)) <= 80 else show(str(key))
+        where = f"{path}.{name}" if path else name
         problems.append(f"{where}: unknown field (allowed: {', '.join(sorted(allowed))})")
 
 
 def _name(value: Any, path: str, problems: list[str]) -> str | None:
     if not isinstance(value, str) or not _NAME.match(value):
-        problems.append(f"{path}: must be a DNS label (lowercase letters, digits, '-', at most 63), got {value!r}")
+        problems.append(f"{path}: must be a DNS label (lowercase letters, digits, '-', at most 63), got {show(value)}")
         return None
     return value
 
 
 def _families(value: Any, path: str, problems: list[str]) -> frozenset[Family] | None:
     if not isinstance(value, list) or not value or any(item not in FAMILIES for item in value):
-        problems.append(f"{path}: must be a non-empty list of ipv4, ipv6; got {value!r}")
+        problems.append(f"{path}: must be a non-empty list of ipv4, ipv6; got {show(value)}")
         return None
     if len(set(value)) != len(value):
-        problems.append(f"{path}: lists a family twice, got {value!r}")
+        problems.append(f"{path}: lists a family twice, got {show(value)}")
         return None
     return frozenset(value)
 
 
 def _secret_ref(value: Any, path: str, problems: list[str]) -> SecretRef | None:
     if not isinstance(value, Mapping):
-        problems.append(f"{path}: must be a mapping with name, namespace and key, got {value!r}")
+        problems.append(f"{path}: must be a mapping with name, namespace and key, got {show(value)}")
         return None
     before = len(problems)
     _unknown_keys(value, _SECRET_KEYS, path, problems)
@@ -269,7 +282,7 @@ def _secret_ref(value: Any, path: str, problems: list[str]) -> SecretRef | None:
         problems.append(f"{path}.namespace: required, the Secret's namespace")
     key = value.get("key")
     if not isinstance(key, str) or not _SECRET_KEY.match(key):
-        problems.append(f"{path}.key: must be a Secret data key (letters, digits, '-', '_', '.'), got {key!r}")
+        problems.append(f"{path}.key: must be a Secret data key (letters, digits, '-', '_', '.'), got {show(key)}")
     if len(problems) != before or name is None or namespace is None or not isinstance(key, str):
         return None
     return SecretRef(name=name, namespace=namespace, key=key)
@@ -278,7 +291,7 @@ def _secret_ref(value: Any, path: str, problems: list[str]) -> SecretRef | None:
 def _timers(data: Mapping[str, Any], path: str, problems: list[str]) -> tuple[int, int]:
     hold = parse_duration(data["holdTime"], f"{path}.holdTime", problems) if "holdTime" in data else 90
     if hold is not None and hold != 0 and not 3 <= hold <= 65535:
-        problems.append(f"{path}.holdTime: must be 0 (no keepalives) or 3s..65535s, got {data['holdTime']!r}")
+        problems.append(f"{path}.holdTime: must be 0 (no keepalives) or 3s..65535s, got {show(data['holdTime'])}")
         hold = None
     if hold is None:
         return 90, 30
@@ -288,15 +301,15 @@ def _timers(data: Mapping[str, Any], path: str, problems: list[str]) -> tuple[in
     if keepalive is None:
         return hold, hold // 3
     if hold == 0 and keepalive != 0:
-        problems.append(f"{path}.keepaliveTime: must be 0 when holdTime is 0, got {data['keepaliveTime']!r}")
+        problems.append(f"{path}.keepaliveTime: must be 0 when holdTime is 0, got {show(data['keepaliveTime'])}")
     elif hold and not 1 <= keepalive <= hold:
-        problems.append(f"{path}.keepaliveTime: must be 1s..holdTime ({hold}s), got {data['keepaliveTime']!r}")
+        problems.append(f"{path}.keepaliveTime: must be 1s..holdTime ({hold}s), got {show(data['keepaliveTime'])}")
     return hold, keepalive
 
 
 def _peer(data: Any, path: str, top_asn: int, problems: list[str]) -> PeerConfig | None:
     if not isinstance(data, Mapping):
-        problems.append(f"{path}: must be a mapping, got {data!r}")
+        problems.append(f"{path}: must be a mapping, got {show(data)}")
         return None
     before = len(problems)
     _unknown_keys(data, _PEER_KEYS, path, problems)
@@ -304,9 +317,9 @@ def _peer(data: Any, path: str, top_asn: int, problems: list[str]) -> PeerConfig
     raw_address = data.get("peerAddress")
     address = parse_ip(raw_address)
     if address is None:
-        problems.append(f"{path}.peerAddress: must be an IPv4 or IPv6 address, got {raw_address!r}")
+        problems.append(f"{path}.peerAddress: must be an IPv4 or IPv6 address, got {show(raw_address)}")
     elif address.is_unspecified or address.is_multicast or address.is_loopback:
-        problems.append(f"{path}.peerAddress: must be a unicast, non-loopback address, got {raw_address!r}")
+        problems.append(f"{path}.peerAddress: must be a unicast, non-loopback address, got {show(raw_address)}")
         address = None
     if "peerASN" not in data:
         problems.append(f"{path}.peerASN: required, an integer {ASN_MIN}..{ASN_MAX}")
@@ -321,19 +334,19 @@ def _peer(data: Any, path: str, top_asn: int, problems: list[str]) -> PeerConfig
         source = parse_ip(data["sourceAddress"])
         if source is None or source.is_unspecified or source.is_multicast:
             problems.append(
-                f"{path}.sourceAddress: must be a unicast IPv4 or IPv6 address, got {data['sourceAddress']!r}"
+                f"{path}.sourceAddress: must be a unicast IPv4 or IPv6 address, got {show(data['sourceAddress'])}"
             )
             source = None
         elif address is not None and source.version != address.version:
             problems.append(
                 f"{path}.sourceAddress: must be the same family as peerAddress ({address}),"
-                f" got {data['sourceAddress']!r}"
+                f" got {show(data['sourceAddress'])}"
             )
     hold, keepalive = _timers(data, path, problems)
 
     password_file = data.get("passwordFile")
     if password_file is not None and (not isinstance(password_file, str) or not password_file.startswith("/")):
-        problems.append(f"{path}.passwordFile: must be an absolute path, got {password_file!r}")
+        problems.append(f"{path}.passwordFile: must be an absolute path, got {show(password_file)}")
     secret = (
         _secret_ref(data["passwordSecret"], f"{path}.passwordSecret", problems)
         if data.get("passwordSecret") is not None
@@ -372,7 +385,7 @@ def _peer(data: Any, path: str, top_asn: int, problems: list[str]) -> PeerConfig
         ):
             problems.append(
                 f"{path}.ipv6NextHop: must be 'auto' or a global IPv6 address (not IPv4-mapped, not link-local),"
-                f" got {raw_next_hop!r}"
+                f" got {show(raw_next_hop)}"
             )
         else:
             next_hop = parsed
@@ -385,7 +398,7 @@ def _peer(data: Any, path: str, top_asn: int, problems: list[str]) -> PeerConfig
         if graceful is not None and not 1 <= graceful <= MAX_GRACEFUL_RESTART_S:
             problems.append(
                 f"{path}.gracefulRestart: must be 1s..{MAX_GRACEFUL_RESTART_S}s (the capability's 12-bit field),"
-                f" got {data['gracefulRestart']!r}"
+                f" got {show(data['gracefulRestart'])}"
             )
             graceful = None
     selectors = parse_selectors(data.get("nodeSelectors"), f"{path}.nodeSelectors", problems)
@@ -415,7 +428,7 @@ def _peer(data: Any, path: str, top_asn: int, problems: list[str]) -> PeerConfig
 
 def _advertisement(data: Any, path: str, peers: Mapping[str, PeerConfig], problems: list[str]) -> Advertisement | None:
     if not isinstance(data, Mapping):
-        problems.append(f"{path}: must be a mapping, got {data!r}")
+        problems.append(f"{path}: must be a mapping, got {show(data)}")
         return None
     before = len(problems)
     _unknown_keys(data, _ADVERTISEMENT_KEYS, path, problems)
@@ -425,12 +438,13 @@ def _advertisement(data: Any, path: str, peers: Mapping[str, PeerConfig], proble
     raw_peers = data.get("peers") or []
     peer_names: list[str] = []
     if not isinstance(raw_peers, list):
-        problems.append(f"{path}.peers: must be a list of peer names, got {raw_peers!r}")
+        problems.append(f"{path}.peers: must be a list of peer names, got {show(raw_peers)}")
     else:
         for index, peer_name in enumerate(raw_peers):
-            if peer_name not in peers:
+            if not isinstance(peer_name, str) or peer_name not in peers:
                 problems.append(
-                    f"{path}.peers[{index}]: no peer named {peer_name!r} (peers: {', '.join(sorted(peers)) or 'none'})"
+                    f"{path}.peers[{index}]: no peer named {show(peer_name)}"
+                    f" (peers: {', '.join(sorted(peers)) or 'none'})"
                 )
             elif peer_name not in peer_names:
                 peer_names.append(peer_name)
@@ -451,14 +465,14 @@ def _advertisement(data: Any, path: str, peers: Mapping[str, PeerConfig], proble
         for peer in targets:
             if peer.ebgp:
                 problems.append(
-                    f"{path}.localPref: iBGP only, but this advertisement reaches eBGP peer {peer.name!r}"
+                    f"{path}.localPref: iBGP only, but this advertisement reaches eBGP peer {show(peer.name)}"
                     " (list only iBGP peers in peers, or drop localPref)"
                 )
     if prepend:
         for peer in targets:
             if not peer.ebgp:
                 problems.append(
-                    f"{path}.asPathPrepend: eBGP only, but this advertisement reaches iBGP peer {peer.name!r}"
+                    f"{path}.asPathPrepend: eBGP only, but this advertisement reaches iBGP peer {show(peer.name)}"
                     " (an iBGP router drops paths holding its own AS)"
                 )
     if len(problems) != before or None in (name, length, length_v6, communities, prepend):
@@ -485,7 +499,7 @@ def _section(data: Mapping[str, Any], key: str, allowed: frozenset[str], problem
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        problems.append(f"{key}: must be a mapping with {', '.join(sorted(allowed))}; got {value!r}")
+        problems.append(f"{key}: must be a mapping with {', '.join(sorted(allowed))}; got {show(value)}")
         return {}
     _unknown_keys(value, allowed, key, problems)
     return value
@@ -495,11 +509,11 @@ def _lifecycle(data: Mapping[str, Any], problems: list[str]) -> tuple[ShutdownCo
     raw = _section(data, "shutdown", frozenset({"mode", "drainSeconds", "drainLocalPref"}), problems)
     mode = raw.get("mode", "withdraw")
     if mode not in SHUTDOWN_MODES:
-        problems.append(f"shutdown.mode: must be one of {', '.join(SHUTDOWN_MODES)}, got {mode!r}")
+        problems.append(f"shutdown.mode: must be one of {', '.join(SHUTDOWN_MODES)}, got {show(mode)}")
         mode = "withdraw"
     drain = parse_duration(raw.get("drainSeconds", 15), "shutdown.drainSeconds", problems)
     if drain is not None and drain > 3600:
-        problems.append(f"shutdown.drainSeconds: must be at most 1h, got {raw['drainSeconds']!r}")
+        problems.append(f"shutdown.drainSeconds: must be at most 1h, got {show(raw['drainSeconds'])}")
     local_pref = (
         parse_int(raw["drainLocalPref"], "shutdown.drainLocalPref", problems, low=0, high=U32_MAX)
         if raw.get("drainLocalPref") is not None
@@ -510,7 +524,7 @@ def _lifecycle(data: Mapping[str, Any], problems: list[str]) -> tuple[ShutdownCo
     raw = _section(data, "apiOutage", frozenset({"policy", "graceSeconds"}), problems)
     policy = raw.get("policy", "keep")
     if policy not in API_OUTAGE_POLICIES:
-        problems.append(f"apiOutage.policy: must be one of {', '.join(API_OUTAGE_POLICIES)}, got {policy!r}")
+        problems.append(f"apiOutage.policy: must be one of {', '.join(API_OUTAGE_POLICIES)}, got {show(policy)}")
         policy = "keep"
     grace = parse_duration(raw.get("graceSeconds", 0), "apiOutage.graceSeconds", problems)
     if "graceSeconds" in raw and policy == "keep":
@@ -522,7 +536,7 @@ def _lifecycle(data: Mapping[str, Any], problems: list[str]) -> tuple[ShutdownCo
     withdraw_after = parse_duration(raw.get("withdrawAfter", 0), "holdDown.withdrawAfter", problems)
     for name, value in (("announceAfter", announce_after), ("withdrawAfter", withdraw_after)):
         if value is not None and value > 600:
-            problems.append(f"holdDown.{name}: must be at most 10m, got {raw[name]!r}")
+            problems.append(f"holdDown.{name}: must be at most 10m, got {show(raw[name])}")
     hold = HoldDownConfig(announce_after_s=announce_after or 0, withdraw_after_s=withdraw_after or 0)
     return shutdown, outage, hold
 
@@ -540,12 +554,12 @@ def parse_config(data: Any) -> SpeakerConfig:
     """Validate a decoded YAML document; raise ConfigError listing every problem."""
     problems: list[str] = []
     if not isinstance(data, Mapping):
-        raise ConfigError([f"(document): must be a mapping with apiVersion, kind, myASN, peers; got {data!r}"])
+        raise ConfigError([f"(document): must be a mapping with apiVersion, kind, myASN, peers; got {show(data)}"])
     _unknown_keys(data, _TOP_KEYS, "", problems)
     if data.get("apiVersion") != API_VERSION:
-        problems.append(f"apiVersion: must be {API_VERSION!r}, got {data.get('apiVersion')!r}")
+        problems.append(f"apiVersion: must be {show(API_VERSION)}, got {show(data.get('apiVersion'))}")
     if data.get("kind") != KIND:
-        problems.append(f"kind: must be {KIND!r}, got {data.get('kind')!r}")
+        problems.append(f"kind: must be {show(KIND)}, got {show(data.get('kind'))}")
     if "myASN" not in data:
         problems.append(f"myASN: required, an integer {ASN_MIN}..{ASN_MAX}")
         my_asn = None
@@ -557,9 +571,9 @@ def parse_config(data: Any) -> SpeakerConfig:
     if raw_router_id is not None:
         parsed_router_id = parse_ip(raw_router_id)
         if not isinstance(parsed_router_id, ipaddress.IPv4Address):
-            problems.append(f"routerID: must be an IPv4 address (dotted quad), got {raw_router_id!r}")
+            problems.append(f"routerID: must be an IPv4 address (dotted quad), got {show(raw_router_id)}")
         elif parsed_router_id.is_unspecified:
-            problems.append(f"routerID: must not be 0.0.0.0, got {raw_router_id!r}")
+            problems.append(f"routerID: must not be 0.0.0.0, got {show(raw_router_id)}")
         else:
             router_id = parsed_router_id
 
@@ -567,17 +581,17 @@ def parse_config(data: Any) -> SpeakerConfig:
     if lb_class is None:
         lb_class = ""
     if not isinstance(lb_class, str) or (lb_class and not _CLASS_NAME.match(lb_class)):
-        problems.append(f"loadBalancerClass: must be \"\" or a class name like 'example.com/bgp', got {lb_class!r}")
+        problems.append(f"loadBalancerClass: must be \"\" or a class name like 'example.com/bgp', got {show(lb_class)}")
         lb_class = ""
     annotations = data.get("serviceAnnotations", False)
     if not isinstance(annotations, bool):
-        problems.append(f"serviceAnnotations: must be true or false, got {annotations!r}")
+        problems.append(f"serviceAnnotations: must be true or false, got {show(annotations)}")
         annotations = False
 
     peers: list[tuple[int, PeerConfig]] = []
     raw_peers = data.get("peers")
     if not isinstance(raw_peers, list) or not raw_peers:
-        problems.append(f"peers: must be a non-empty list of peers, got {raw_peers!r}")
+        problems.append(f"peers: must be a non-empty list of peers, got {show(raw_peers)}")
     else:
         for index, raw_peer in enumerate(raw_peers):
             # Without a valid top-level myASN, per-peer checks that need it use 0 (never a real AS).
@@ -590,7 +604,7 @@ def parse_config(data: Any) -> SpeakerConfig:
     advertisements: list[tuple[int, Advertisement]] = []
     raw_advertisements = data.get("advertisements")
     if raw_advertisements is not None and not isinstance(raw_advertisements, list):
-        problems.append(f"advertisements: must be a list, got {raw_advertisements!r}")
+        problems.append(f"advertisements: must be a list, got {show(raw_advertisements)}")
     elif raw_advertisements:
         by_name = {peer.name: peer for _, peer in peers}
         for index, raw in enumerate(raw_advertisements):
@@ -600,6 +614,7 @@ def parse_config(data: Any) -> SpeakerConfig:
         _duplicates(advertisements, "name", "advertisements", "name", problems)
 
     shutdown, api_outage, hold_down = _lifecycle(data, problems)
+    ranges = _ranges(data.get("allowedVIPRanges"), "allowedVIPRanges", problems)
     if problems:
         raise ConfigError(problems)
     assert my_asn is not None
@@ -613,4 +628,124 @@ def parse_config(data: Any) -> SpeakerConfig:
         load_balancer_class=lb_class,
         advertisements=tuple(a for _, a in advertisements) or (DEFAULT_ADVERTISEMENT,),
         service_annotations=annotations,
+        allowed_vip_ranges=ranges,
     )
+
+
+def _ranges(value: Any, path: str, problems: list[str]) -> tuple[Prefix, ...]:
+    """A list of CIDRs like ``192.0.2.0/24`` or ``2001:db8::/64`` (host bits must be zero)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not value:
+        problems.append(f"{path}: must be a non-empty list of CIDRs like '192.0.2.0/24', got {show(value)}")
+        return ()
+    ranges: list[Prefix] = []
+    for index, item in enumerate(value):
+        try:
+            if not isinstance(item, str) or len(item) > 64 or "/" not in item:
+                raise ValueError("not a CIDR")
+            ranges.append(ipaddress.ip_network(item, strict=True))
+        except ValueError as error:
+            problems.append(
+                f"{path}[{index}]: must be a CIDR like '192.0.2.0/24' or '2001:db8::/64' ({error}), got {show(item)}"
+            )
+    return tuple(ranges)
+
+
+MAX_CONFIG_BYTES = 1 << 20
+"""A SpeakerConfig is a few KiB; a MiB leaves room for thousands of peers and selectors."""
+MAX_YAML_DEPTH = 32
+"""The deepest real config nests about 8 levels (advertisements > selectors > expressions > values)."""
+MAX_YAML_ALIASES = 100
+"""Anchors are handy for repeated selectors; thousands of aliases are a billion-laughs bomb."""
+MAX_YAML_NUMBER_DIGITS = 32
+"""No field takes more than 10 digits; int() of 4,301 or more raises a ValueError."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with limits on nesting, aliases and number sizes, so that a
+    hostile document is a ``yaml.YAMLError`` and never a RecursionError or ValueError."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_YAML_ALIASES:
+                raise yaml.composer.ComposerError(
+                    None,
+                    None,
+                    f"more than {MAX_YAML_ALIASES} aliases (*name)",
+                    self.peek_event().start_mark,  # type: ignore[no-untyped-call]  # untyped library
+                )
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None,
+                    None,
+                    f"nested deeper than {MAX_YAML_DEPTH} levels",
+                    self.peek_event().start_mark,  # type: ignore[no-untyped-call]  # untyped library
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_bounded_int(self, node: yaml.ScalarNode) -> Any:
+        text = str(self.construct_scalar(node))
+        if sum(char.isdigit() for char in text) > MAX_YAML_NUMBER_DIGITS:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a number with more than {MAX_YAML_NUMBER_DIGITS} digits", node.start_mark
+            )
+        return self.construct_yaml_int(node)
+
+    def construct_finite_float(self, node: yaml.ScalarNode) -> Any:
+        text = str(self.construct_scalar(node))
+        if len(text) > MAX_YAML_NUMBER_DIGITS * 2:
+            raise yaml.constructor.ConstructorError(
+                None, None, "a number this long is no config value", node.start_mark
+            )
+        value = self.construct_yaml_float(node)
+        if math.isnan(value) or value in (float("inf"), float("-inf")):
+            raise yaml.constructor.ConstructorError(None, None, f"{text!r} is not a finite number", node.start_mark)
+        return value
+
+
+_BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct_bounded_int)
+_BoundedLoader.add_constructor("tag:yaml.org,2002:float", _BoundedLoader.construct_finite_float)
+
+
+def load_document(data: bytes, source: str) -> Any:
+    """One YAML document from untrusted bytes: strict UTF-8, size, depth, alias and number
+    limits. Raises ConfigError (one problem naming ``source``) and nothing else."""
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{source}: {len(data)} bytes, more than a config can be ({MAX_CONFIG_BYTES})"])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise ConfigError(
+            [
+                f"{source}: not UTF-8: byte 0x{data[error.start]:02x} at line {line} (offset {error.start}),"
+                " save it as UTF-8"
+            ]
+        ) from None
+    try:
+        return yaml.load(text, Loader=_BoundedLoader)  # a SafeLoader subclass
+    except yaml.YAMLError as error:
+        raise ConfigError([f"{source}: not valid YAML: {error}".replace("\n", " ")[:1000]]) from None
+    except (
+        RecursionError,
+        ValueError,
+        OverflowError,
+        MemoryError,
+    ) as error:  # the loader's limits should prevent these
+        raise ConfigError([f"{source}: cannot be read as YAML: {type(error).__name__}: {show(str(error))}"]) from None
+
+
+def parse_config_bytes(data: bytes, source: str) -> SpeakerConfig:
+    """``parse_config`` of a file's raw bytes; ConfigError lists every problem."""
+    return parse_config(load_document(data, source))

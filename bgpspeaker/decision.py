@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from bgpspeaker.config import MAX_PREPEND, Advertisement, IPAddress, PeerConfig, SpeakerConfig
 from bgpspeaker.model import EXCLUDE_LABEL, EndpointSlice, Service, Snapshot, is_usable
-from bgpspeaker.values import U32_MAX, matches_any, parse_communities
+from bgpspeaker.values import U32_MAX, matches_any, parse_communities, parse_unsigned_text, show
 
 __all__ = [
     "ANNOTATION_COMMUNITIES",
@@ -38,6 +38,9 @@ Prefix = ipaddress.IPv4Network | ipaddress.IPv6Network
 ANNOTATION_COMMUNITIES = "bgpspeaker.io/communities"
 ANNOTATION_MED = "bgpspeaker.io/med"
 ANNOTATION_PREPEND = "bgpspeaker.io/as-path-prepend"
+MAX_ANNOTATION_COMMUNITIES = 64
+MAX_ANNOTATION_LENGTH = 4096
+"""Bounds on the communities annotation: an UPDATE has room for a few hundred at most."""
 
 
 class Reason(enum.StrEnum):
@@ -202,10 +205,17 @@ def _annotation_extras(service: Service) -> tuple[Attributes | None, str]:
     communities: tuple[tuple[str, ...], tuple[str, ...]] | None = ((), ())
     raw = service.annotations.get(ANNOTATION_COMMUNITIES)
     if raw is not None:
-        items = [item.strip() for item in raw.split(",") if item.strip()]
-        communities = parse_communities(items, f"annotation {ANNOTATION_COMMUNITIES}", problems)
+        items = [item.strip() for item in raw.split(",", MAX_ANNOTATION_COMMUNITIES) if item.strip()]
+        if len(raw) > MAX_ANNOTATION_LENGTH or len(items) > MAX_ANNOTATION_COMMUNITIES:
+            communities = None
+            problems.append(
+                f"annotation {ANNOTATION_COMMUNITIES}: at most {MAX_ANNOTATION_COMMUNITIES} communities"
+                f" in {MAX_ANNOTATION_LENGTH} characters, got {len(raw)} characters"
+            )
+        else:
+            communities = parse_communities(items, f"annotation {ANNOTATION_COMMUNITIES}", problems)
         if not items:
-            problems.append(f"annotation {ANNOTATION_COMMUNITIES}: must list communities, got {raw!r}")
+            problems.append(f"annotation {ANNOTATION_COMMUNITIES}: must list communities, got {show(raw)}")
     med = _annotation_int(service, ANNOTATION_MED, U32_MAX, problems)
     prepend = _annotation_int(service, ANNOTATION_PREPEND, MAX_PREPEND, problems)
     if problems or communities is None:
@@ -217,11 +227,10 @@ def _annotation_int(service: Service, key: str, high: int, problems: list[str]) 
     raw = service.annotations.get(key)
     if raw is None:
         return None
-    text = raw.strip()
-    if not text.isascii() or not text.isdigit() or int(text) > high:
-        problems.append(f"annotation {key}: must be an integer 0..{high}, got {raw!r}")
-        return None
-    return int(text)
+    value = parse_unsigned_text(raw.strip(), high=high)
+    if value is None:
+        problems.append(f"annotation {key}: must be an integer 0..{high} in ASCII digits, got {show(raw)}")
+    return value
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -314,15 +323,38 @@ by the distinct sets the config and annotations can produce."""
 class _Plan:
     """The config, bound to this node: which peers and advertisements apply here."""
 
-    def __init__(self, config: SpeakerConfig, node_labels: Mapping[str, str]) -> None:
+    def __init__(
+        self, config: SpeakerConfig, node_labels: Mapping[str, str], node_addresses: frozenset[IPAddress]
+    ) -> None:
         self.config = config
         self.peers = {peer.name: peer for peer in config.peers if matches_any(peer.node_selectors, node_labels)}
         self.all_peers = {peer.name: peer for peer in config.peers}
         self.node_labels = node_labels
+        self.node_addresses = node_addresses
+        self._session_addresses = frozenset(
+            address
+            for peer in config.peers
+            for address in (peer.peer_address, peer.source_address, peer.ipv6_next_hop)
+            if address is not None
+        )
         self._by_labels: dict[frozenset[tuple[str, str]], tuple[list[Advertisement], bool]] = {}
         self._for_every_service: tuple[list[Advertisement], bool] | None = None
         if not any(a.service_selectors for a in config.advertisements):
             self._for_every_service = self._select(lambda _advertisement: True)
+
+    def vip_problem(self, ip: IPAddress) -> str | None:
+        """Why ``ip`` cannot be a VIP announced from here, or None when it can."""
+        problem = reserved_address_problem(ip)
+        if problem is not None:
+            return problem
+        if ip in self._session_addresses:
+            return "a BGP peer's or session's own address (announcing it would pull the peering toward this node)"
+        if ip in self.node_addresses:
+            return "an address of this node (status.addresses)"
+        ranges = self.config.allowed_vip_ranges
+        if ranges and not any(ip.version == net.version and ip in net for net in ranges):
+            return f"outside allowedVIPRanges ({', '.join(map(str, ranges))})"
+        return None
 
     def advertisements_for(self, service: Service) -> tuple[list[Advertisement], bool]:
         """(advertisements selecting the service and this node, whether any selected the service)."""
@@ -337,6 +369,39 @@ class _Plan:
     def _select(self, selects_service: Callable[[Advertisement], bool]) -> tuple[list[Advertisement], bool]:
         selecting = [a for a in self.config.advertisements if selects_service(a)]
         return [a for a in selecting if matches_any(a.node_selectors, self.node_labels)], bool(selecting)
+
+
+_THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+
+
+def reserved_address_problem(ip: IPAddress) -> str | None:
+    """Why ``ip`` can never be a VIP (whatever the config), or None for a unicast address
+    that can: private and documentation ranges are fine, as are unique-local IPv6."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.scope_id:
+            return f"a scoped address (%{ip.scope_id}): a VIP has no zone"
+        if ip.ipv4_mapped is not None:
+            return "an IPv4-mapped IPv6 address (::ffff:a.b.c.d): write the IPv4 address"
+        if int(ip) >> 32 == 0 and int(ip) > 1:  # ::/96 less :: and ::1
+            return "an IPv4-compatible IPv6 address (::a.b.c.d, deprecated)"
+    elif ip == _BROADCAST:
+        return "the broadcast address"
+    for name, matches in _RESERVED_CHECKS:
+        if matches(ip):
+            return f"a {name} address"
+    if ip.version == 4 and ip in _THIS_NETWORK:
+        return "in 0.0.0.0/8 ('this network')"
+    return None
+
+
+_RESERVED_CHECKS: tuple[tuple[str, Callable[[IPAddress], bool]], ...] = (
+    ("unspecified", lambda ip: ip.is_unspecified),
+    ("loopback", lambda ip: ip.is_loopback),
+    ("multicast", lambda ip: ip.is_multicast),
+    ("link-local", lambda ip: ip.is_link_local),
+    ("reserved (IANA)", lambda ip: ip.is_reserved),
+)
 
 
 def _aggregate(ip: IPAddress, advertisement: Advertisement) -> Prefix:
@@ -392,6 +457,10 @@ def decide_service(
     extras, annotation_problem = _annotation_extras(service) if config.service_annotations else (None, "")
     verdicts = []
     for ip in service.ingress_ips:
+        problem = plan.vip_problem(ip)
+        if problem is not None:
+            verdicts.append(Verdict(service=service.key, reason=Reason.INVALID_INGRESS_IP, ip=ip, detail=problem))
+            continue
         family = f"ipv{ip.version}"
         peers: set[str] = set()
         configured_for_family = False
@@ -530,7 +599,7 @@ def decide(snapshot: Snapshot, config: SpeakerConfig, node_name: str, *, memo: D
     """Compute every route this node must announce, and a verdict for every service."""
     node_reason = _node_reason(snapshot, node_name)
     node = snapshot.nodes.get(node_name)
-    plan = _Plan(config, node.labels if node is not None else {})
+    plan = _Plan(config, node.labels if node is not None else {}, node.addresses if node is not None else frozenset())
     if memo is not None:
         return _decide_incrementally(snapshot, plan, node_name, node_reason, memo)
     verdicts: list[Verdict] = []
@@ -566,7 +635,7 @@ def decide(snapshot: Snapshot, config: SpeakerConfig, node_name: str, *, memo: D
 def _decide_incrementally(
     snapshot: Snapshot, plan: _Plan, node_name: str, node_reason: Reason | None, memo: DecisionMemo
 ) -> Decision:
-    plan_key = (plan.config, node_reason, tuple(sorted(plan.node_labels.items())))
+    plan_key = (plan.config, node_reason, tuple(sorted(plan.node_labels.items())), plan.node_addresses)
     started_over = memo.plan_key != plan_key
     log = snapshot.changes
     to_visit = None if started_over or log is None else log.since(memo.log_owner, memo.version)

@@ -86,6 +86,8 @@ class Node:
     name: str
     labels: Mapping[str, str]
     network_unavailable: bool
+    addresses: frozenset[IPAddress] = frozenset()
+    """``status.addresses`` that are IPs (InternalIP, ExternalIP): never announced as VIPs."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -258,4 +260,10 @@ def parse_node(obj: Any) -> Node:
         condition = _mapping(raw, f"status.conditions[{index}]")
         if condition.get("type") == "NetworkUnavailable" and condition.get("status") == "True":
             unavailable = True
-    return Node(name=name, labels=labels, network_unavailable=unavailable)
+    addresses: set[IPAddress] = set()
+    for index, raw in enumerate(_list(status.get("addresses"), "status.addresses")):
+        entry = _mapping(raw, f"status.addresses[{index}]")
+        ip = parse_ip(entry.get("address"))
+        if ip is not None:
+            addresses.add(ip)
+    return Node(name=name, labels=labels, network_unavailable=unavailable, addresses=frozenset(addresses))

@@ -722,12 +722,20 @@ class Reconciler:
             ]
         for verdict in candidates:
             conflict = verdict.reason is Reason.CONFLICTING_ADVERTISEMENTS
-            if verdict.detail and (verdict.reason.announces or conflict):
+            refused = verdict.reason is Reason.INVALID_INGRESS_IP
+            if verdict.detail and (verdict.reason.announces or conflict or refused):
                 key = (verdict.service, str(verdict.ip), conflict)
                 current[key] = verdict.detail
                 if self._warned.get(key) != verdict.detail:
+                    event = (
+                        "advertisements_conflict"
+                        if conflict
+                        else "ingress_ip_refused"
+                        if refused
+                        else "service_annotation_invalid"
+                    )
                     log.warning(
-                        "advertisements_conflict" if conflict else "service_annotation_invalid",
+                        event,
                         service=verdict.service,
                         ip=str(verdict.ip),
                         peers=list(verdict.peers),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
+import reprlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +28,8 @@ __all__ = [
     "parse_int",
     "parse_ip",
     "parse_selectors",
+    "parse_unsigned_text",
+    "show",
 ]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -44,17 +47,41 @@ WELL_KNOWN_COMMUNITIES = {
 }
 """Names accepted in ``communities`` and how ExaBGP spells them."""
 
-_STANDARD = re.compile(r"^(\d{1,5}):(\d{1,5})$")
-_LARGE = re.compile(r"^large:(\d{1,10}):(\d{1,10}):(\d{1,10})$")
-_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+# ASCII digits only ([0-9], not \d: Python's \d also matches '٦' and int() takes it), and
+# bounded counts, so int() never sees more digits than the field can hold.
+_STANDARD = re.compile(r"^([0-9]{1,5}):([0-9]{1,5})$")
+_LARGE = re.compile(r"^large:([0-9]{1,10}):([0-9]{1,10}):([0-9]{1,10})$")
+_DURATION = re.compile(r"^(?:([0-9]{1,7})h)?(?:([0-9]{1,9})m)?(?:([0-9]{1,10})s)?$")
+_UNSIGNED = re.compile(r"^[0-9]{1,20}$")
+_SHOW = reprlib.Repr()
+_SHOW.maxstring = _SHOW.maxother = 80
+_SHOW.maxlist = _SHOW.maxdict = _SHOW.maxtuple = _SHOW.maxset = 6
+_SHOW.maxlevel = 3
 _LABEL_NAME = re.compile(r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 _OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 
 
+def show(value: Any) -> str:
+    """``repr(value)`` cut to a readable size: values in messages come from strangers
+    (a 5,000-digit number, a string of megabytes, a list nested 50 deep)."""
+    return _SHOW.repr(value)
+
+
+def parse_unsigned_text(text: str, *, high: int) -> int | None:
+    """An integer 0..``high`` written in ASCII digits (at most 20 of them); None otherwise.
+
+    The length is checked before ``int()``: Python refuses to convert more than 4,300
+    digits with a ValueError, and a caller that did not expect one crashed on it."""
+    if not _UNSIGNED.match(text):
+        return None
+    value = int(text)
+    return value if value <= high else None
+
+
 def parse_ip(value: Any) -> IPAddress | None:
     """An IPv4/IPv6 address from untrusted text; None for anything else (non-strings included)."""
-    if not isinstance(value, str):
+    if not isinstance(value, str) or len(value) > 64:  # the longest IPv6 text with a scope fits
         return None
     try:
         return ipaddress.ip_address(value)
@@ -65,7 +92,7 @@ def parse_ip(value: Any) -> IPAddress | None:
 def parse_int(value: Any, path: str, problems: list[str], *, low: int, high: int) -> int | None:
     """An integer in ``low..high`` (booleans and strings are not integers)."""
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        problems.append(f"{path}: must be an integer {low}..{high}, got {value!r}")
+        problems.append(f"{path}: must be an integer {low}..{high}, got {show(value)}")
         return None
     return value
 
@@ -86,7 +113,7 @@ def parse_duration(value: Any, path: str, problems: list[str]) -> int | None:
             return hours * 3600 + minutes * 60 + seconds
         if value == "0":
             return 0
-    problems.append(f"{path}: must be a duration in whole seconds like 90s, 2m or 1m30s, got {value!r}")
+    problems.append(f"{path}: must be a duration in whole seconds like 90s, 2m or 1m30s, got {show(value)}")
     return None
 
 
@@ -97,7 +124,7 @@ def parse_communities(value: Any, path: str, problems: list[str]) -> tuple[tuple
     ``WELL_KNOWN_COMMUNITIES``, and ``"large:GLOBAL:LOCAL1:LOCAL2"`` (each 0..2^32-1).
     """
     if not isinstance(value, list):
-        problems.append(f"{path}: must be a list of communities, got {value!r}")
+        problems.append(f"{path}: must be a list of communities, got {show(value)}")
         return None
     standard: list[str] = []
     large: list[str] = []
@@ -105,7 +132,7 @@ def parse_communities(value: Any, path: str, problems: list[str]) -> tuple[tuple
     for index, item in enumerate(value):
         where = f"{path}[{index}]"
         if not isinstance(item, str):
-            problems.append(f"{where}: must be a string like '64512:100', got {item!r}")
+            problems.append(f"{where}: must be a string like '64512:100', got {show(item)}")
             continue
         text = item.strip().lower()
         if text in WELL_KNOWN_COMMUNITIES:
@@ -127,7 +154,7 @@ def parse_communities(value: Any, path: str, problems: list[str]) -> tuple[tuple
             continue
         problems.append(
             f"{where}: must be 'ASN:VALUE' (each 0..65535), 'large:GLOBAL:LOCAL1:LOCAL2' (each 0..4294967295)"
-            f" or one of {', '.join(sorted(WELL_KNOWN_COMMUNITIES))}; got {item!r}"
+            f" or one of {', '.join(sorted(WELL_KNOWN_COMMUNITIES))}; got {show(item)}"
         )
     if len(problems) != before:
         return None
@@ -174,21 +201,21 @@ def matches_any(selectors: tuple[LabelSelector, ...], labels: Mapping[str, str])
 
 def _label_key(value: Any, path: str, problems: list[str]) -> str | None:
     if not isinstance(value, str) or not _LABEL_NAME.match(value):
-        problems.append(f"{path}: must be a label key like 'rack' or 'example.com/rack', got {value!r}")
+        problems.append(f"{path}: must be a label key like 'rack' or 'example.com/rack', got {show(value)}")
         return None
     return value
 
 
 def _label_value(value: Any, path: str, problems: list[str]) -> str | None:
     if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
-        problems.append(f"{path}: must be a label value (at most 63 letters, digits, '-', '_', '.'), got {value!r}")
+        problems.append(f"{path}: must be a label value (at most 63 letters, digits, '-', '_', '.'), got {show(value)}")
         return None
     return value
 
 
 def _selector(value: Any, path: str, problems: list[str]) -> LabelSelector | None:
     if not isinstance(value, Mapping):
-        problems.append(f"{path}: must be a label selector with matchLabels and/or matchExpressions, got {value!r}")
+        problems.append(f"{path}: must be a label selector with matchLabels and/or matchExpressions, got {show(value)}")
         return None
     before = len(problems)
     for key in sorted(set(value) - {"matchLabels", "matchExpressions"}, key=str):
@@ -196,7 +223,7 @@ def _selector(value: Any, path: str, problems: list[str]) -> LabelSelector | Non
     raw_labels = value.get("matchLabels") or {}
     labels: list[tuple[str, str]] = []
     if not isinstance(raw_labels, Mapping):
-        problems.append(f"{path}.matchLabels: must be a mapping of label key to value, got {raw_labels!r}")
+        problems.append(f"{path}.matchLabels: must be a mapping of label key to value, got {show(raw_labels)}")
     else:
         for key, label_value in raw_labels.items():
             parsed_key = _label_key(key, f"{path}.matchLabels", problems)
@@ -206,27 +233,27 @@ def _selector(value: Any, path: str, problems: list[str]) -> LabelSelector | Non
     raw_expressions = value.get("matchExpressions") or []
     expressions: list[Requirement] = []
     if not isinstance(raw_expressions, list):
-        problems.append(f"{path}.matchExpressions: must be a list, got {raw_expressions!r}")
+        problems.append(f"{path}.matchExpressions: must be a list, got {show(raw_expressions)}")
         raw_expressions = []
     for index, raw in enumerate(raw_expressions):
         where = f"{path}.matchExpressions[{index}]"
         if not isinstance(raw, Mapping):
-            problems.append(f"{where}: must be a mapping with key, operator and values, got {raw!r}")
+            problems.append(f"{where}: must be a mapping with key, operator and values, got {show(raw)}")
             continue
         key = _label_key(raw.get("key"), f"{where}.key", problems)
         operator = raw.get("operator")
         if operator not in _OPERATORS:
-            problems.append(f"{where}.operator: must be one of {', '.join(_OPERATORS)}, got {operator!r}")
+            problems.append(f"{where}.operator: must be one of {', '.join(_OPERATORS)}, got {show(operator)}")
             continue
         raw_values = raw.get("values") or []
         if not isinstance(raw_values, list):
-            problems.append(f"{where}.values: must be a list of strings, got {raw_values!r}")
+            problems.append(f"{where}.values: must be a list of strings, got {show(raw_values)}")
             continue
         if operator in ("In", "NotIn") and not raw_values:
             problems.append(f"{where}.values: must be non-empty for operator {operator}")
             continue
         if operator in ("Exists", "DoesNotExist") and raw_values:
-            problems.append(f"{where}.values: must be empty for operator {operator}, got {raw_values!r}")
+            problems.append(f"{where}.values: must be empty for operator {operator}, got {show(raw_values)}")
             continue
         values = [_label_value(v, f"{where}.values[{i}]", problems) for i, v in enumerate(raw_values)]
         if key is not None and None not in values:
@@ -241,7 +268,7 @@ def parse_selectors(value: Any, path: str, problems: list[str]) -> tuple[LabelSe
     if value is None:
         return ()
     if not isinstance(value, list):
-        problems.append(f"{path}: must be a list of label selectors, got {value!r}")
+        problems.append(f"{path}: must be a list of label selectors, got {show(value)}")
         return ()
     selectors = [_selector(item, f"{path}[{index}]", problems) for index, item in enumerate(value)]
     return tuple(selector for selector in selectors if selector is not None)

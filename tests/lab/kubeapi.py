@@ -107,15 +107,26 @@ def secret(namespace: str, name: str, data: dict[str, bytes]) -> dict[str, Any]:
     }
 
 
-def node(name: str, *, labels: dict[str, str] | None = None, network_unavailable: bool = False) -> dict[str, Any]:
-    """A Node with a Ready condition and, optionally, NetworkUnavailable=True."""
+def node(
+    name: str,
+    *,
+    labels: dict[str, str] | None = None,
+    network_unavailable: bool = False,
+    addresses: list[str] | None = None,
+) -> dict[str, Any]:
+    """A Node with a Ready condition, optionally NetworkUnavailable=True, and InternalIP addresses."""
     conditions = [{"type": "Ready", "status": "True"}]
     conditions.append({"type": "NetworkUnavailable", "status": "True" if network_unavailable else "False"})
+    status: dict[str, Any] = {"conditions": conditions}
+    if addresses:
+        status["addresses"] = [{"type": "InternalIP", "address": a} for a in addresses] + [
+            {"type": "Hostname", "address": name}
+        ]
     return {
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {"name": name, "labels": dict(labels or {})},
-        "status": {"conditions": conditions},
+        "status": status,
     }
 
 

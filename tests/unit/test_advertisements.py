@@ -153,7 +153,7 @@ def test_bad_annotation_keeps_the_plain_announcement_and_says_why() -> None:
     assert routes(decision)["192.0.2.10/32"]["tor-a"] == Attributes()
     verdict = next(v for v in decision.verdicts if v.ip is not None)
     assert verdict.reason is Reason.CLUSTER_ENDPOINT
-    assert verdict.detail == "annotation bgpspeaker.io/med: must be an integer 0..4294967295, got 'ten'"
+    assert verdict.detail == "annotation bgpspeaker.io/med: must be an integer 0..4294967295 in ASCII digits, got 'ten'"
 
 
 def test_ipv6_vip_over_ipv4_session_only_when_the_peer_carries_ipv6() -> None:

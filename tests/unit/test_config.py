@@ -189,8 +189,8 @@ CASES = [
     (
         "myAsn",
         1,
-        "myAsn: unknown field (allowed: advertisements, apiOutage, apiVersion, holdDown, kind, loadBalancerClass,"
-        " myASN, peers, routerID, serviceAnnotations, shutdown)",
+        "myAsn: unknown field (allowed: advertisements, allowedVIPRanges, apiOutage, apiVersion, holdDown, kind,"
+        " loadBalancerClass, myASN, peers, routerID, serviceAnnotations, shutdown)",
     ),
     ("serviceAnnotations", "yes", "serviceAnnotations: must be true or false, got 'yes'"),
     ("shutdown", "drain", "shutdown: must be a mapping with drainLocalPref, drainSeconds, mode; got 'drain'"),
