@@ -283,7 +283,9 @@ def _run(args: argparse.Namespace) -> int:
 
     started = time.monotonic()
     shutdown = reconciler.config.shutdown
-    mode = shutdown.mode if exit_code == EXIT_OK else "withdraw"
+    # A failure leaves by the same path as SIGTERM: with mode keep (graceful restart for
+    # rollouts) the routers keep the routes while the kubelet restarts the pod.
+    mode = shutdown.mode
     log.info(
         "speaker_stopping",
         signal=signals_seen[0] if signals_seen else None,
@@ -323,13 +325,22 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _reload(source: _ConfigSource, reconciler: Any, *, forced: bool) -> None:
-    """Re-read the config; hand a valid one to the reconciler, keep the old one otherwise."""
+    """Re-read the config; hand a valid one to the reconciler, keep the old one otherwise.
+    Nothing a file holds may end the running speaker: any failure keeps the old config."""
     try:
         config, runtimes, router_id = source.load()
-    except ConfigError as error:
-        source.last_text = source.read()  # do not log the same broken file every poll
+    except Exception as error:  # noqa: BLE001  # ConfigError, or a bug: either way the running config stays
+        problems = (
+            error.problems
+            if isinstance(error, ConfigError)
+            else [f"internal error while loading: {type(error).__name__}: {str(error)[:300]}"]
+        )
+        try:
+            source.last_text = source.read()  # do not log the same broken file every poll
+        except Exception:  # noqa: BLE001  # read() of a hostile file must not end the daemon either
+            source.last_text = None
         source.valid = False
-        log.error("config_reload_failed", path=source.path, problems=error.problems, kept="running config")
+        log.error("config_reload_failed", path=source.path, problems=problems, kept="running config")
         return
     source.valid = True
     log.info("config_reloading", path=source.path, trigger="sighup" if forced else "file_changed")
@@ -408,6 +419,11 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_LISTEN,
         metavar="HOST:PORT",
         help="/metrics, /healthz, /readyz and /status (default :7473, all addresses)",
+    )
+    run.add_argument(
+        "--status-remote",
+        action="store_true",
+        help="answer /status to any client (default: only from this node; it names services, peers and ASNs)",
     )
     run.add_argument(
         "--no-events",

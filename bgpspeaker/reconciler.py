@@ -54,6 +54,8 @@ RESYNC_INTERVAL_S = 300.0
 change marks the state dirty, and routes a failed command left unknown are retried on
 their own schedule (``RETRY_S``). Kept long so an idle speaker with 10,000 services
 costs no CPU to speak of."""
+MAX_CONSECUTIVE_FAILURES = 5
+"""Passes in a row that may raise before the process gives up (and exits by its shutdown path)."""
 RETRY_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 """Delays before re-sending routes left unknown (a command failed or went unacknowledged)."""
 
@@ -213,8 +215,11 @@ class Reconciler:
         node_name: str,
         store: ClusterStore,
         session_factory: SessionFactory,
+        retry_s: Sequence[float] = RETRY_S,
     ) -> None:
         self._config = config
+        self._retry_s = tuple(retry_s)
+        """Delays before re-sending unknown routes, and before retrying a pass that raised."""
         self._runtimes = dict(runtimes)
         self._router_id = router_id
         self._pending: tuple[SpeakerConfig, dict[str, PeerRuntime], IPAddress] | None = None
@@ -253,6 +258,10 @@ class Reconciler:
         self._eor_sent: dict[str, tuple[int, int, int]] = {}
         """Peer -> (session id, generation, up count) its End-of-RIB was sent for."""
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="send")
+        self._failures = 0
+        """Passes in a row that raised (see ``_recover``)."""
+        self.internal_errors = 0
+        """Passes that raised since start (``bgpspeaker_internal_errors_total{thread="reconciler"}``)."""
         self.passes = 0
         self.incremental_passes = 0
         """Passes that looked only at the changed routes (the rest were full passes)."""
@@ -331,7 +340,36 @@ class Reconciler:
                     log.info("waiting_for_initial_sync")
                     waiting_logged = True
                 continue
-            self.reconcile_once()
+            try:
+                self.reconcile_once()
+                self._failures = 0
+            except Exception as error:  # noqa: BLE001  # last-resort guard: a bug must not cost the routes
+                self._recover(error)
+
+    def _recover(self, error: Exception) -> None:
+        """A pass raised (a bug: bad input is handled where it is parsed). Log and count it,
+        forget what the pass may have left half-done, and try again after a delay; after
+        ``MAX_CONSECUTIVE_FAILURES`` in a row, re-raise so the process leaves through its
+        normal shutdown path instead of looping on the same bug."""
+        self.internal_errors += 1
+        self._failures += 1
+        delay = self._retry_s[min(self._failures - 1, len(self._retry_s) - 1)]
+        log.error(
+            "internal_error",
+            thread="reconciler",
+            error=f"{type(error).__name__}: {str(error)[:300]}",
+            consecutive=self._failures,
+            retry_in_s=delay if self._failures < MAX_CONSECUTIVE_FAILURES else None,
+            exc_info=True,
+        )
+        if self._failures >= MAX_CONSECUTIVE_FAILURES:
+            raise error
+        # The next pass starts over (memo, desired cache) and resends every route it knew
+        # of: a command the failed pass sent but never recorded is then not left wrong.
+        self._completed = False
+        self._settled_under = None
+        self._acked = dict.fromkeys(self._acked, UNKNOWN)
+        self._retry_at = time.monotonic() + delay
 
     def reconcile_once(self) -> None:
         """One pass: config, sessions, decide, diff, send, record acknowledgements."""
@@ -696,7 +734,7 @@ class Reconciler:
                         announced.setdefault(prefix, []).append(peer)
         if retry:
             # Not at once: a command ExaBGP keeps refusing must not become a hot loop.
-            delay = RETRY_S[min(self._retries, len(RETRY_S) - 1)]
+            delay = self._retry_s[min(self._retries, len(self._retry_s) - 1)]
             self._retries += 1
             self._retry_at = time.monotonic() + delay
         elif work:

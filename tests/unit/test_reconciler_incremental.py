@@ -78,7 +78,9 @@ class StandInExabgp:
         return self.generation, results
 
 
-def harness(config: Any = CONFIG) -> tuple[ClusterStore, Reconciler, dict[str, StandInExabgp]]:
+def harness(
+    config: Any = CONFIG, session_class: type[StandInExabgp] | None = None, **options: Any
+) -> tuple[ClusterStore, Reconciler, dict[str, StandInExabgp]]:
     store = ClusterStore(on_change=lambda: None)
     store.replace("nodes", {ME: parse_node(node(ME))})
     store.replace("services", {})
@@ -86,7 +88,7 @@ def harness(config: Any = CONFIG) -> tuple[ClusterStore, Reconciler, dict[str, S
     sessions: dict[str, StandInExabgp] = {}
 
     def factory(runtime: PeerRuntime, router_id: IPAddress) -> Any:
-        sessions[runtime.peer.name] = StandInExabgp(runtime, router_id)
+        sessions[runtime.peer.name] = (session_class or StandInExabgp)(runtime, router_id)
         return sessions[runtime.peer.name]
 
     reconciler = Reconciler(
@@ -96,6 +98,7 @@ def harness(config: Any = CONFIG) -> tuple[ClusterStore, Reconciler, dict[str, S
         node_name=ME,
         store=store,
         session_factory=factory,
+        **options,
     )
     return store, reconciler, sessions
 
