@@ -39,7 +39,21 @@ CONFIG = parse_config(
 )
 
 hostile_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=30) | st.sampled_from(
-    ["1:2\nshutdown", "64512:1, no-export", "99999999999", "-1", "7", " 3 ", "large:1:2:3", "\x00"]
+    [
+        "1:2\nshutdown",
+        "64512:1, no-export",
+        "99999999999",
+        "-1",
+        "7",
+        " 3 ",
+        "large:1:2:3",
+        "\x00",
+        "1" * 5000,
+        "9" * 4301,
+        "\u0661\u0660",
+        "\u0666\u0664\u0665\u0661\u0662:\u0661\u0660\u0660",
+        ",".join(["1:1"] * 500),
+    ]
 )
 valid_ip = st.ip_addresses().map(str)
 ips = st.one_of(

@@ -3,12 +3,16 @@ nothing else (a 5,000-digit MED annotation used to crash the reconciler on every
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bgpspeaker.config import parse_config
 from bgpspeaker.decision import Reason, decide
+from bgpspeaker.model import ObjectInvalid, parse_endpoint_slice, parse_node, parse_service
 from tests.lab.kubeapi import node, service
 from tests.unit.test_decision import ME, eps, snapshot
 
@@ -126,3 +130,48 @@ def test_allowed_vip_ranges_whitelist() -> None:
     [refused] = [v for v in decision.verdicts if v.reason is Reason.INVALID_INGRESS_IP]
     assert str(refused.ip) == "198.51.100.7"
     assert "outside allowedVIPRanges (192.0.2.0/24, 2001:db8::/64)" in refused.detail
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    max_leaves=12,
+)
+FIELDS = [
+    "metadata",
+    "name",
+    "namespace",
+    "labels",
+    "annotations",
+    "spec",
+    "type",
+    "loadBalancerClass",
+    "externalTrafficPolicy",
+    "status",
+    "loadBalancer",
+    "ingress",
+    "ip",
+    "hostname",
+    "endpoints",
+    "addresses",
+    "address",
+    "conditions",
+    "ready",
+    "serving",
+    "nodeName",
+    "kubernetes.io/service-name",
+    "bgpspeaker.io/med",
+]
+shaped = st.recursive(
+    json_values,
+    lambda children: st.dictionaries(st.sampled_from(FIELDS), children, max_size=5) | st.lists(children, max_size=3),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(shaped, st.sampled_from([parse_service, parse_endpoint_slice, parse_node]))
+def test_any_object_parses_or_is_object_invalid(obj: Any, parse: Any) -> None:
+    """Whatever the API server sends as an object, parsing returns a value or raises ObjectInvalid."""
+    with contextlib.suppress(ObjectInvalid):
+        parse(obj)
