@@ -10,7 +10,10 @@ event of code 410 (Gone); ``fieldSelector`` on ``metadata.name``/``metadata.name
 Faults for tests: ``drop_watches()`` cuts every open stream mid-flight,
 ``compact()`` makes every earlier resourceVersion too old (410 on the next watch),
 ``silence_watches()`` leaves streams open but mute, ``set_outage(503)`` answers
-every request with an error, ``stop()``/``start()`` make it unreachable.
+every request with an error, ``stop()``/``start()`` make it unreachable;
+``inject_list()`` answers the next list of a kind with a given raw body and
+``inject_watch_line()`` slips a given raw line into a kind's watch stream (malformed
+data from the server).
 
 The server can listen inside a network namespace (``netns=``), so a speaker in that
 namespace reaches it on its own loopback while the test drives it from here.
@@ -195,6 +198,8 @@ class FakeKubeApi:
         self._watches: set[_Watch] = set()
         self._silent = False
         self._outage: int | None = None
+        self._injected_lists: dict[str, collections.deque[bytes]] = collections.defaultdict(collections.deque)
+        self._injected_lines: dict[str, collections.deque[bytes]] = collections.defaultdict(collections.deque)
         self.requests: list[tuple[str, str]] = []
         """(method, path?query) of every request received, in order."""
         self._server: ThreadingHTTPServer | None = None
@@ -328,6 +333,18 @@ class FakeKubeApi:
         if status is not None:
             self.drop_watches()
 
+    def inject_list(self, kind: str, body: bytes, *, times: int = 1) -> None:
+        """Answer the next ``times`` lists of ``kind`` (any page) with HTTP 200 and this raw body."""
+        with self._cond:
+            self._injected_lists[kind].extend([body] * times)
+
+    def inject_watch_line(self, kind: str, line: bytes) -> None:
+        """Send this raw line (a newline is added) once, on the open or next watch stream of ``kind``,
+        before its next event."""
+        with self._cond:
+            self._injected_lines[kind].append(line)
+            self._cond.notify_all()
+
     @property
     def open_watches(self) -> int:
         """How many watch streams are open now."""
@@ -335,6 +352,11 @@ class FakeKubeApi:
             return len(self._watches)
 
     # -- serving (called by the handler) ---------------------------------------------
+
+    def _injected_list(self, kind: str) -> bytes | None:
+        with self._cond:
+            injected = self._injected_lists[kind]
+            return injected.popleft() if injected else None
 
     def _list(self, kind: str, query: dict[str, str]) -> dict[str, Any] | None:
         """One list page, or None when the continue token is unknown (the handler answers 410).
@@ -372,7 +394,7 @@ class FakeKubeApi:
         _, _, _, api_version, kind_name = _RESOURCES[kind]
         return {"apiVersion": api_version, "kind": f"{kind_name}List", "metadata": metadata, "items": page}
 
-    def _watch_events(self, kind: str, query: dict[str, str], watch: _Watch) -> Iterator[dict[str, Any]]:
+    def _watch_events(self, kind: str, query: dict[str, str], watch: _Watch) -> Iterator[dict[str, Any] | bytes]:
         """Events after the requested resourceVersion, then live ones, until timeout or drop."""
         timeout_s = float(query.get("timeoutSeconds") or 1800)
         deadline = time.monotonic() + timeout_s
@@ -400,6 +422,8 @@ class FakeKubeApi:
                     expired = _expired(since, self._compacted_rv)
                     break
                 silent = self._silent
+                injected = list(self._injected_lines[kind])
+                self._injected_lines[kind].clear()
                 # `pending` and `latest` are read together: every event of this kind up to
                 # `latest` is in `pending`, so a bookmark at `latest` skips nothing.
                 pending = []
@@ -411,6 +435,7 @@ class FakeKubeApi:
                             pending.append((rv, t, obj))
                     pending.reverse()
                 latest = self._rv
+            yield from injected
             for rv, event_type, obj in pending:
                 since = rv
                 if _selected(obj, query):
@@ -429,7 +454,7 @@ class FakeKubeApi:
                 next_bookmark = now + self.bookmark_interval_s
             if not pending:
                 with self._cond:
-                    if self._rv == latest and not watch.dropped and not self._silent:
+                    if self._rv == latest and not watch.dropped and not self._silent and not self._injected_lines[kind]:
                         wake = min(deadline, next_bookmark) if bookmarks else deadline
                         self._cond.wait(max(0.0, wake - time.monotonic()))
         yield expired
@@ -513,7 +538,9 @@ class _Handler(BaseHTTPRequestHandler):
         return None
 
     def _send_json(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
+        self._send_raw(status, json.dumps(body).encode())
+
+    def _send_raw(self, status: int, data: bytes) -> None:
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -561,6 +588,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if query.get("watch") in ("true", "1"):
             self._stream(kind, query)
+        elif (injected := api._injected_list(kind)) is not None:
+            self._send_raw(200, injected)
         else:
             page = api._list(kind, query)
             if page is None:
@@ -617,7 +646,7 @@ class _Handler(BaseHTTPRequestHandler):
             api._watches.add(watch)
         try:
             for event in api._watch_events(kind, query, watch):
-                line = json.dumps(event).encode() + b"\n"
+                line = (event if isinstance(event, bytes) else json.dumps(event).encode()) + b"\n"
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
                 self.wfile.flush()
             if not watch.dropped:
