@@ -1,0 +1,95 @@
+"""The speaker's HTTP port against a hostile neighbour: the router's namespace is another
+host on the node's link, as a stranger on the node network would be."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from tests.integration.conftest import Topology
+from tests.lab.netns import enter_netns, http_get, run_in, wait_until
+
+LISTEN = ":7473"
+"""All addresses, as the DaemonSet runs it."""
+NODE_IP = "10.0.0.2"
+IDLE_CLIENTS = 500
+
+T = TypeVar("T")
+
+
+def in_netns(netns: str, work: Callable[[], T]) -> T:
+    """Run ``work`` on a scratch thread inside ``netns``; sockets it opens stay in that namespace."""
+    result: list[T] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            enter_netns(netns)
+            result.append(work())
+        except BaseException as error:  # noqa: BLE001  # re-raised in the caller's thread
+            errors.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(60)
+    if errors:
+        raise errors[0]
+    assert result, f"no result from {netns} within 60 s"
+    return result[0]
+
+
+def threads_of(pid: int) -> int:
+    """The process's thread count, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no Threads: line for {pid}")
+
+
+def test_probes_answer_and_status_stays_local_under_500_idle_connections(topology: Topology) -> None:
+    """500 idle connections from the router's side: /healthz still 200 within 1 s from there,
+    the speaker's threads do not grow, /status is 403 from there and works from the node itself."""
+    speaker = topology.speaker
+    router_ns = topology.frr.netns
+    speaker.start("--listen", LISTEN)
+    speaker.wait_event("http_listening", timeout_s=15)
+    url = f"http://{NODE_IP}:7473"
+    wait_until(lambda: http_get(router_ns, f"{url}/healthz")[0] == 200, timeout_s=15, desc="/healthz from the router")
+    threads_before = threads_of(speaker.pid)
+
+    idle = in_netns(
+        router_ns, lambda: [socket.create_connection((NODE_IP, 7473), timeout=5) for _ in range(IDLE_CLIENTS)]
+    )
+    try:
+        started = time.monotonic()
+        status, body = http_get(router_ns, f"{url}/healthz", timeout_s=1.0)
+        latency_s = time.monotonic() - started
+        threads_during = threads_of(speaker.pid)
+        print(
+            f"healthz from the router under {IDLE_CLIENTS} idle: {latency_s * 1000:.1f} ms;"
+            f" speaker threads {threads_before} before, {threads_during} during"
+        )
+        assert (status, body) == (200, "ok\n")
+        assert latency_s < 1.0
+        assert threads_during <= threads_before + 2, (threads_before, threads_during)
+        assert speaker.events("http_connection_dropped", reason="connection_cap"), speaker.tail()
+
+        status, body = http_get(router_ns, f"{url}/status", timeout_s=1.0)
+        assert status == 403
+        assert body.count("\n") == 1 and "--status-remote" in body
+        assert http_get(router_ns, f"{url}/metrics", timeout_s=1.0)[0] == 200
+        assert http_get(router_ns, f"{url}/readyz", timeout_s=1.0)[0] in (200, 503)
+
+        # From the node itself, to its own node IP: source == destination, so local.
+        result = run_in(speaker.netns, sys.executable, "-m", "bgpspeaker.cli", "status", "--address", f"{NODE_IP}:7473")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("node node-a:"), result.stdout
+    finally:
+        for sock in idle:
+            sock.close()
+    assert not speaker.events("http_loop_failed") and not speaker.events("http_handler_failed"), speaker.tail()
