@@ -246,8 +246,13 @@ def _run(args: argparse.Namespace) -> int:
             watchers=watchers,
             config_valid=lambda: source.valid,
             threads_alive=lambda: not crashed.is_set(),
+            internal_errors=lambda: {
+                "reconciler": reconciler.internal_errors,
+                **{f"watch-{w.kind}": getattr(w, "internal_errors", 0) for w in watchers},
+            },
         ),
         listen=args.listen,
+        status_remote=args.status_remote,
     )
     reconciler.on_pass = observer.reconcile_duration.observe
     try:

@@ -81,6 +81,8 @@ class StatusSource:
     watchers: list[Any]
     config_valid: Callable[[], bool]
     threads_alive: Callable[[], bool]
+    internal_errors: Callable[[], Mapping[str, int]] = dict
+    """Thread name -> unexpected exceptions its last-resort guard caught and recovered from."""
     started_monotonic: float = dataclasses.field(default_factory=time.monotonic)
 
 
@@ -148,6 +150,14 @@ class _Collector(Collector):
             "1 when the config file in force is the latest one on disk",
             value=float(source.config_valid()),
         )
+        internal = CounterMetricFamily(
+            "bgpspeaker_internal_errors",
+            "Unexpected exceptions caught by a thread's last-resort guard (a bug; the thread recovered)",
+            labels=["thread"],
+        )
+        for thread, count in sorted(source.internal_errors().items()):
+            internal.add_metric([thread], float(count))
+        yield internal
         yield GaugeMetricFamily(
             "bgpspeaker_initial_sync_complete",
             "1 once services, endpointslices and nodes have listed",

@@ -114,6 +114,8 @@ def test_metrics_status_explain_events_against_frr(topology: SingleNode) -> None
     assert values[("bgpspeaker_bgp_updates_total", (("peer", "tor-a"),))] >= 1
     assert values[("bgpspeaker_reconcile_duration_seconds_count", ())] >= 1
     assert values[("bgpspeaker_exabgp_restarts_total", (("peer", "tor-a"),))] == 0
+    for thread in ("reconciler", "watch-services", "watch-endpointslices", "watch-nodes"):
+        assert values[("bgpspeaker_internal_errors_total", (("thread", thread),))] == 0
 
     # bgpspeaker status: text and JSON, against FRR
     text = cli(topology, "status", "--address", LISTEN)
