@@ -39,7 +39,7 @@ from bench.common import (
     wait_received,
 )
 from bgpspeaker.commands import announce_line, withdraw_line
-from bgpspeaker.decision import Attributes
+from bgpspeaker.routes import Attributes
 from tests.lab.netns import Lab, wait_until
 from tests.lab.topology import single_node
 

@@ -25,10 +25,10 @@ import structlog
 
 from bgpspeaker import __version__
 from bgpspeaker.config import MAX_CONFIG_BYTES, SpeakerConfig, load_document, parse_config_bytes
-from bgpspeaker.decision import Reason
 from bgpspeaker.errors import ConfigError
 from bgpspeaker.logs import configure
 from bgpspeaker.observe import DEFAULT_LISTEN
+from bgpspeaker.routes import Withdrawal
 
 __all__ = ["load_config", "main"]
 
@@ -316,7 +316,7 @@ def _run(args: argparse.Namespace) -> int:
             cut_short = interrupted.wait(shutdown.drain_seconds)
             log.info("drain_finished", waited_s=round(time.monotonic() - drain_started, 1), interrupted=cut_short)
             started = time.monotonic()  # the stop budget below starts after the drain
-        remaining = reconciler.withdraw_all(Reason.SHUTDOWN, timeout_s=3.0)
+        remaining = reconciler.withdraw_all(Withdrawal.SHUTDOWN, timeout_s=3.0)
     reconciler.stop_sessions(timeout_s=max(1.0, SHUTDOWN_BUDGET_S - (time.monotonic() - started) - 1.0))
     observer.stop()
     shutil.rmtree(workdir, ignore_errors=True)

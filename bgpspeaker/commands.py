@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 
-from bgpspeaker.config import MAX_PREPEND, IPAddress
-from bgpspeaker.decision import Attributes, Prefix
+from bgpspeaker.config import MAX_PREPEND
 from bgpspeaker.errors import CommandValueError
+from bgpspeaker.routes import Attributes, IPAddress, Prefix
 from bgpspeaker.values import U32_MAX, WELL_KNOWN_COMMUNITIES
 
 __all__ = [

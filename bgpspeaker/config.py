@@ -16,11 +16,11 @@ from typing import Any
 import yaml
 
 from bgpspeaker.errors import ConfigError
+from bgpspeaker.routes import IPAddress, Prefix
 from bgpspeaker.values import (
     ASN_MAX,
     ASN_MIN,
     U32_MAX,
-    IPAddress,
     LabelSelector,
     parse_asn,
     parse_communities,
@@ -55,8 +55,6 @@ KIND = "SpeakerConfig"
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _CLASS_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,251}[A-Za-z0-9])?$")
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
-
-Prefix = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 Family = str
 """An address family a session carries: ``"ipv4"`` or ``"ipv6"`` (unicast)."""

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-import enum
 import functools
 import ipaddress
 import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from bgpspeaker.config import MAX_PREPEND, Advertisement, IPAddress, PeerConfig, SpeakerConfig
+from bgpspeaker.config import MAX_PREPEND, Advertisement, PeerConfig, SpeakerConfig
 from bgpspeaker.model import EXCLUDE_LABEL, EndpointSlice, Service, Snapshot, is_usable
+from bgpspeaker.routes import Attributes, IPAddress, Prefix, Reason, RouteKey, Verdict, prefix_order
 from bgpspeaker.values import U32_MAX, matches_any, parse_communities, parse_unsigned_text, show
 
 __all__ = [
@@ -23,17 +23,10 @@ __all__ = [
     "ANNOTATION_MED",
     "ANNOTATION_PREPEND",
     "Announcement",
-    "Attributes",
     "Decision",
     "DecisionMemo",
-    "Prefix",
-    "Reason",
-    "Verdict",
     "decide",
-    "prefix_order",
 ]
-
-Prefix = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 ANNOTATION_COMMUNITIES = "bgpspeaker.io/communities"
 ANNOTATION_MED = "bgpspeaker.io/med"
@@ -41,71 +34,6 @@ ANNOTATION_PREPEND = "bgpspeaker.io/as-path-prepend"
 MAX_ANNOTATION_COMMUNITIES = 64
 MAX_ANNOTATION_LENGTH = 4096
 """Bounds on the communities annotation: an UPDATE has room for a few hundred at most."""
-
-
-class Reason(enum.StrEnum):
-    """Why a service VIP is, or is not, announced from this node."""
-
-    # announced
-    LOCAL_ENDPOINT = "local_endpoint"
-    CLUSTER_ENDPOINT = "cluster_endpoint"
-    # not announced: about the service
-    NOT_LOAD_BALANCER = "not_load_balancer"
-    CLASS_MISMATCH = "class_mismatch"
-    NO_INGRESS_IP = "no_ingress_ip"
-    HOSTNAME_INGRESS = "hostname_ingress"
-    INVALID_INGRESS_IP = "invalid_ingress_ip"
-    NO_ENDPOINTS = "no_endpoints"
-    NO_LOCAL_ENDPOINTS = "no_local_endpoints"
-    NO_PEER_FOR_FAMILY = "no_peer_for_family"
-    NO_ADVERTISEMENT = "no_advertisement"
-    CONFLICTING_ADVERTISEMENTS = "conflicting_advertisements"
-    # not announced: about this node
-    NODE_NOT_FOUND = "node_not_found"
-    NODE_EXCLUDED = "node_excluded"
-    NODE_NETWORK_UNAVAILABLE = "node_network_unavailable"
-    NODE_NOT_SELECTED = "node_not_selected"
-    NO_PEER_FOR_NODE = "no_peer_for_node"
-    # why a route leaves, beyond the verdicts above (used by the reconciler)
-    SERVICE_DELETED = "service_deleted"
-    INGRESS_IP_REMOVED = "ingress_ip_removed"
-    NOT_DESIRED = "not_desired"
-    SHUTDOWN = "shutdown"
-    API_OUTAGE = "api_outage"
-    PEER_REMOVED = "peer_removed"
-
-    @property
-    def announces(self) -> bool:
-        """True for the reasons that mean "announced"."""
-        return self is Reason.LOCAL_ENDPOINT or self is Reason.CLUSTER_ENDPOINT  # identity: Enum == is slow
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Verdict:
-    """The decision for one service, or one of its VIPs when ``ip`` is set."""
-
-    service: str
-    reason: Reason
-    ip: IPAddress | None = None
-    peers: tuple[str, ...] = ()
-    detail: str = ""
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Attributes:
-    """Path attributes of one route to one peer, besides the next hop (chosen per session)."""
-
-    communities: tuple[str, ...] = ()
-    """Standard communities in ExaBGP's spelling (``64512:100``, ``no-export``)."""
-    large_communities: tuple[str, ...] = ()
-    """``GLOBAL:LOCAL1:LOCAL2``."""
-    med: int | None = None
-    local_pref: int | None = None
-    """iBGP only."""
-    as_path_prepend: int = 0
-    """Extra copies of our AS (eBGP only)."""
-    next_hop: IPAddress | None = None
-    """None: ``self``. Never set by the decision: the shell fills it per session and family."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -140,11 +68,6 @@ class Decision:
     """Services decided again since that previous decision (same None rule)."""
     by_service: Mapping[str, Sequence[Verdict]] | None = dataclasses.field(default=None, compare=False)
     """Each service's verdicts (conflicts not included), when the memo has them at hand."""
-
-
-def prefix_order(prefix: Prefix) -> tuple[int, int, int]:
-    """Sort key: IPv4 before IPv6, then by address and length."""
-    return (prefix.version, int(prefix.network_address), prefix.prefixlen)
 
 
 def _node_reason(snapshot: Snapshot, node_name: str) -> Reason | None:
@@ -510,7 +433,6 @@ def decide_service(
 
 
 _ServiceResult = tuple[list[Verdict], list[tuple[tuple[str, Prefix], _Contribution]]]
-RouteKey = tuple[str, Prefix]
 
 
 @dataclasses.dataclass

@@ -9,25 +9,11 @@ withdraw if not): both are no-ops in ExaBGP when already true.
 from __future__ import annotations
 
 import dataclasses
-import enum
 from collections.abc import Mapping
 
-from bgpspeaker.commands import Attributes
-from bgpspeaker.decision import Prefix, prefix_order
+from bgpspeaker.routes import Attributes, Prefix, RouteKey, Unknown, prefix_order
 
-__all__ = ["UNKNOWN", "Changes", "RouteKey", "Unknown", "diff"]
-
-
-class Unknown(enum.Enum):
-    """Marker type for an acknowledged state nobody can vouch for."""
-
-    UNKNOWN = "unknown"
-
-
-UNKNOWN = Unknown.UNKNOWN
-
-RouteKey = tuple[str, Prefix]
-"""(peer name, prefix)."""
+__all__ = ["Changes", "diff"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

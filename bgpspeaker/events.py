@@ -25,8 +25,8 @@ from collections.abc import Sequence
 
 import structlog
 
-from bgpspeaker.decision import Prefix
 from bgpspeaker.kube import ApiPaths, resource_path
+from bgpspeaker.routes import Prefix
 
 __all__ = ["EventRecorder"]
 

@@ -13,8 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from bgpspeaker.config import HoldDownConfig
-from bgpspeaker.decision import Attributes
-from bgpspeaker.diff import RouteKey, Unknown
+from bgpspeaker.routes import Attributes, RouteKey, Unknown
 
 __all__ = ["HoldDown"]
 

@@ -12,7 +12,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from bgpspeaker.config import IPAddress, parse_ip
+from bgpspeaker.config import parse_ip
+from bgpspeaker.routes import IPAddress
 
 __all__ = [
     "ANNOTATION_PREFIX",

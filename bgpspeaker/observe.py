@@ -39,8 +39,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from bgpspeaker.decision import prefix_order
-from bgpspeaker.diff import Unknown
+from bgpspeaker.routes import Unknown, prefix_order
 
 __all__ = [
     "DEFAULT_LISTEN",

@@ -17,9 +17,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bgpspeaker.config import IPAddress, PeerConfig, SecretRef, SpeakerConfig
+from bgpspeaker.config import PeerConfig, SecretRef, SpeakerConfig
 from bgpspeaker.errors import ConfigError
 from bgpspeaker.netinfo import NetFacts, probe
+from bgpspeaker.routes import IPAddress
 
 if TYPE_CHECKING:
     from bgpspeaker.kube import ApiPaths

@@ -20,25 +20,28 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import structlog
 
 from bgpspeaker.commands import announce_line, batches, eor_line, withdraw_line
-from bgpspeaker.config import IPAddress, SpeakerConfig
-from bgpspeaker.decision import (
-    Announcement,
-    Attributes,
-    Decision,
-    DecisionMemo,
-    Prefix,
-    Reason,
-    Verdict,
-    decide,
-    prefix_order,
-)
-from bgpspeaker.diff import UNKNOWN, RouteKey, Unknown, diff
+from bgpspeaker.config import SpeakerConfig
+from bgpspeaker.decision import Announcement, Decision, DecisionMemo, decide
+from bgpspeaker.diff import diff
 from bgpspeaker.errors import ExabgpUnavailable
 from bgpspeaker.exabgp import ExabgpSupervisor, session_fingerprint
 from bgpspeaker.holddown import HoldDown
 from bgpspeaker.kube import ClusterStore, return_memory
 from bgpspeaker.model import Snapshot
 from bgpspeaker.peers import PeerRuntime
+from bgpspeaker.routes import (
+    UNKNOWN,
+    Attributes,
+    IPAddress,
+    Prefix,
+    Reason,
+    RouteKey,
+    Unknown,
+    Verdict,
+    Withdrawal,
+    WithdrawReason,
+    prefix_order,
+)
 from bgpspeaker.values import matches_any
 
 __all__ = ["Reconciler", "desired_routes", "verdicts_by_service", "withdraw_reason"]
@@ -175,18 +178,18 @@ def verdicts_by_service(decision: Decision) -> Mapping[str, Sequence[Verdict]]:
 
 def withdraw_reason(
     prefix: Prefix, services: Iterable[str], by_service: Mapping[str, Sequence[Verdict]], snapshot: Snapshot
-) -> Reason:
+) -> WithdrawReason:
     """Why ``prefix``, once wanted by ``services``, is no longer announced."""
     for service in sorted(services):
         if service not in snapshot.services:
-            return Reason.SERVICE_DELETED
+            return Withdrawal.SERVICE_DELETED
         for verdict in by_service.get(service, ()):
             if verdict.ip is None or verdict.ip in prefix:
                 if not verdict.reason.announces:
                     return verdict.reason
         if not any(ip in prefix for ip in snapshot.services[service].ingress_ips):
-            return Reason.INGRESS_IP_REMOVED
-    return Reason.NOT_DESIRED
+            return Withdrawal.INGRESS_IP_REMOVED
+    return Withdrawal.NOT_DESIRED
 
 
 def routes_sent(batches_by_peer: Mapping[str, Sequence[_Batch]]) -> int:
@@ -395,9 +398,9 @@ class Reconciler:
         ready = self._ready_peers()
         now = time.monotonic()
         self._deadline = None
-        forced_reason = None
+        forced_reason: WithdrawReason | None = None
         if self._api_outage_withdraws(now):
-            desired, forced_reason = {}, Reason.API_OUTAGE
+            desired, forced_reason = {}, Withdrawal.API_OUTAGE
         by_service = verdicts_by_service(decision)
         settle_key = self._settle_key(ready, forced_reason)
         incremental = (
@@ -481,7 +484,7 @@ class Reconciler:
             duration_ms=round((time.monotonic() - started) * 1000, 1),
         )
 
-    def _settle_key(self, ready: set[str], forced_reason: Reason | None) -> tuple[object, ...]:
+    def _settle_key(self, ready: set[str], forced_reason: WithdrawReason | None) -> tuple[object, ...]:
         """What ``_unsettled`` holds under: each ready session and its process generation
         (their acknowledged routes), and the outage policy. A new config or new runtimes
         show up as a decision or desired set that starts over, so they need no place here."""
@@ -596,7 +599,9 @@ class Reconciler:
         for name, session in self.sessions.items():
             runtime = wanted.get(name)
             if runtime is None:
-                reason = "peer_removed" if name not in self._runtimes else "node_not_selected"
+                reason: WithdrawReason = (
+                    Withdrawal.PEER_REMOVED if name not in self._runtimes else Reason.NODE_NOT_SELECTED
+                )
                 self._retire(name, session, reason=reason, decision=decision)
             elif session.fingerprint != self._fingerprint(runtime):
                 log.info("session_restarting", peer=name, reason="peer_config_changed")
@@ -626,7 +631,7 @@ class Reconciler:
         for key in [key for key in self._acked if key[0] == name]:
             del self._acked[key]
 
-    def _retire(self, name: str, session: ExabgpSupervisor, *, reason: str, decision: Decision) -> None:
+    def _retire(self, name: str, session: ExabgpSupervisor, *, reason: WithdrawReason, decision: Decision) -> None:
         """Withdraw what this session announced (so a router with graceful restart does not
         keep it as stale), then stop it."""
         prefixes = sorted((prefix for peer, prefix in self._acked if peer == name), key=prefix_order)
@@ -638,9 +643,9 @@ class Reconciler:
                     prefix=str(prefix),
                     peers=[name],
                     services=sorted(self._services_by_prefix.get(prefix, ())),
-                    reason=reason,
+                    reason=str(reason),
                 )
-        log.info("session_stopping", peer=name, reason=reason)
+        log.info("session_stopping", peer=name, reason=str(reason))
         self._stop_session(name, session)
 
     def _session_generation(self, name: str, session: ExabgpSupervisor) -> int | None:
@@ -788,7 +793,7 @@ class Reconciler:
         *,
         decision: Decision,
         snapshot: Snapshot,
-        forced_reason: Reason | None = None,
+        forced_reason: WithdrawReason | None = None,
         by_service: Mapping[str, Sequence[Verdict]] | None = None,
     ) -> None:
         if not announced and not withdrawn:
@@ -805,14 +810,15 @@ class Reconciler:
             self.on_route("announced", prefix, sorted(peers), services, str(reason))
         for prefix, peers in withdrawn.items():
             services = sorted(self._services_by_prefix.get(prefix, ()))
+            why: WithdrawReason
             if forced_reason is not None:
-                reason = forced_reason
+                why = forced_reason
             elif prefix not in decision.announcements:
-                reason = withdraw_reason(prefix, services, by_service, snapshot)
+                why = withdraw_reason(prefix, services, by_service, snapshot)
             else:
-                reason = Reason.NOT_DESIRED
-            log.info("route_withdrawn", prefix=str(prefix), peers=sorted(peers), services=services, reason=str(reason))
-            self.on_route("withdrawn", prefix, sorted(peers), services, str(reason))
+                why = Withdrawal.NOT_DESIRED
+            log.info("route_withdrawn", prefix=str(prefix), peers=sorted(peers), services=services, reason=str(why))
+            self.on_route("withdrawn", prefix, sorted(peers), services, str(why))
 
     # -- shutdown ------------------------------------------------------------------------
 
@@ -848,7 +854,7 @@ class Reconciler:
         log.info("drain_started", routes=sum(len(p) for p in announced.values()), community=GRACEFUL_SHUTDOWN)
         return len(announced)
 
-    def withdraw_all(self, reason: Reason, *, timeout_s: float) -> int:
+    def withdraw_all(self, reason: WithdrawReason, *, timeout_s: float) -> int:
         """Withdraw every acknowledged route (shutdown). Returns how many remain unconfirmed."""
         by_peer: dict[str, list[Prefix]] = {}
         for name, session in self.sessions.items():

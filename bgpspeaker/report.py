@@ -13,8 +13,9 @@ import urllib.request
 from typing import Any
 
 from bgpspeaker.config import SpeakerConfig
-from bgpspeaker.decision import Attributes, decide
+from bgpspeaker.decision import decide
 from bgpspeaker.model import ObjectInvalid, Snapshot, parse_endpoint_slice, parse_node, parse_service
+from bgpspeaker.routes import Attributes
 
 __all__ = ["describe_attributes", "explain", "fetch_status", "format_explain", "format_status"]
 

@@ -13,12 +13,13 @@ import reprlib
 from collections.abc import Mapping
 from typing import Any
 
+from bgpspeaker.routes import IPAddress
+
 __all__ = [
     "ASN_MAX",
     "ASN_MIN",
     "U32_MAX",
     "WELL_KNOWN_COMMUNITIES",
-    "IPAddress",
     "LabelSelector",
     "Requirement",
     "matches_any",
@@ -31,8 +32,6 @@ __all__ = [
     "parse_unsigned_text",
     "show",
 ]
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 ASN_MIN, ASN_MAX = 1, 4_294_967_295
 U32_MAX = 4_294_967_295

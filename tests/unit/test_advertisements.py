@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from bgpspeaker.config import parse_config
-from bgpspeaker.decision import Attributes, Decision, Reason, decide
+from bgpspeaker.decision import Decision, decide
+from bgpspeaker.routes import Attributes, Reason
 from tests.lab.kubeapi import node, service
 from tests.unit.test_decision import ME, eps, snapshot
 

@@ -8,9 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bgpspeaker.commands import Attributes, announce_line, batches, check_line, withdraw_line
-from bgpspeaker.diff import UNKNOWN, diff
+from bgpspeaker.commands import announce_line, batches, check_line, withdraw_line
+from bgpspeaker.diff import diff
 from bgpspeaker.errors import CommandValueError
+from bgpspeaker.routes import UNKNOWN, Attributes
 
 PEER = ipaddress.ip_address("10.0.0.1")
 P1, P2, P3 = (ipaddress.ip_network(f"192.0.2.{i}/32") for i in (1, 2, 3))

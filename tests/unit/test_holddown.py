@@ -5,8 +5,8 @@ from __future__ import annotations
 import ipaddress
 
 from bgpspeaker.config import HoldDownConfig
-from bgpspeaker.decision import Attributes
 from bgpspeaker.holddown import HoldDown
+from bgpspeaker.routes import Attributes
 
 KEY = ("tor-a", ipaddress.ip_network("192.0.2.1/32"))
 PLAIN = Attributes()

@@ -17,13 +17,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from bgpspeaker.config import IPAddress, parse_config
-from bgpspeaker.decision import Attributes, decide
+from bgpspeaker.config import parse_config
+from bgpspeaker.decision import decide
 from bgpspeaker.exabgp import PeerState, session_fingerprint
 from bgpspeaker.kube import ClusterStore
 from bgpspeaker.model import parse_endpoint_slice, parse_node, parse_service
 from bgpspeaker.peers import PeerRuntime
 from bgpspeaker.reconciler import Reconciler, desired_routes
+from bgpspeaker.routes import Attributes, IPAddress
 from tests.lab.kubeapi import endpoint_slice, node, service
 
 ME = "n1"
