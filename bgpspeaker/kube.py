@@ -10,6 +10,13 @@ success; ``_list`` replaces the whole kind atomically; ``_watch`` streams one
 request, returns on 410 Gone (relist) or when the server ends the request (re-watch
 from the last resourceVersion), and raises on errors or silence longer than the
 inactivity timeout.
+
+What the API server sends is data from a stranger: every JSON document is bounded
+(size, nesting) before ``json.loads``, and every list page and watch event is checked
+for shape (``list_page``, ``watch_event``) before use. A bad page or line is an error
+for that list or stream (``ResponseInvalid``: logged, backed off, retried), a bad
+object is that object's problem (``object_invalid``), and nothing from one attempt
+ends a watcher (``watch_internal_error``, counted in ``Watcher.internal_errors``).
 """
 
 from __future__ import annotations
@@ -17,9 +24,12 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import json
+import reprlib
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import traceback
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -43,20 +53,216 @@ from bgpspeaker.model import (
 )
 
 __all__ = [
+    "MAX_JSON_DEPTH",
+    "MAX_WATCH_LINE_BYTES",
     "ApiPaths",
     "ClusterStore",
+    "ListPage",
+    "ResponseInvalid",
+    "WatchEvent",
     "WatchSettings",
     "Watcher",
     "api_client",
+    "decode_json",
+    "json_depth_exceeds",
+    "list_page",
     "make_watchers",
     "resource_path",
     "return_memory",
+    "watch_event",
+    "watch_lines",
 ]
 
 log = structlog.get_logger("bgpspeaker.kube")
 
 Parsed = Service | EndpointSlice | Node
 Timeout = float | tuple[float, float] | None
+
+MAX_JSON_DEPTH = 100
+"""Deepest nesting accepted in JSON from the API server. Ours need about 12 (list, items,
+an object, metadata.managedFields[], fieldsV1 mirroring the object's fields); json.loads
+recurses once per level, and a line nested 200,000 deep raised RecursionError."""
+MAX_WATCH_LINE_BYTES = 16 << 20
+"""Longest watch line accepted: a line is one event with one object, and etcd stores
+objects of at most ~1.5 MiB."""
+_READ_BYTES = 1 << 20
+"""A watch stream is read at most this much at a time (a huge chunk arrives in pieces)."""
+
+
+class ResponseInvalid(ValueError):
+    """A list page or watch line from the API server cannot be used: not UTF-8 JSON, too
+    long, nested too deep, the wrong shape, or an ERROR event. An error for that list or
+    stream (logged, backed off, retried), never "nothing exists" and never a crash."""
+
+
+_BRACKETS_AND_QUOTES = bytes(sorted(set(range(256)) - set(b'[]{}"')))
+"""Everything but brackets and quotes (``bytes.translate`` deletes it)."""
+_BRACKETS = bytes.maketrans(b"[]{}", b"()()")
+
+
+def json_depth_exceeds(data: bytes, limit: int) -> bool:
+    """Whether ``json.loads`` of UTF-8 ``data`` could nest deeper than ``limit``, found
+    without recursion and in C (a 500-Service list page: ~2 ms, json.loads ~5 ms).
+
+    Strings are dropped first (UTF-8 never hides a quote, backslash or bracket inside a
+    multi-byte character): escaped backslashes and quotes go, then every second run
+    between quotes. Each pass over the brackets left removes the innermost pairs, one
+    level; what stays unmatched counts in full. Exact for valid JSON; for anything else an
+    upper bound of the depth json.loads reaches before its first error."""
+    if b"\\" in data:
+        data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    kept = data.translate(None, _BRACKETS_AND_QUOTES)
+    if kept.count(b"[") + kept.count(b"{") <= limit:  # brackets in strings too: an upper bound
+        return False
+    brackets = b"".join(kept.split(b'"')[::2]).translate(_BRACKETS)
+    levels = 0
+    for _ in range(limit + 1):
+        inner_removed = brackets.replace(b"()", b"")
+        if len(inner_removed) == len(brackets):
+            break
+        brackets = inner_removed
+        levels += 1
+    return levels + brackets.count(b"(") > limit
+
+
+def decode_json(data: bytes, *, what: str, max_bytes: int | None = None) -> Any:
+    """``json.loads`` of data from the API server, bounded first: at most ``max_bytes``,
+    strict UTF-8, nested at most ``MAX_JSON_DEPTH``. Raises only ResponseInvalid."""
+    if max_bytes is not None and len(data) > max_bytes:
+        raise ResponseInvalid(f"{what}: longer than {max_bytes} bytes ({len(data)})")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ResponseInvalid(f"{what}: not UTF-8 ({error.reason} at byte {error.start})") from None
+    if json_depth_exceeds(data, MAX_JSON_DEPTH):
+        raise ResponseInvalid(f"{what}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        return json.loads(text)
+    except ValueError as error:  # JSONDecodeError, or int() of a number of 4,300+ digits
+        raise ResponseInvalid(f"{what}: not JSON ({str(error)[:200]})") from None
+
+
+def _shape(value: Any) -> str:
+    """A short description of an unexpected value (type and a bounded repr)."""
+    return f"{type(value).__name__} {reprlib.repr(value)}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ListPage:
+    """One page of a list response, checked."""
+
+    items: list[Any]
+    """The raw objects, each still to be parsed (one bad object is that object's problem)."""
+    continue_token: str | None
+    """None on the last page."""
+    resource_version: str | None
+    """Where to watch from; always set on the last page."""
+
+
+def list_page(body: Any, kind: str) -> ListPage:
+    """Check the shape of one decoded list response; ResponseInvalid when it cannot be used.
+
+    The body must be an object, ``items`` a list (null as empty: some servers send it for
+    an empty collection, kube-apiserver sends ``[]``), ``metadata`` an object, ``continue``
+    and ``resourceVersion`` strings, and the last page must carry a resourceVersion. A
+    malformed page is an error for the whole list, never "nothing exists"."""
+    what = f"list of {kind}"
+    if not isinstance(body, dict):
+        raise ResponseInvalid(f"{what}: not an object, got {_shape(body)}")
+    items = body.get("items")
+    if items is None:
+        items = []
+    elif not isinstance(items, list):
+        raise ResponseInvalid(f"{what}: items must be a list, got {_shape(items)}")
+    metadata = body.get("metadata")
+    if not isinstance(metadata, dict):
+        raise ResponseInvalid(f"{what}: metadata must be an object, got {_shape(metadata)}")
+    token = metadata.get("continue")
+    resource_version = metadata.get("resourceVersion")
+    for field, value in (("continue", token), ("resourceVersion", resource_version)):
+        if value is not None and not isinstance(value, str):
+            raise ResponseInvalid(f"{what}: metadata.{field} must be a string, got {_shape(value)}")
+    if not token and not resource_version:
+        raise ResponseInvalid(f"{what}: the last page has no metadata.resourceVersion")
+    return ListPage(items=items, continue_token=token or None, resource_version=resource_version or None)
+
+
+class _Expired(Exception):
+    """The watch's resourceVersion is too old (410 Gone): relist."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """One watch event, checked."""
+
+    type: str
+    """ADDED, MODIFIED, DELETED or BOOKMARK."""
+    object: dict[str, Any]
+    """The raw object, still to be parsed (one bad object is that object's problem)."""
+    resource_version: str | None
+    """The object's ``metadata.resourceVersion``; None when it has no readable one (then
+    the watch resumes from the previous one). Always set for a BOOKMARK."""
+
+
+_EVENT_TYPES = frozenset({"ADDED", "MODIFIED", "DELETED", "BOOKMARK"})
+
+
+def watch_event(event: Any) -> WatchEvent:
+    """Check the shape of one decoded watch line.
+
+    An ERROR event with code 410 raises ``_Expired`` (relist). ResponseInvalid, an error for
+    the stream: any other ERROR event, a line that is not an object, an unknown ``type``, an
+    ``object`` that is not an object, a BOOKMARK without a resourceVersion. An object whose
+    metadata is bad is that object's problem, reported when it is parsed."""
+    if not isinstance(event, dict):
+        raise ResponseInvalid(f"watch event: not an object, got {_shape(event)}")
+    kind = event.get("type")
+    obj = event.get("object")
+    if not isinstance(obj, dict):
+        raise ResponseInvalid(f"watch event {_shape(kind)}: object must be an object, got {_shape(obj)}")
+    if kind == "ERROR":
+        if obj.get("code") == 410:
+            raise _Expired()
+        message = obj.get("message")
+        text = message[:300] if isinstance(message, str) else _shape(message)
+        raise ResponseInvalid(f"watch ERROR event: code {reprlib.repr(obj.get('code'))}: {text}")
+    if not isinstance(kind, str) or kind not in _EVENT_TYPES:
+        raise ResponseInvalid(f"watch event: unknown type {_shape(kind)}")
+    metadata = obj.get("metadata")
+    version = metadata.get("resourceVersion") if isinstance(metadata, dict) else None
+    if not isinstance(version, str) or not version:
+        if kind == "BOOKMARK":
+            raise ResponseInvalid(f"watch BOOKMARK without a resourceVersion: {_shape(obj)}")
+        version = None
+    return WatchEvent(type=kind, object=obj, resource_version=version)
+
+
+def watch_lines(chunks: Iterable[bytes], *, max_line_bytes: int) -> Iterator[bytes]:
+    """Split a watch stream, as its chunks arrive, into its non-blank lines. A line longer
+    than ``max_line_bytes`` raises ResponseInvalid as soon as that many bytes are pending
+    (its end need not arrive). Linear in the stream's length, however it is chunked."""
+    pending: list[bytes] = []
+    pending_bytes = 0
+    for chunk in chunks:
+        start = 0
+        while (end := chunk.find(b"\n", start)) >= 0:
+            piece = chunk[start:end]
+            start = end + 1
+            if pending_bytes + len(piece) > max_line_bytes:
+                raise ResponseInvalid(f"watch line longer than {max_line_bytes} bytes")
+            line = b"".join([*pending, piece]) if pending else piece
+            pending, pending_bytes = [], 0
+            if line and not line.isspace():
+                yield line
+        if start < len(chunk):
+            rest = chunk[start:]
+            pending.append(rest)
+            pending_bytes += len(rest)
+            if pending_bytes > max_line_bytes:
+                raise ResponseInvalid(f"watch line longer than {max_line_bytes} bytes")
+    line = b"".join(pending)
+    if line and not line.isspace():
+        yield line
 
 
 def resource_path(prefix: str, resource: str, *, namespace: str | None = None, name: str | None = None) -> str:
@@ -111,10 +317,11 @@ class ApiPaths:
 
     def call(self, method: str, path: str, **options: Any) -> Any:
         """``request`` (same options), then read and decode the whole JSON body (which also
-        frees the connection for the next request: an unread body would be read as its reply)."""
+        frees the connection for the next request: an unread body would be read as its reply).
+        A body that is not JSON, or nested deeper than ``MAX_JSON_DEPTH``, raises ResponseInvalid."""
         response = self.request(method, path, **options)
         try:
-            return json.loads(response.data)
+            return decode_json(response.data, what=f"{method} {path}")
         finally:
             response.release_conn()
 
@@ -130,7 +337,15 @@ class WatchSettings:
     60 s when asked (allowWatchBookmarks), so 90 s of silence means a dead stream."""
     connect_timeout_s: float = 10.0
     backoff_s: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
-    """Delays between failed attempts; the last repeats; resets after a good list."""
+    """Delays between failed attempts; the last repeats. Resets once the kind is served
+    again: a list, or a watch event or bookmark (a watch that only opens does not count,
+    so a stream that fails on its first line keeps backing off)."""
+    recovery_probe_s: float = 1.0
+    """While the watchers wait out a delay longer than this after the API server was
+    unreachable or answered 5xx, one of them lists one object this often; when that is
+    answered they all retry at once. Changes flow within ~1 s of the API server's return
+    instead of up to the 10 s delay, for ~1 cheap request/s per node during an outage
+    (the backoff alone: 3 per 10 s)."""
     page_size: int = 500
     """``limit`` of each list page, as client-go's reflector."""
 
@@ -307,17 +522,18 @@ class ClusterStore:
             self.report_ok(kind)
 
 
-class _Expired(Exception):
-    """The watch's resourceVersion is too old (410 Gone): relist."""
-
-
 class _Parser:
-    """Parses one kind's objects and logs each distinct problem once."""
+    """Parses one kind's objects and logs each distinct problem once.
+
+    An exception other than ObjectInvalid is a bug in the parser, but still only that
+    object's: it is logged as ``watch_internal_error`` (once per object and error),
+    counted in ``internal_errors``, and the object is skipped like an invalid one."""
 
     def __init__(self, kind: str, parse: Callable[[Any], Parsed]) -> None:
         self.kind = kind
         self._parse = parse
         self._reported: dict[str, str] = {}
+        self.internal_errors = 0
 
     def __call__(self, obj: Any) -> tuple[str, Parsed] | None:
         try:
@@ -332,8 +548,62 @@ class _Parser:
                 self._reported[key] = str(error)
                 log.warning("object_invalid", kind=self.kind, object=key, error=str(error))
             return None
+        except Exception as error:  # noqa: BLE001  # a parser bug is still one object's problem
+            self.internal_errors += 1
+            if self._reported.get(key) != repr(error):
+                self._reported[key] = repr(error)
+                log.error("watch_internal_error", kind=self.kind, object=key, **_error_fields(error))
+            return None
         self._reported.pop(key, None)
         return key, value
+
+
+class _Recovery:
+    """The watchers of one API server wait out their backoff together.
+
+    While any of them waits longer than ``interval_s``, one at a time sends a probe (a
+    cheap request) every ``interval_s``; once one is answered, every waiting watcher
+    retries at once. The API server's return is seen within about ``interval_s``, at one
+    request per interval per process rather than one attempt per watcher."""
+
+    _STOP_POLL_S = 0.25
+    """How often a waiting watcher looks at its stop event (a Condition cannot wait on both)."""
+
+    def __init__(self, interval_s: float) -> None:
+        self._interval_s = interval_s
+        self._cond = threading.Condition()
+        self._answered = 0
+        """How many probes were answered: a waiter that sees it change stops waiting."""
+        self._next_probe = 0.0
+
+    def wait(self, delay_s: float, *, stop: threading.Event, probe: Callable[[], bool]) -> bool:
+        """Wait ``delay_s`` (or until ``stop``); True when cut short by an answered probe."""
+        if delay_s <= self._interval_s:
+            stop.wait(delay_s)
+            return False
+        deadline = time.monotonic() + delay_s
+        with self._cond:
+            seen = self._answered
+            now = time.monotonic()
+            if self._next_probe < now:  # the attempt that just failed was a probe too
+                self._next_probe = now + self._interval_s
+        while not stop.is_set():
+            now = time.monotonic()
+            if now >= deadline:
+                return False
+            with self._cond:
+                if self._answered != seen:
+                    return True
+                if now < self._next_probe:
+                    self._cond.wait(min(deadline, self._next_probe, now + self._STOP_POLL_S) - now)
+                    continue
+                self._next_probe = now + self._interval_s
+            if probe():
+                with self._cond:
+                    self._answered += 1
+                    self._cond.notify_all()
+                return True
+        return False
 
 
 class Watcher:
@@ -350,6 +620,7 @@ class Watcher:
         settings: WatchSettings,
         stop: threading.Event,
         field_selector: str | None = None,
+        recovery: _Recovery | None = None,
     ) -> None:
         self.kind = kind
         self._api = api
@@ -359,47 +630,102 @@ class Watcher:
         self._settings = settings
         self._stop = stop
         self._field_selector = field_selector
+        self._recovery = recovery or _Recovery(settings.recovery_probe_s)
+        """Shared with the other watchers of the same API server (``make_watchers``)."""
         self.restarts = 0
+        self._attempt_errors = 0
+        self._served = False
+        """This attempt got a list or a watch event from the API server (resets the backoff)."""
         self.resource_version: str | None = None
         """Where the next watch starts; None: list first."""
         self.thread = threading.Thread(target=self.run, name=f"watch-{kind}", daemon=True)
+
+    @property
+    def internal_errors(self) -> int:
+        """Unexpected exceptions (bugs) caught and survived: from whole attempts and from
+        single objects (``watch_internal_error`` log lines)."""
+        return self._attempt_errors + self._parser.internal_errors
 
     def _selector(self) -> list[tuple[str, Any]]:
         return [("fieldSelector", self._field_selector)] if self._field_selector else []
 
     def run(self) -> None:
-        """Forever: list, then watch until expired or broken; back off after failures."""
-        failures = 0
-        while not self._stop.is_set():
-            try:
-                if self.resource_version is None:
-                    self.resource_version = self._list()
-                    failures = 0
-                started = time.monotonic()
-                self._watch()
-                if time.monotonic() - started < 1.0:
-                    # Ended at once without an error: do not spin against such a server.
-                    self._stop.wait(self._settings.backoff_s[0])
-            except (ApiException, _Expired) as error:
-                if isinstance(error, ApiException) and error.status != 410:
-                    failures = self._failed(error, failures)
-                    continue
-                log.info("watch_expired", kind=self.kind, resource_version=self.resource_version)
-                self.resource_version = None
-                self.restarts += 1
-            except (urllib3.exceptions.HTTPError, OSError, ValueError) as error:
-                failures = self._failed(error, failures)
+        """Forever: list, then watch until expired or broken; back off after failures.
 
-    def _failed(self, error: BaseException, failures: int) -> int:
-        """Log the failure and wait the backoff delay; return the new failure count."""
+        The delay grows with consecutive failures and starts over once the kind is served
+        again (a list, a watch event or bookmark). Nothing from one attempt ends the loop."""
+        failures = 0
+        woken_early = False
+        while not self._stop.is_set():
+            failure = self._attempt()
+            if failure is None:  # the server ended the watch, or expired it: go on at once
+                woken_early = False
+                continue
+            if self._served:
+                failures = 0
+            # A retry the probe brought forward that failed again waits its whole delay.
+            woken_early = self._back_off(failure, failures, probe=self._served or not woken_early)
+            failures += 1
+
+    def _attempt(self) -> BaseException | None:
+        """List if needed, then watch one request. Returns the error that ended it, or None.
+
+        An unexpected exception is a bug, but only this attempt's: it is logged
+        (``watch_internal_error``), counted in ``internal_errors``, and the next attempt
+        relists, since the store may have missed part of the stream."""
+        self._served = False
+        try:
+            if self.resource_version is None:
+                self.resource_version = self._list()
+                self._served = True
+            started = time.monotonic()
+            self._watch()
+            if time.monotonic() - started < 1.0:
+                # Ended at once without an error: do not spin against such a server.
+                self._stop.wait(self._settings.backoff_s[0])
+        except _Expired:
+            self._expired()
+        except ApiException as error:
+            if error.status != 410:
+                return error
+            self._expired()
+        except (urllib3.exceptions.HTTPError, OSError, ValueError) as error:
+            return error
+        except Exception as error:  # noqa: BLE001  # last resort: a bug in one attempt must not end the watcher
+            self._attempt_errors += 1
+            self.resource_version = None
+            log.error("watch_internal_error", kind=self.kind, **_error_fields(error))
+            return error
+        return None
+
+    def _expired(self) -> None:
+        log.info("watch_expired", kind=self.kind, resource_version=self.resource_version)
+        self.resource_version = None
+        self.restarts += 1
+
+    def _back_off(self, error: BaseException, failures: int, *, probe: bool) -> bool:
+        """Log the failure and wait the backoff delay for the ``failures`` before it; True when
+        the wait was cut short because the API server answers again."""
         if self._stop.is_set():
-            return failures
+            return False
         delay = self._settings.backoff_s[min(failures, len(self._settings.backoff_s) - 1)]
         self.restarts += 1
-        self._store.report_failure(self.kind, _describe(error))
+        if _is_api_failure(error):
+            self._store.report_failure(self.kind, _describe(error))
         log.warning("watch_restarted", kind=self.kind, error=_describe(error), attempt=failures + 1, retry_in_s=delay)
+        if probe and _is_unreachable(error):
+            return self._recovery.wait(delay, stop=self._stop, probe=self._probe)
         self._stop.wait(delay)
-        return failures + 1
+        return False
+
+    def _probe(self) -> bool:
+        """Whether the API server answers a list of one object of this kind."""
+        timeout_s = 3 * self._settings.recovery_probe_s
+        try:
+            self._api.call("GET", self._path, query=[*self._selector(), ("limit", 1)], timeout=(timeout_s, timeout_s))
+        except Exception:  # noqa: BLE001  # any failure is "not yet"; the real attempt will say why
+            return False
+        return True
 
     def _list(self) -> str:
         items: dict[str, Parsed] = {}
@@ -409,18 +735,15 @@ class Watcher:
             if token:
                 query.append(("continue", token))
             body = self._api.call("GET", self._path, query=query, timeout=(self._settings.connect_timeout_s, 60.0))
-            if not isinstance(body, dict):
-                raise ValueError(f"list of {self.kind} is not an object: {str(body)[:200]}")
-            for obj in body.get("items") or []:
+            page = list_page(body, self.kind)
+            for obj in page.items:
                 parsed = self._parser(obj)
                 if parsed is not None:
                     items[parsed[0]] = parsed[1]
-            metadata = body.get("metadata") or {}
-            token = metadata.get("continue")
-            if not token:
-                resource_version = metadata.get("resourceVersion")
-                if not isinstance(resource_version, str) or not resource_version:
-                    raise ValueError(f"list of {self.kind} returned no resourceVersion")
+            token = page.continue_token
+            if token is None:
+                assert page.resource_version is not None  # list_page: the last page has one
+                resource_version = page.resource_version
                 break
         self._store.replace(self.kind, items)
         self._store.report_ok(self.kind)
@@ -442,43 +765,38 @@ class Watcher:
             timeout=(self._settings.connect_timeout_s, self._settings.inactivity_timeout_s),
         )
         self._store.report_ok(self.kind)  # the stream is open: the API server answers
+        ended = False
         try:
-            for line in _lines(response):
+            chunks = response.stream(amt=_READ_BYTES, decode_content=False)
+            for line in watch_lines(chunks, max_line_bytes=MAX_WATCH_LINE_BYTES):
                 if self._stop.is_set():
                     break
-                self.resource_version = self._apply(json.loads(line), self.resource_version or "")
+                event = decode_json(line, what="watch line", max_bytes=MAX_WATCH_LINE_BYTES)
+                self.resource_version = self._apply(event, self.resource_version or "")
+            else:
+                ended = True
         finally:
+            if not ended:  # the rest of the stream must not be read as the next request's reply
+                response.close()
             response.release_conn()
 
     def _apply(self, event: Any, resource_version: str) -> str:
-        if not isinstance(event, dict):
-            raise ValueError(f"watch event is not an object: {str(event)[:200]}")
-        kind = event.get("type")
-        obj = event.get("object")
-        if not isinstance(obj, dict):
-            raise ValueError(f"watch event without an object: {str(event)[:200]}")
-        if kind == "ERROR":
-            if obj.get("code") == 410:
-                raise _Expired()
-            raise ValueError(f"watch error event: {json.dumps(obj)[:300]}")
-        metadata = obj.get("metadata")
-        new_version = (metadata.get("resourceVersion") if isinstance(metadata, dict) else None) or resource_version
-        if kind == "BOOKMARK":
-            self._store.mark_synced(self.kind)
-            return str(new_version)
-        if kind in ("ADDED", "MODIFIED"):
-            parsed = self._parser(obj)
+        """Apply one decoded watch line to the store; return the resourceVersion to resume from."""
+        checked = watch_event(event)
+        if checked.type in ("ADDED", "MODIFIED"):
+            parsed = self._parser(checked.object)
             if parsed is not None:
                 self._store.upsert(self.kind, *parsed)
-        elif kind == "DELETED":
+        elif checked.type == "DELETED":
             try:
-                self._store.delete(self.kind, object_key(obj))
+                key = object_key(checked.object)
             except ObjectInvalid as error:
                 log.warning("object_invalid", kind=self.kind, object="?", error=str(error))
-        else:
-            raise ValueError(f"unknown watch event type {kind!r}")
+            else:
+                self._store.delete(self.kind, key)
         self._store.mark_synced(self.kind)
-        return str(new_version)
+        self._served = True
+        return checked.resource_version or resource_version
 
 
 def return_memory() -> None:
@@ -490,23 +808,32 @@ def return_memory() -> None:
         pass
 
 
-def _lines(response: Any) -> Iterator[bytes]:
-    """Split a chunked watch response into JSON lines."""
-    buffer = b""
-    for chunk in response.stream(amt=None, decode_content=False):
-        buffer += chunk
-        *lines, buffer = buffer.split(b"\n")
-        for line in lines:
-            if line.strip():
-                yield line
-    if buffer.strip():
-        yield buffer
-
-
 def _describe(error: BaseException) -> str:
     if isinstance(error, ApiException):
         return f"HTTP {error.status} {error.reason}".strip()
     return f"{type(error).__name__}: {error}"[:300]
+
+
+def _error_fields(error: BaseException) -> dict[str, str]:
+    """Log fields for an unexpected exception: its type, message, and where it was raised."""
+    fields = {"error_type": type(error).__name__, "error": str(error)[:300]}
+    frames = traceback.extract_tb(error.__traceback__)
+    if frames:
+        fields["at"] = f"{Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name}"
+    return fields
+
+
+def _is_api_failure(error: BaseException) -> bool:
+    """The API server failed us (unreachable, an error status, a bad response), as opposed
+    to a bug of ours: only those count toward an outage."""
+    return isinstance(error, ApiException | urllib3.exceptions.HTTPError | OSError | ValueError)
+
+
+def _is_unreachable(error: BaseException) -> bool:
+    """The API server could not be reached or answered 5xx: worth probing for its return."""
+    if isinstance(error, ApiException):
+        return error.status is not None and error.status >= 500
+    return isinstance(error, urllib3.exceptions.HTTPError | OSError)
 
 
 def api_client(kubeconfig: str | None) -> k8s.ApiClient:
@@ -532,7 +859,8 @@ def make_watchers(
 ) -> list[Watcher]:
     """The three watchers the daemon runs. Nodes: only this node (a field selector)."""
     paths = ApiPaths(api)
-    common: dict[str, Any] = {"settings": settings, "stop": stop}
+    recovery = _Recovery(settings.recovery_probe_s)
+    common: dict[str, Any] = {"settings": settings, "stop": stop, "recovery": recovery}
     return [
         Watcher("services", paths, "/api/v1/services", parse_service, store, **common),
         Watcher(
