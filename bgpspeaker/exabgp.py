@@ -9,6 +9,11 @@ command lines and matches the ``done``/``error`` acks in order.
 ExaBGP is started with ``PR_SET_PDEATHSIG`` = SIGKILL from that long-lived thread,
 so it dies with bgpspeaker, and in its own session, so a terminal's Ctrl-C reaches
 bgpspeaker (which withdraws first) and not ExaBGP directly.
+
+ExaBGP never runs as root: when bgpspeaker does, the child switches to ``run_as``
+(default ``nobody``) between fork and exec, and its work directory, config and socket
+are handed to that user. When a session does not come up, ``diagnose()`` names the
+cause from what ExaBGP reported (the ``down`` event's reason, its log lines).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import base64
 import collections
 import ctypes
 import dataclasses
+import enum
 import json
 import os
 import pwd
@@ -24,6 +30,7 @@ import queue
 import re
 import signal
 import socket
+import stat
 import string
 import subprocess
 import sys
@@ -36,11 +43,25 @@ from typing import IO, Any
 
 import structlog
 
-from bgpspeaker.config import IPAddress
+from bgpspeaker.config import IPAddress, PeerConfig
 from bgpspeaker.errors import ExabgpUnavailable
 from bgpspeaker.peers import PeerRuntime
+from bgpspeaker.workdir import PREFIX as WORKDIR_PREFIX
+from bgpspeaker.workdir import remove_workdir
 
-__all__ = ["ExabgpSupervisor", "PeerState", "render_config", "session_fingerprint"]
+__all__ = [
+    "DEFAULT_RUN_AS",
+    "Diagnosis",
+    "ExabgpSupervisor",
+    "FailureCause",
+    "PeerState",
+    "RunAs",
+    "diagnose",
+    "is_evidence",
+    "render_config",
+    "resolve_run_as",
+    "session_fingerprint",
+]
 
 log = structlog.get_logger("bgpspeaker.exabgp")
 
@@ -119,9 +140,331 @@ class PeerState:
     reason: str = ""
 
 
-def _set_pdeathsig() -> None:  # runs in the child between fork and exec
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+DEFAULT_RUN_AS = "nobody"
+"""Who ExaBGP runs as when bgpspeaker runs as root. A dedicated user is better still:
+other daemons run as ``nobody`` too, and ExaBGP's user can read the MD5 key."""
+
+_NUMERIC_USER = re.compile(r"^(\d{1,10})(?::(\d{1,10}))?$")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RunAs:
+    """The user ExaBGP runs as: name (for logs and ``exabgp.daemon.user``), uid and gid."""
+
+    name: str
+    uid: int
+    gid: int
+
+
+def _user_name(uid: int) -> str:
+    """``uid``'s login name, or the number when it has no passwd entry (containers often have none)."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def resolve_run_as(run_as: str | None, *, euid: int) -> RunAs | None:
+    """Whom ExaBGP must switch to; None: it runs as bgpspeaker itself does.
+
+    As root (``euid`` 0): ``run_as``, default ``nobody``; a user name, or ``UID`` or
+    ``UID:GID`` for a user without a passwd entry. Never root itself. As any other
+    user, ExaBGP runs as that user, and ``run_as`` may only name it. Raises
+    ExabgpUnavailable naming the user when it does not exist or cannot be used.
+    """
+    if euid != 0:
+        if run_as is None or run_as in (str(euid), _user_name(euid)):
+            return None
+        raise ExabgpUnavailable(
+            f"cannot run ExaBGP as {run_as!r}: bgpspeaker runs as {_user_name(euid)!r}, and only root can switch users"
+        )
+    wanted = DEFAULT_RUN_AS if run_as is None else run_as
+    numeric = _NUMERIC_USER.match(wanted)
+    if numeric is not None:
+        uid = int(numeric.group(1))
+        gid = int(numeric.group(2)) if numeric.group(2) is not None else uid
+        target = RunAs(_user_name(uid), uid, gid)
+    else:
+        try:
+            entry = pwd.getpwnam(wanted)
+        except KeyError:
+            raise ExabgpUnavailable(
+                f"cannot run ExaBGP as user {wanted!r}: no such user on this node"
+                " (create it, or name another user or a numeric UID:GID)"
+            ) from None
+        target = RunAs(entry.pw_name, entry.pw_uid, entry.pw_gid)
+    if target.uid == 0 or target.gid == 0:
+        raise ExabgpUnavailable(
+            f"refusing to run ExaBGP as {wanted!r} (uid {target.uid}, gid {target.gid}): ExaBGP never runs as root"
+        )
+    return target
+
+
+def _blocked_for(path: Path, who: RunAs, *, need: int) -> str | None:
+    """Why ``who`` cannot reach ``path`` by its mode bits (``need``: stat.S_IROTH or
+    S_IXOTH for the file itself), or None. Owner, group (``who.gid`` only: ExaBGP runs
+    with no supplementary groups) or other bits, as the kernel picks them; ACLs are not
+    read, so this only warns."""
+    for target in dict.fromkeys([path, path.resolve()]):
+        for directory in reversed(target.parents):
+            problem = _lacks(directory, who, stat.S_IXOTH)
+            if problem:
+                return problem
+        problem = _lacks(target, who, need)
+        if problem:
+            return problem
+    return None
+
+
+def _lacks(path: Path, who: RunAs, other_bit: int) -> str | None:
+    try:
+        info = path.stat()
+    except OSError as error:
+        return f"{path}: {error.strerror or error}"
+    if info.st_uid == who.uid:
+        bit = other_bit << 6
+    elif info.st_gid == who.gid:
+        bit = other_bit << 3
+    else:
+        bit = other_bit
+    if info.st_mode & bit:
+        return None
+    return f"{path} (mode {stat.S_IMODE(info.st_mode):04o}, owner uid {info.st_uid}, group gid {info.st_gid})"
+
+
+# -- why a session does not come up ---------------------------------------------------
+
+
+class FailureCause(enum.StrEnum):
+    """What the evidence says kept a session from coming up (the ``cause`` log key)."""
+
+    NOTIFICATION = "notification"
+    """A BGP NOTIFICATION, sent or received: the two sides disagree on the session."""
+    REFUSED = "refused"
+    """The router refused the TCP connection, or accepted it and closed it unspoken."""
+    NO_ROUTE = "no_route"
+    """This node cannot reach the router: no route, no answer to ARP/ND, ICMP unreachable."""
+    TIMEOUT = "timeout"
+    """No answer at all: SYNs vanish (filters, MD5 mismatch, TTL)."""
+    UNKNOWN = "unknown"
+    """ExaBGP gave no reason we recognize."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Diagnosis:
+    """A cause, what to check, and the ExaBGP text it rests on ('' when it is silence)."""
+
+    cause: FailureCause
+    hint: str
+    evidence: str = ""
+
+
+# ExaBGP 5.0.15 (reactor/peer.py, Peer._run): a down event's reason is
+# "notification sent (C,S)" / "notification received (C,S)", "closing connection" for
+# any network error, or "process problem"; the details go to the log.
+_NOTIFICATION = re.compile(r"notification (sent|received) \((\d{1,3}),(\d{1,3})\)")
+
+# RFC 4271 4.5 / 6.x and RFC 4486, in ExaBGP's words (bgp/message/notification.py).
+_NOTIFICATION_CODES = {
+    1: "Message header error",
+    2: "OPEN message error",
+    3: "UPDATE message error",
+    4: "Hold timer expired",
+    5: "State machine error",
+    6: "Cease",
+}
+_NOTIFICATION_SUBCODES = {
+    (2, 1): "Unsupported Version Number",
+    (2, 2): "Bad Peer AS",
+    (2, 3): "Bad BGP Identifier",
+    (2, 4): "Unsupported Optional Parameter",
+    (2, 5): "Authentication Notification (Deprecated)",
+    (2, 6): "Unacceptable Hold Time",
+    (2, 7): "Unsupported Capability",
+    (6, 1): "Maximum Number of Prefixes Reached",
+    (6, 2): "Administrative Shutdown",
+    (6, 3): "Peer De-configured",
+    (6, 4): "Administrative Reset",
+    (6, 5): "Connection Rejected",
+    (6, 6): "Other Configuration Change",
+    (6, 7): "Connection Collision Resolution",
+    (6, 8): "Out of Resources",
+}
+
+# Log lines that say what happened to a connect: ExaBGP's own texts (reactor/network/
+# connection.py, tcp.py) and the launcher's (bgpspeaker.exabgp_main, which logs the
+# errno ExaBGP drops, in ExaBGP's errstr format "[Errno ECONNREFUSED] [Errno 111] ...").
+_EVIDENCE: tuple[tuple[str, FailureCause], ...] = (
+    ("econnrefused", FailureCause.REFUSED),
+    ("connection refused", FailureCause.REFUSED),
+    ("lost tcp session with peer", FailureCause.REFUSED),
+    ("closed by the remote end", FailureCause.REFUSED),
+    ("econnreset", FailureCause.REFUSED),
+    ("enetunreach", FailureCause.NO_ROUTE),
+    ("network is unreachable", FailureCause.NO_ROUTE),
+    ("ehostunreach", FailureCause.NO_ROUTE),
+    ("no route to host", FailureCause.NO_ROUTE),
+    ("could not bind to local ip", FailureCause.NO_ROUTE),
+    ("etimedout", FailureCause.TIMEOUT),
+    ("connection timed out", FailureCause.TIMEOUT),
+)
+
+
+def _line_cause(line: str) -> FailureCause | None:
+    lowered = line.lower()
+    return next((cause for needle, cause in _EVIDENCE if needle in lowered), None)
+
+
+def is_evidence(line: str) -> bool:
+    """True for an ExaBGP log line that tells why a connection failed (kept for ``diagnose``)."""
+    return _line_cause(line) is not None
+
+
+def diagnose(reason: str, lines: Sequence[str], *, peer: PeerConfig, router_id: IPAddress, md5: bool) -> Diagnosis:
+    """Why ``peer``'s session is not up, from ExaBGP's last ``down`` reason in this outage
+    ('' when there was none) and its evidence lines (``is_evidence``, oldest first).
+
+    A NOTIFICATION in the reason wins; then the newest log line with a cause; then
+    silence (no reason, no line) is a timeout. Only a timeout blames filters, MD5 or TTL.
+    """
+    notification = _NOTIFICATION.search(reason)
+    if notification is not None:
+        direction, code, subcode = notification.group(1), int(notification.group(2)), int(notification.group(3))
+        return Diagnosis(
+            FailureCause.NOTIFICATION,
+            _notification_hint(direction == "received", code, subcode, peer=peer, router_id=router_id),
+            reason,
+        )
+    for line in reversed(lines):
+        cause = _line_cause(line)
+        if cause is not None:
+            return Diagnosis(cause, _network_hint(cause, line, peer=peer, md5=md5), line)
+    if not reason:
+        return Diagnosis(FailureCause.TIMEOUT, _network_hint(FailureCause.TIMEOUT, "", peer=peer, md5=md5))
+    return Diagnosis(
+        FailureCause.UNKNOWN,
+        f"ExaBGP says only {reason!r}: check the router's log for this neighbor"
+        " and that the router is reachable from this node",
+        reason,
+    )
+
+
+def _notification_hint(received: bool, code: int, subcode: int, *, peer: PeerConfig, router_id: IPAddress) -> str:
+    text = _NOTIFICATION_CODES.get(code, "unknown error")
+    if (code, subcode) in _NOTIFICATION_SUBCODES:
+        text += f" / {_NOTIFICATION_SUBCODES[code, subcode]}"
+    who = "sent by the router" if received else "sent by ExaBGP (it rejected what the router sent)"
+    keys = ((code, subcode, received), (code, subcode, None), (code, None, received), (code, None, None))
+    advice = next(
+        (_NOTIFICATION_ADVICE[key] for key in keys if key in _NOTIFICATION_ADVICE),
+        "see the router's log for this neighbor",
+    )
+    facts = {
+        "my_asn": peer.my_asn,
+        "peer_asn": peer.peer_asn,
+        "router_id": router_id,
+        "hold_time_s": peer.hold_time_s,
+        "families": ", ".join(sorted(peer.families)),
+        "address": f"this node's address ({peer.source_address})" if peer.source_address else "this node's address",
+    }
+    return f"NOTIFICATION {code}/{subcode} ({text}) {who}: {advice.format(**facts)}"
+
+
+# (code, subcode or None for any, received / sent / None for either) -> advice
+_NOTIFICATION_ADVICE: dict[tuple[int, int | None, bool | None], str] = {
+    (2, 2, True): "the router expects another AS from this node; we are AS {my_asn} (myASN):"
+    " the router's neighbor entry for this node needs remote-as {my_asn}",
+    (2, 2, False): "the router's OPEN carries another AS than peerASN {peer_asn}:"
+    " check peerASN against the router's own AS",
+    (2, 3, True): "the router rejects our router ID {router_id}: it must be unique and non-zero"
+    " (an iBGP router rejects its own); set routerID",
+    (2, 3, False): "the router's BGP identifier is unusable here (the same as ours, {router_id}, on iBGP?):"
+    " give the router or this node (routerID) another one",
+    (2, 6, True): "the router refuses holdTime {hold_time_s}s (its minimum hold time is higher):"
+    " raise holdTime or lower the router's minimum",
+    (2, 6, False): "the router offers a hold time of 1 or 2 s, which BGP forbids: fix the router's timers",
+    (2, 5, None): "an authentication failure: check the TCP MD5 password on both sides",
+    (2, 1, None): "the two sides do not share a BGP version",
+    (2, 4, None): "an OPEN parameter is not supported: compare the capabilities (families {families},"
+    " graceful restart) with the router's neighbor config",
+    (2, 7, None): "a capability is not supported: compare the families ({families}) and graceful restart"
+    " with the router's neighbor config",
+    (2, None, None): "the OPEN was rejected: compare myASN {my_asn}, peerASN {peer_asn}, routerID {router_id},"
+    " holdTime {hold_time_s}s and families ({families}) with the router's neighbor config",
+    (4, None, True): "the router heard nothing from us within the hold time: keepalives are lost"
+    " (congested link, filter) or ExaBGP is starved",
+    (4, None, False): "we heard nothing from the router within holdTime {hold_time_s}s:"
+    " the link drops packets or the router is overloaded",
+    (6, 1, None): "the router's maximum-prefix limit for this neighbor was reached: raise it there",
+    (6, 2, True): "the router has this neighbor administratively shut down (e.g. FRR 'neighbor ... shutdown')",
+    (6, 3, True): "the router removed this neighbor from its config",
+    (6, 4, True): "the router reset the session (e.g. 'clear bgp'); it comes back by itself",
+    (6, 5, True): "the router rejects the connection: it has no neighbor for {address}, or a connection limit or ACL",
+    (6, 6, True): "the router's config for this neighbor changed; it comes back by itself",
+    (6, 7, None): "both sides connected at once (collision resolution); transient",
+    (6, 8, None): "out of resources",
+    (6, None, None): "the session was closed on purpose; see the router's log for this neighbor",
+    (1, None, None): "a malformed message: see both sides' logs",
+    (3, None, None): "an UPDATE was rejected: see the router's log for the attribute it objects to",
+    (5, None, None): "a message arrived in the wrong state: see both sides' logs",
+}
+
+
+def _network_hint(cause: FailureCause, line: str, *, peer: PeerConfig, md5: bool) -> str:
+    target = f"{peer.peer_address}:{peer.peer_port}"
+    ttl_one = peer.ebgp and not peer.ebgp_multihop
+    address = f"this node's address ({peer.source_address})" if peer.source_address else "this node's address"
+    lowered = line.lower()
+    if cause is FailureCause.REFUSED:
+        if "refused" in lowered:
+            return (
+                f"nothing accepts TCP on {target} (connection refused): the router is down,"
+                " BGP does not listen on that address, or peerPort is wrong"
+            )
+        return (
+            "the router accepted TCP and closed it without a NOTIFICATION: it has no neighbor for"
+            f" {address}, or that neighbor is shut down there"
+        )
+    if cause is FailureCause.NO_ROUTE:
+        if "bind" in lowered:
+            return f"cannot use sourceAddress {peer.source_address}: it is not an address of this node"
+        if "network is unreachable" in lowered or "enetunreach" in lowered:
+            return f"this node has no route to {peer.peer_address}: check its routing table (and sourceAddress, if set)"
+        hint = (
+            f"no route to host {peer.peer_address}: nothing answered ARP/ND on the link, or a router on the way"
+            " sent ICMP unreachable or time-exceeded; check routing from this node (and sourceAddress, if set)"
+        )
+        if ttl_one:
+            hint += "; eBGP with TTL 1 to a router more than one hop away fails exactly like this: set ebgpMultiHop"
+        return hint
+    causes = []
+    if md5:
+        causes.append(
+            "TCP MD5 is on: a password that differs from the router's looks exactly like this"
+            " (the router drops our SYNs); check both sides"
+        )
+    if ttl_one:
+        causes.append("eBGP with TTL 1: if the router is more than one hop away, set ebgpMultiHop")
+    causes.append(f"a firewall or ACL on the way may drop TCP to {target}")
+    return f"no answer from {target} (our SYNs go unanswered): " + "; or ".join(causes)
+
+
+def _die_with(parent_pid: int) -> Callable[[], None]:
+    """The child's last step before exec: SIGKILL it when the thread that forked it ends.
+
+    It runs after ``_posixsubprocess`` has applied ``user=``/``group=`` (setgroups,
+    setregid, setreuid, then preexec_fn), which matters: the kernel clears the
+    parent-death signal on a uid change, so set before the switch it would be lost.
+    A parent that died before this ran is caught by the PPID check.
+    """
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # loaded here: no dlopen between fork and exec
+
+    def set_pdeathsig() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent_pid:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return set_pdeathsig
 
 
 class _Connection:
@@ -133,11 +476,29 @@ class _Connection:
         """True for ``done``, False for ``error``, None once the connection is gone."""
 
 
+_NO_SWITCH = (
+    "cannot start ExaBGP as user {user!r} ({error}): bgpspeaker runs as root without CAP_CHOWN,"
+    " CAP_SETUID or CAP_SETGID; run bgpspeaker itself as a non-root user (as deploy/daemonset.yaml does)"
+)
+
+EVIDENCE_GRACE_S = 0.3
+"""A ``down`` event without a NOTIFICATION waits this long for ExaBGP's log line that says
+why (stdout and the API socket are read by different threads, in no fixed order)."""
+
+
 class ExabgpSupervisor:
     """Runs one ExaBGP for one peer and gives the reconciler an acknowledged command channel.
 
     One child per peer: a changed peer restarts only its own session, a stuck or
     crashing ExaBGP takes only its own peer down, and bulk work spreads over cores.
+
+    ``workdir`` is this peer's own directory (created if missing): the supervisor makes
+    it 0700, owned by the user ExaBGP runs as, puts ExaBGP's config (0600, holds the MD5
+    key) and the API socket in it, and removes it in ``stop()`` once ExaBGP is gone.
+    That user must be able to pass through ``workdir``'s parents: when the parent is
+    bgpspeaker's own work directory (``bgpspeaker-*``, ours) the supervisor grants that
+    user search permission on it (not read: the names in it stay private); any other
+    ancestor it cannot pass is only reported (``exabgp_path_unreachable``).
     """
 
     def __init__(
@@ -152,6 +513,7 @@ class ExabgpSupervisor:
         launcher_patches: bool = True,
         max_restarts: int = 5,
         restart_window_s: float = 60.0,
+        run_as: str | None = None,
     ) -> None:
         self.runtime = runtime
         self.name = runtime.peer.name
@@ -159,12 +521,21 @@ class ExabgpSupervisor:
         """ExaBGP's own level: at INFO it formats and prints a line per route (~15% of its CPU)."""
         self._launcher_patches = launcher_patches
         """False only for the benchmark's upstream-ExaBGP anchor (see exabgp_main)."""
+        self._run_as_setting = run_as
+        """Whom ExaBGP runs as when bgpspeaker is root (None: ``nobody``); see resolve_run_as."""
         self.fingerprint = session_fingerprint(runtime, router_id)
         self._log = log.bind(peer=self.name)
         self._failing_logged = False
         self.establish_warn_s = 10.0
         """Not Established this long after start or after a drop: say so, once."""
         self._not_up_since = time.monotonic()
+        self._down_reason = ""
+        """ExaBGP's last ``down`` reason since the session was last up ('' when none came)."""
+        self._down_pending_since: float | None = None
+        """A ``down`` without a NOTIFICATION, not yet reported: waiting for its log line."""
+        self._evidence: collections.deque[str] = collections.deque(maxlen=8)
+        """ExaBGP log lines that tell why a connect failed, since the session was last up."""
+        self._evidence_lock = threading.Lock()
         self.up_count = 0
         """Increments each time the session reaches Established."""
         self.router_id = router_id
@@ -256,11 +627,12 @@ class ExabgpSupervisor:
             return generation, results
 
     def stop(self, timeout_s: float = 3.0) -> None:
-        """Stop ExaBGP (SIGTERM, then SIGKILL after ``timeout_s``) and the supervisor."""
+        """Stop ExaBGP (SIGTERM, then SIGKILL after ``timeout_s``) and the supervisor; then
+        remove the work directory (config with the MD5 key, socket), ExaBGP being gone."""
         self._stopping.set()
         with self._ready:
             self._ready.notify_all()
-        proc = self._proc
+            proc = self._proc  # read under the lock _run_one sets it under: see there
         if proc is not None and proc.poll() is None:
             proc.terminate()
             try:
@@ -269,6 +641,8 @@ class ExabgpSupervisor:
                 proc.kill()
                 proc.wait()
         self._thread.join(timeout_s)
+        if proc is None or proc.poll() is not None:
+            remove_workdir(self._workdir)
 
     # -- internals -------------------------------------------------------------------
 
@@ -277,13 +651,14 @@ class ExabgpSupervisor:
         if proc is not None and proc.poll() is None:
             proc.kill()
 
-    def _environment(self) -> dict[str, str]:
+    def _environment(self, run_as: RunAs | None) -> dict[str, str]:
         env = dict(os.environ)
         env.update(
             {
                 # ExaBGP 5.0.15 as root always switches to this user before starting
-                # helpers; it must be able to reach the relay and its socket.
-                "exabgp_daemon_user": pwd.getpwuid(os.geteuid()).pw_name,
+                # helpers. It never is root here (the child switched already, and then
+                # ExaBGP keeps its user), but name the same user in case that changes.
+                "exabgp_daemon_user": run_as.name if run_as is not None else _user_name(os.geteuid()),
                 "exabgp_daemon_daemonize": "false",
                 "exabgp_daemon_pid": "",
                 "exabgp_api_ack": "true",
@@ -313,11 +688,42 @@ class ExabgpSupervisor:
                 "BGPSPEAKER_NODELAY": patched,
                 "BGPSPEAKER_FAST_REACTOR": patched,
                 "BGPSPEAKER_IDLE_POLL_MS": str(IDLE_POLL_MS),
+                "BGPSPEAKER_CONNECT_ERRORS": patched,
             }
         )
         return env
 
-    def _write_config(self, socket_path: Path) -> Path:
+    def _prepare_workdir(self, run_as: RunAs | None) -> None:
+        """This peer's directory: 0700, owned by ExaBGP's user, reachable by it (see the class)."""
+        workdir = self._workdir
+        workdir.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(workdir, 0o700)
+        if run_as is None:
+            return
+        try:
+            os.chown(workdir, run_as.uid, run_as.gid)
+        except PermissionError as error:
+            raise ExabgpUnavailable(_NO_SWITCH.format(user=run_as.name, error=error)) from error
+        parent = workdir.parent
+        info = parent.stat()
+        ours = info.st_uid == os.geteuid() and parent.name.startswith(WORKDIR_PREFIX)
+        if ours and _lacks(parent, run_as, stat.S_IXOTH) is not None:
+            bit = stat.S_IXGRP if info.st_gid == run_as.gid else stat.S_IXOTH
+            os.chmod(parent, stat.S_IMODE(info.st_mode) | bit)
+        relay = Path(__file__).resolve().parent / "relay.py"
+        for path, need in ((workdir, stat.S_IXOTH), (Path(sys.executable), stat.S_IXOTH), (relay, stat.S_IROTH)):
+            blocked = _blocked_for(path, run_as, need=need)
+            if blocked is not None:
+                self._log.error(
+                    "exabgp_path_unreachable",
+                    path=str(path),
+                    user=run_as.name,
+                    blocked=blocked,
+                    hint=f"ExaBGP runs as {run_as.name!r} and must reach this path: grant it search"
+                    " (and read) permission, or place the work directory or virtualenv elsewhere",
+                )
+
+    def _write_config(self, socket_path: Path, run_as: RunAs | None) -> Path:
         relay = Path(__file__).resolve().parent / "relay.py"
         text = render_config(
             self.runtime,
@@ -325,8 +731,11 @@ class ExabgpSupervisor:
             relay_command=[sys.executable, str(relay), str(socket_path)],
         )
         path = self._workdir / "exabgp.conf"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w") as handle:
+            os.fchmod(fd, 0o600)
+            if run_as is not None:
+                os.fchown(fd, run_as.uid, run_as.gid)
             handle.write(text)
         return path
 
@@ -335,7 +744,10 @@ class ExabgpSupervisor:
             self._supervise()
         except BaseException as error:  # noqa: BLE001  # recorded for the entry point, which exits
             self.failed = error
-            self._log.exception("exabgp_supervisor_failed")
+            if isinstance(error, ExabgpUnavailable):
+                self._log.error("exabgp_unavailable", error=str(error))
+            else:
+                self._log.exception("exabgp_supervisor_failed")
         finally:
             self._stopping.set()
             self._kill()
@@ -343,13 +755,21 @@ class ExabgpSupervisor:
                 self._ready.notify_all()
 
     def _supervise(self) -> None:
+        if self._stopping.is_set():  # stopped before it began
+            return
+        run_as = resolve_run_as(self._run_as_setting, euid=os.geteuid())
+        self._prepare_workdir(run_as)
         socket_path = self._workdir / "api.sock"
         socket_path.unlink(missing_ok=True)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(str(socket_path))
+        # The relay is ExaBGP's helper and runs as ExaBGP's user: only it may connect.
+        os.chmod(socket_path, 0o600)
+        if run_as is not None:
+            os.chown(socket_path, run_as.uid, run_as.gid)
         listener.listen(4)
         listener.settimeout(0.2)
-        config_path = self._write_config(socket_path)
+        config_path = self._write_config(socket_path, run_as)
         starts: collections.deque[float] = collections.deque()
         while not self._stopping.is_set():
             now = time.monotonic()
@@ -360,7 +780,7 @@ class ExabgpSupervisor:
                 raise RuntimeError(
                     f"ExaBGP exited {len(starts) - 1} times within {self._restart_window_s:.0f} s; giving up"
                 )
-            self._run_one(listener, config_path)
+            self._run_one(listener, config_path, run_as)
             if self._stopping.is_set():
                 break
             self.restarts += 1
@@ -368,25 +788,45 @@ class ExabgpSupervisor:
             self._stopping.wait(backoff_s)
         listener.close()
 
-    def _run_one(self, listener: socket.socket, config_path: Path) -> None:
+    def _run_one(self, listener: socket.socket, config_path: Path, run_as: RunAs | None) -> None:
         started = time.monotonic()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bgpspeaker.exabgp_main", "server", str(config_path)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=self._environment(),
-            preexec_fn=_set_pdeathsig,  # noqa: PLW1509  # prctl must run in the child; no locks taken
-            start_new_session=True,
-        )
+        switch: dict[str, Any] = {}
+        if run_as is not None:
+            # Applied in the child before preexec_fn: setgroups([]), setregid, setreuid.
+            switch = {"user": run_as.uid, "group": run_as.gid, "extra_groups": []}
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "bgpspeaker.exabgp_main", "server", str(config_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=self._environment(run_as),
+                preexec_fn=_die_with(os.getpid()),  # noqa: PLW1509  # prctl must run in the child; no locks taken
+                start_new_session=True,
+                **switch,
+            )
+        except PermissionError as error:
+            if run_as is None:
+                raise
+            raise ExabgpUnavailable(_NO_SWITCH.format(user=run_as.name, error=error)) from error
         with self._lock:
             self._proc = proc
             self._generation += 1
             generation = self._generation
-        self._log.info("exabgp_started", pid=proc.pid, generation=generation)
+            if self._stopping.is_set():  # stop() ran between our check and the fork
+                proc.kill()
+        self._log.info(
+            "exabgp_started",
+            pid=proc.pid,
+            generation=generation,
+            user=run_as.name if run_as is not None else _user_name(os.geteuid()),
+        )
         assert proc.stdout is not None
         output = threading.Thread(
-            target=_forward_output, args=(proc.stdout, proc.pid, self.name), name="exabgp-output", daemon=True
+            target=_forward_output,
+            args=(proc.stdout, proc.pid, self.name, self._note_log_line),
+            name="exabgp-output",
+            daemon=True,
         )
         output.start()
         conn: _Connection | None = None
@@ -429,6 +869,7 @@ class ExabgpSupervisor:
             *lines, buffer = buffer.split(b"\n")
             for line in lines:
                 self._dispatch(conn, line.strip())
+            self._check_establishing()  # also while events keep coming (retries) and no read times out
         code = proc.wait()
         if conn is not None:
             self._drop_connection(conn)
@@ -468,6 +909,12 @@ class ExabgpSupervisor:
         elif line:
             self._log.debug("exabgp_api_line", line=line[:200].decode("ascii", "replace"))
 
+    def _note_log_line(self, text: str) -> None:
+        """Called by the output thread for every ExaBGP log line: keep the evidence."""
+        if is_evidence(text):
+            with self._evidence_lock:
+                self._evidence.append(text)
+
     def _on_event(self, event: dict[str, Any]) -> None:
         if event.get("type") != "state":
             return
@@ -486,60 +933,76 @@ class ExabgpSupervisor:
             self.up_count += 1
             self._on_ready()  # a (re-)established session may need its End-of-RIB
             self._failing_logged = False
+            self._down_reason = ""
+            self._down_pending_since = None
+            with self._evidence_lock:
+                self._evidence.clear()
             self._log.info("peer_up", peer_address=peer_address, local_address=neighbor.get("address", {}).get("local"))
         elif state == "down":
+            self._down_reason = reason
             if previous.state == "up":
+                with self._evidence_lock:
+                    self._evidence.clear()  # what follows is about the reconnects
                 self._log.warning("peer_down", peer_address=peer_address, reason=reason or "unknown")
             elif not self._failing_logged:
                 # Once per outage, not once per retry: the retries go to debug.
-                self._failing_logged = True
-                self._log.warning(
-                    "peer_not_established",
-                    peer_address=peer_address,
-                    reason=reason or "unknown",
-                    hint=self._hint(),
-                )
+                if _NOTIFICATION.search(reason):
+                    self._report_not_established(reason)
+                elif self._down_pending_since is None:
+                    self._down_pending_since = time.monotonic()  # reported with its log line
             else:
                 self._log.debug("peer_connect_failed", peer_address=peer_address, reason=reason)
         else:
             self._log.debug("peer_state", state=state)
 
     def _check_establishing(self) -> None:
-        """A connect that hangs (SYNs dropped: MD5 mismatch, TTL, filters) produces no
-        ExaBGP event for minutes; notice it here."""
+        """Report a session that does not come up, once per outage: after a ``down`` (once
+        its log line had time to arrive), or after ``establish_warn_s`` without one (SYNs
+        dropped by MD5 mismatch, TTL or filters produce no ExaBGP event for minutes, nor
+        does a connect that fails at once: no route, a foreign sourceAddress)."""
         if self.state.state == "up" or self._failing_logged:
             return
-        waited = time.monotonic() - self._not_up_since
-        if waited >= self.establish_warn_s:
-            self._failing_logged = True
-            self._log.warning(
-                "peer_not_established",
-                peer_address=str(self.runtime.peer.peer_address),
-                reason=f"no session after {waited:.0f} s (last state: {self.state.state})",
-                hint=self._hint(),
+        now = time.monotonic()
+        waited = now - self._not_up_since
+        pending = self._down_pending_since
+        if (pending is not None and now - pending >= EVIDENCE_GRACE_S) or waited >= self.establish_warn_s:
+            self._report_not_established(
+                self._down_reason or f"no session after {waited:.0f} s (last state: {self.state.state})"
             )
 
-    def _hint(self) -> str:
-        peer = self.runtime.peer
-        if self.runtime.password is not None:
-            return (
-                "TCP MD5 is on: a password that differs from the router's looks exactly like this"
-                " (the router drops our SYNs); check both sides"
-            )
-        if peer.ebgp and not peer.ebgp_multihop:
-            return "eBGP with TTL 1: if the router is more than one hop away, set ebgpMultiHop"
-        return "check the router's neighbor config and that it is reachable from this node"
+    def _report_not_established(self, reason: str) -> None:
+        with self._evidence_lock:
+            lines = list(self._evidence)
+        diagnosis = diagnose(
+            self._down_reason,
+            lines,
+            peer=self.runtime.peer,
+            router_id=self.router_id,
+            md5=self.runtime.password is not None,
+        )
+        self._failing_logged = True
+        self._down_pending_since = None
+        self._log.warning(
+            "peer_not_established",
+            peer_address=str(self.runtime.peer.peer_address),
+            reason=reason,
+            cause=str(diagnosis.cause),
+            hint=diagnosis.hint,
+            evidence=diagnosis.evidence[:300],
+        )
 
 
 _NOISY = ("error", "fail", "invalid", "problem", "could not", "not found", "refused", "traceback")
 
 
-def _forward_output(stream: IO[bytes], pid: int, peer: str) -> None:
-    """Read ExaBGP's stdout until EOF (it must never block on a full pipe) and log it."""
+def _forward_output(stream: IO[bytes], pid: int, peer: str, on_line: Callable[[str], None]) -> None:
+    """Read ExaBGP's stdout until EOF (it must never block on a full pipe), log it, and
+    hand every line to ``on_line``."""
     for raw in iter(stream.readline, b""):
         text = raw.decode("utf-8", "replace").rstrip()
         if not text:
             continue
+        on_line(text)
         if any(word in text.lower() for word in _NOISY):
             log.warning("exabgp_log", peer=peer, pid=pid, line=text[:500])
         else:

@@ -1,4 +1,4 @@
-"""Start ExaBGP, with one setting it lacks, one copy it does not need, and no naps while busy.
+"""Start ExaBGP with one setting it lacks, one copy it does not need, no naps while busy, and why a connect failed.
 
 - Keepalive interval: ExaBGP 5.0.15 always sends keepalives every third of the
   negotiated hold time. When ``BGPSPEAKER_KEEPALIVE`` is set (seconds), keepalives go
@@ -24,6 +24,16 @@
   coroutine is queued). When every session is up and nothing is queued it naps
   ``BGPSPEAKER_IDLE_POLL_MS`` instead (the router's socket and the API still wake it
   at once). Measured at 10k: 2.56 s -> 0.56 s; idle CPU 3.0% -> 0.3% of a core.
+- Why a connect failed (``BGPSPEAKER_CONNECT_ERRORS=1``). ExaBGP logs a failed
+  ``connect()`` (no route, bad source address) only at debug level, and an
+  asynchronous failure (refused, no route to host, timed out) not at all:
+  ``tcp.ready()`` reads the socket's ``SO_ERROR``, drops it, and reports the socket
+  connected, so the first write fails as "Broken TCP connection" whatever happened.
+  The launcher reads that error first and logs it at warning level, in ExaBGP's own
+  wording (``Could not connect to peer 10.0.0.1:179 ([Errno ECONNREFUSED] [Errno 111]
+  Connection refused)``), once per distinct error per minute; the supervisor turns it
+  into the cause of a session that does not come up. What ExaBGP does next (reset,
+  back off, retry) is unchanged. Only sockets still connecting are looked at.
 
 Everything else is ExaBGP's own ``main``, unchanged.
 
@@ -33,6 +43,7 @@ Run as ``python -m bgpspeaker.exabgp_main server CONFIG`` by the supervisor.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 
 def _patch_keepalive(interval_s: int) -> None:
@@ -115,8 +126,82 @@ def _no_idle_wait_while_busy(idle_ms: int) -> None:
     Reactor._wait_for_io = _wait_for_io
 
 
+CONNECT_ERROR_REPEAT_S = 60.0
+"""The same connect error for the same peer is logged again after this long, not on every retry."""
+
+
+def _report_connect_errors() -> None:
+    import errno
+    import select
+    import socket
+    import time
+    import weakref
+
+    from exabgp.logger import log
+    from exabgp.reactor.network import outgoing
+    from exabgp.util.errstr import errstr
+
+    reported: dict[str, tuple[str, float]] = {}
+    connecting: weakref.WeakKeyDictionary[socket.socket, outgoing.Outgoing] = weakref.WeakKeyDictionary()
+
+    def report(connection: outgoing.Outgoing, problem: str) -> None:
+        target = f"{connection.peer}:{connection.port}"
+        now = time.monotonic()
+        last = reported.get(target)
+        if last is not None and last[0] == problem and now - last[1] < CONNECT_ERROR_REPEAT_S:
+            return
+        reported[target] = (problem, now)
+        log.warning(lambda: problem, connection.session())
+
+    def take_pending_error(io: socket.socket) -> None:
+        """Read (and so clear) the error the kernel holds for a socket still connecting."""
+        connection = connecting.get(io)
+        if connection is None:
+            return
+        try:
+            poller = select.poll()
+            poller.register(io, select.POLLERR)
+            if not any(event & select.POLLERR for _, event in poller.poll(0)):
+                return
+            code = io.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        except (OSError, ValueError):  # closed under us: upstream notices on its own
+            return
+        if code and code not in (errno.EINPROGRESS, errno.EALREADY, errno.EAGAIN):
+            failure = OSError(code, os.strerror(code))
+            report(connection, f"Could not connect to peer {connection.peer}:{connection.port} ({errstr(failure)})")
+
+    connect = outgoing.Outgoing._connect
+    ready = outgoing.ready
+
+    def _connect(self: outgoing.Outgoing) -> object:
+        problem = connect(self)
+        if problem is not None:
+            report(self, str(problem))
+        elif self.io is not None:
+            connecting[self.io] = self
+        return problem
+
+    def _ready(io: socket.socket) -> Iterator[tuple[bool, str]]:
+        steps = ready(io)
+        try:
+            while True:
+                take_pending_error(io)  # before upstream reads SO_ERROR and drops it
+                try:
+                    step = next(steps)
+                except StopIteration:
+                    return
+                yield step
+        finally:
+            steps.close()
+
+    outgoing.Outgoing._connect = _connect
+    outgoing.ready = _ready
+
+
 def main() -> None:
     """Apply the settings, then hand over to ExaBGP."""
+    if os.environ.get("BGPSPEAKER_CONNECT_ERRORS") == "1":
+        _report_connect_errors()
     if os.environ.get("BGPSPEAKER_FAST_REACTOR") == "1":
         _no_event_loop_per_pass()
         idle = os.environ.get("BGPSPEAKER_IDLE_POLL_MS", "")
