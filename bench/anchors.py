@@ -14,14 +14,12 @@ up, since that is how each is used (a long-running daemon whose config changes).
   process start); the removal is the bulk ``gobgp global rib del all``. Its bulk path,
   ``gobgp mrt inject global``, parsed our generated TABLE_DUMP_V2 file fully (``-d``
   prints every record) but added only the first route with gobgp 3.10 (Debian 12),
-  so it is not used; ``_mrt()`` keeps the generator for whoever picks that up.
+  so it is not used.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import shutil
-import struct
 import subprocess
 import time
 from collections.abc import Callable
@@ -174,28 +172,6 @@ def frr_reload(count: int) -> dict[str, Any]:
 
 
 # -- GoBGP -----------------------------------------------------------------------------------
-
-
-def _mrt(count: int) -> bytes:
-    """An MRT TABLE_DUMP_V2 file (RFC 6396) with ``count`` /32s, next hop 10.0.0.2."""
-
-    def record(subtype: int, body: bytes) -> bytes:
-        return struct.pack("!IHHI", int(time.time()), 13, subtype, len(body)) + body
-
-    view = b""
-    peer_index = struct.pack("!4sH", bytes([10, 0, 0, 2]), len(view)) + view + struct.pack("!H", 1)
-    peer_index += struct.pack("!B4s4sI", 0x02, bytes([10, 0, 0, 2]), bytes([10, 0, 0, 2]), 64513)
-    attributes = (
-        bytes([0x40, 1, 1, 0])  # ORIGIN IGP
-        + bytes([0x40, 2, 0])  # AS_PATH empty: GoBGP prepends its own AS toward the eBGP peer
-        + bytes([0x40, 3, 4, 10, 0, 0, 2])  # NEXT_HOP
-    )
-    out = [record(1, peer_index)]
-    for i in range(count):
-        prefix = ipaddress.IPv4Address(vip(i)).packed
-        entry = struct.pack("!HIH", 0, int(time.time()), len(attributes)) + attributes
-        out.append(record(2, struct.pack("!IB", i, 32) + prefix + struct.pack("!H", 1) + entry))
-    return b"".join(out)
 
 
 def gobgp(count: int) -> dict[str, Any]:

@@ -104,11 +104,6 @@ class PeerConfig:
         """True when the session is external (the ASes differ)."""
         return self.peer_asn != self.my_asn
 
-    @property
-    def has_password(self) -> bool:
-        """True when the session uses TCP MD5."""
-        return self.password_file is not None or self.password_secret is not None
-
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Advertisement:

@@ -87,11 +87,6 @@ class EventRecorder:
         self._global_refill_s = global_refill_s
         self._sent: dict[tuple[str, str, str], _Sent] = {}
         self._suppressed_logged: dict[str, float] = {}
-        self.created = 0
-        self.patched = 0
-        self.suppressed = 0
-        self.failed = 0
-        self.thread = threading.Thread(target=self.run, name="events", daemon=True)
 
     def route(self, event: str, prefix: Prefix, peers: Sequence[str], services: Sequence[str], reason: str) -> None:
         """Queue one route change for each service that wants the prefix (never blocks)."""
@@ -101,8 +96,8 @@ class EventRecorder:
         for service in services:
             try:
                 self._queue.put_nowait((service, _REASONS[event], message, reason))
-            except queue.Full:
-                self.suppressed += 1
+            except queue.Full:  # a burst beyond the queue: these Events are dropped, routing is not
+                pass
 
     def run(self) -> None:
         """Write queued Events until stopped."""
@@ -126,7 +121,6 @@ class EventRecorder:
         now = time.monotonic()
         refused_by = self._limit(service, now)
         if refused_by is not None:
-            self.suppressed += 1
             # One line per flapping service, but one line in all when the global limit
             # refuses (a cold start of 10,000 VIPs once logged 10,000 lines here).
             if now - self._suppressed_logged.get(refused_by, -1e9) > self._window_s:
@@ -161,7 +155,6 @@ class EventRecorder:
                     body={"count": sent.count, "lastTimestamp": stamp},
                     content_type="application/merge-patch+json",
                 )
-                self.patched += 1
                 return
             event_name = f"{name}.{uuid.uuid4().hex[:16]}"
             self._api.call(
@@ -185,9 +178,7 @@ class EventRecorder:
                 },
             )
             self._sent[key] = _Sent(event_name, 1, stamp, now)
-            self.created += 1
         except Exception as error:  # noqa: BLE001  # Events are best effort: never stop routing for them
-            self.failed += 1
             log.warning("event_write_failed", service=service, reason=reason, error=str(error)[:300])
         if len(self._sent) > 10_000:  # forget the oldest correlations
             cutoff = now - self._window_s
