@@ -7,13 +7,12 @@ it, withdraws, stops ExaBGP and returns.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -28,15 +27,12 @@ from bgpspeaker.config import MAX_CONFIG_BYTES, SpeakerConfig, load_document, pa
 from bgpspeaker.errors import ConfigError
 from bgpspeaker.logs import configure
 from bgpspeaker.observe import DEFAULT_LISTEN
-from bgpspeaker.routes import Withdrawal
 
 __all__ = ["load_config", "main"]
 
 log = structlog.get_logger("bgpspeaker")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-SHUTDOWN_BUDGET_S = 8.0
-"""SIGTERM to exit: under the 10 s the kubelet and our promise allow."""
 
 
 def _read_bounded(path: str) -> bytes:
@@ -145,11 +141,18 @@ class _ConfigSource:
 
 
 def _run(args: argparse.Namespace) -> int:
+    with contextlib.ExitStack() as cleanup:  # every way out removes what the daemon wrote
+        return _run_daemon(args, cleanup)
+
+
+def _run_daemon(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     # Imported here so check-config stays fast and works without the kubernetes client.
     from bgpspeaker.exabgp import ExabgpSupervisor
     from bgpspeaker.kube import ApiPaths, ClusterStore, WatchSettings, api_client, make_watchers
+    from bgpspeaker.lifecycle import ACK_TIMEOUT_S, shut_down
     from bgpspeaker.peers import PeerRuntime, read_secret_with
     from bgpspeaker.reconciler import Reconciler
+    from bgpspeaker.workdir import create_workdir, remove_stale_workdirs, remove_workdir
 
     node_name = args.node_name or os.environ.get("NODE_NAME", "")
     if not node_name:
@@ -209,7 +212,11 @@ def _run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGHUP, on_hup)
 
-    workdir = Path(tempfile.mkdtemp(prefix="bgpspeaker-"))  # 0700
+    # ExaBGP's configs hold MD5 keys: a previous run killed with SIGKILL may have left
+    # its directory behind; ours goes on every way out.
+    remove_stale_workdirs()
+    workdir = create_workdir()  # 0700
+    cleanup.callback(remove_workdir, workdir)
 
     def new_session(runtime: PeerRuntime, router: Any) -> ExabgpSupervisor:
         peer_dir = workdir / runtime.peer.name
@@ -220,6 +227,7 @@ def _run(args: argparse.Namespace) -> int:
             workdir=peer_dir,
             on_ready=mark_dirty,
             ack_timeout_s=args.exabgp_ack_timeout,
+            run_as=args.exabgp_user,
             exabgp_log_level="INFO" if args.log_level == "debug" else "WARNING",
         )
 
@@ -248,7 +256,7 @@ def _run(args: argparse.Namespace) -> int:
             threads_alive=lambda: not crashed.is_set(),
             internal_errors=lambda: {
                 "reconciler": reconciler.internal_errors,
-                **{f"watch-{w.kind}": getattr(w, "internal_errors", 0) for w in watchers},
+                **{f"watch-{w.kind}": w.internal_errors for w in watchers},
             },
         ),
         listen=args.listen,
@@ -262,7 +270,7 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.events:
         recorder = EventRecorder(ApiPaths(api), node=node_name, stop=stop)
-        reconciler.on_route = recorder.route
+        reconciler.journal.on_route = recorder.route
         _guarded(recorder.run, "events", crashed).start()
     reconciler.start_unconditional_sessions()
     reconcile_thread = _guarded(reconciler.run, "reconciler", crashed)
@@ -274,9 +282,9 @@ def _run(args: argparse.Namespace) -> int:
         if crashed.is_set():
             exit_code = EXIT_FAILED
             break
-        failed = next((s for s in reconciler.sessions.values() if s.failed is not None), None)
+        failed = next((s for s in reconciler.statuses().values() if s.failed is not None), None)
         if failed is not None:
-            log.error("exabgp_gave_up", peer=failed.name, error=str(failed.failed))
+            log.error("exabgp_gave_up", peer=failed.name, error=failed.failed)
             exit_code = EXIT_FAILED
             break
         if reload_requested.is_set() or time.monotonic() >= next_check:
@@ -287,39 +295,28 @@ def _run(args: argparse.Namespace) -> int:
                 _reload(source, reconciler, forced=forced)
 
     started = time.monotonic()
-    shutdown = reconciler.config.shutdown
     # A failure leaves by the same path as SIGTERM: with mode keep (graceful restart for
     # rollouts) the routers keep the routes while the kubelet restarts the pod.
-    mode = shutdown.mode
+    shutdown = reconciler.config.shutdown
     log.info(
         "speaker_stopping",
         signal=signals_seen[0] if signals_seen else None,
         exit_code=exit_code,
-        mode=mode,
+        mode=shutdown.mode,
     )
     stop.set()
-    for session in reconciler.sessions.values():
-        session.ack_timeout_s = min(session.ack_timeout_s, 3.0)
+    reconciler.sessions.hasten(ACK_TIMEOUT_S)  # a pass in flight must not hold the shutdown up
     reconciler.stop()
     reconcile_thread.join(timeout=3.5)
-    if reconcile_thread.is_alive():
-        # Still inside a command: a second writer would race it. Stopping ExaBGP
-        # closes the sessions, and the routers drop the routes with them.
-        log.error("shutdown_withdraw_skipped", reason="reconciler_busy")
-        remaining = len(reconciler.acknowledged)
-    elif mode == "keep":
-        remaining = len(reconciler.acknowledged)
-        log.info("routes_kept", routes=remaining, hint="left to the routers' graceful restart")
-    else:
-        if mode == "drain" and reconciler.drain(local_pref=shutdown.drain_local_pref, timeout_s=3.0):
-            drain_started = time.monotonic()
-            cut_short = interrupted.wait(shutdown.drain_seconds)
-            log.info("drain_finished", waited_s=round(time.monotonic() - drain_started, 1), interrupted=cut_short)
-            started = time.monotonic()  # the stop budget below starts after the drain
-        remaining = reconciler.withdraw_all(Withdrawal.SHUTDOWN, timeout_s=3.0)
-    reconciler.stop_sessions(timeout_s=max(1.0, SHUTDOWN_BUDGET_S - (time.monotonic() - started) - 1.0))
+    remaining = shut_down(
+        reconciler.sessions,
+        reconciler.journal,
+        shutdown=shutdown,
+        reconciler_stopped=not reconcile_thread.is_alive(),
+        interrupted=interrupted,
+        started=started,
+    )
     observer.stop()
-    shutil.rmtree(workdir, ignore_errors=True)
     log.info(
         "speaker_stopped",
         unconfirmed_withdraws=remaining,
@@ -424,6 +421,12 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_LISTEN,
         metavar="HOST:PORT",
         help="/metrics, /healthz, /readyz and /status (default :7473, all addresses)",
+    )
+    run.add_argument(
+        "--exabgp-user",
+        default=None,
+        metavar="USER|UID[:GID]",
+        help="when started as root, run ExaBGP as this user (default nobody); never as root",
     )
     run.add_argument(
         "--status-remote",

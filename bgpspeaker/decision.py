@@ -25,6 +25,7 @@ __all__ = [
     "Announcement",
     "Decision",
     "DecisionMemo",
+    "Delta",
     "decide",
 ]
 
@@ -56,18 +57,22 @@ class Decision:
     """The desired routes and a verdict for every LoadBalancer-ish service seen.
 
     Verdicts come in service-key order (each service's in its own order), then the
-    conflicts. ``changed`` and ``by_service`` are hints for the caller's own
-    incremental work and take no part in equality."""
+    conflicts."""
 
     announcements: Mapping[Prefix, Announcement]
     verdicts: tuple[Verdict, ...]
-    changed: frozenset[Prefix] | None = dataclasses.field(default=None, compare=False)
-    """Prefixes whose announcement may differ from the previous decision of the same memo;
-    None: any may (no memo, or the memo started over)."""
-    changed_services: frozenset[str] | None = dataclasses.field(default=None, compare=False)
-    """Services decided again since that previous decision (same None rule)."""
-    by_service: Mapping[str, Sequence[Verdict]] | None = dataclasses.field(default=None, compare=False)
-    """Each service's verdicts (conflicts not included), when the memo has them at hand."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Delta:
+    """What a memoized decision redid since the memo's previous one (``DecisionMemo.last``)."""
+
+    prefixes: frozenset[Prefix]
+    """Prefixes whose announcement may differ from the previous decision."""
+    services: frozenset[str]
+    """Services decided again."""
+    verdicts_by_service: Mapping[str, Sequence[Verdict]]
+    """Each service's verdicts (conflicts not included): the memo's own index, read-only."""
 
 
 def _node_reason(snapshot: Snapshot, node_name: str) -> Reason | None:
@@ -464,8 +469,8 @@ class DecisionMemo:
     log_owner: object = None
     version: int | None = None
     """Where in ``log_owner``'s change log the last decision stood."""
-    hits: int = 0
-    misses: int = 0
+    last: Delta | None = None
+    """What the last decision redid; None when it started over (then anything may differ)."""
 
     def reset(self, plan_key: tuple[object, ...]) -> None:
         """Forget everything (the node or the config changed)."""
@@ -589,9 +594,7 @@ def _decide_incrementally(
             and len(cached[1]) == len(slices)
             and all(a is b for a, b in zip(cached[1], slices, strict=True))
         ):
-            memo.hits += 1
             return
-        memo.misses += 1
         forget(key)
         visited.add(key)
         result = _decide_one(service, slices, plan=plan, node_name=node_name, node_reason=node_reason)
@@ -655,10 +658,5 @@ def _decide_incrementally(
         for route_key, problem in memo.conflicts.items()
     ]
     verdicts = tuple(itertools.chain.from_iterable(map(memo.verdicts.__getitem__, memo.ordered)))
-    return Decision(
-        announcements=dict(memo.announcements),
-        verdicts=verdicts + tuple(_conflict_verdicts(conflicting)),
-        changed=None if started_over else frozenset(touched_prefixes),
-        changed_services=None if started_over else frozenset(visited),
-        by_service=dict(memo.verdicts),
-    )
+    memo.last = None if started_over else Delta(frozenset(touched_prefixes), frozenset(visited), dict(memo.verdicts))
+    return Decision(announcements=dict(memo.announcements), verdicts=verdicts + tuple(_conflict_verdicts(conflicting)))

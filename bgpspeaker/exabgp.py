@@ -43,9 +43,12 @@ from typing import IO, Any
 
 import structlog
 
-from bgpspeaker.config import IPAddress, PeerConfig
-from bgpspeaker.errors import ExabgpUnavailable
+from bgpspeaker.commands import announce_line, eor_line, withdraw_line
+from bgpspeaker.config import PeerConfig
+from bgpspeaker.errors import CommandValueError, ExabgpUnavailable
 from bgpspeaker.peers import PeerRuntime
+from bgpspeaker.routes import IPAddress
+from bgpspeaker.session import Ack, RouteChange, SessionStatus
 from bgpspeaker.workdir import PREFIX as WORKDIR_PREFIX
 from bgpspeaker.workdir import remove_workdir
 
@@ -516,6 +519,7 @@ class ExabgpSupervisor:
         run_as: str | None = None,
     ) -> None:
         self.runtime = runtime
+        """The peer and its runtime facts; only ``retune`` replaces it."""
         self.name = runtime.peer.name
         self._exabgp_log_level = exabgp_log_level
         """ExaBGP's own level: at INFO it formats and prints a line per route (~15% of its CPU)."""
@@ -523,7 +527,7 @@ class ExabgpSupervisor:
         """False only for the benchmark's upstream-ExaBGP anchor (see exabgp_main)."""
         self._run_as_setting = run_as
         """Whom ExaBGP runs as when bgpspeaker is root (None: ``nobody``); see resolve_run_as."""
-        self.fingerprint = session_fingerprint(runtime, router_id)
+        self._fingerprint = session_fingerprint(runtime, router_id)
         self._log = log.bind(peer=self.name)
         self._failing_logged = False
         self.establish_warn_s = 10.0
@@ -541,7 +545,7 @@ class ExabgpSupervisor:
         self.router_id = router_id
         self._workdir = workdir
         self._on_ready = on_ready
-        self.ack_timeout_s = ack_timeout_s
+        self._ack_timeout_s = ack_timeout_s
         """No ack for this long while commands are outstanding: ExaBGP is frozen."""
         self._max_restarts = max_restarts
         self._restart_window_s = restart_window_s
@@ -586,7 +590,9 @@ class ExabgpSupervisor:
                 self._ready.wait(remaining)
             return self._generation if self._conn is not None else None
 
-    def execute(self, lines: Sequence[str], *, window: int = 64) -> tuple[int, list[bool]]:
+    def execute(
+        self, lines: Sequence[str], *, window: int = 64, ack_timeout_s: float | None = None
+    ) -> tuple[int, list[bool]]:
         """Send ``lines``; return (generation, one ack per line: True done, False error).
 
         Pipelined: up to ``window`` lines are in flight. Raises ExabgpUnavailable with
@@ -610,14 +616,15 @@ class ExabgpSupervisor:
                         raise ExabgpUnavailable(f"write failed: {error}", results) from error
                     sent = end
                     continue
+                timeout_s = min(self._ack_timeout_s, ack_timeout_s or self._ack_timeout_s)
                 try:
-                    ack = conn.acks.get(timeout=self.ack_timeout_s)
+                    ack = conn.acks.get(timeout=timeout_s)
                 except queue.Empty:
                     self._log.error(
                         "exabgp_unresponsive",
                         pid=self.pid,
                         outstanding=sent - len(results),
-                        timeout_s=self.ack_timeout_s,
+                        timeout_s=timeout_s,
                     )
                     self._kill()
                     raise ExabgpUnavailable("no acknowledgement before the deadline", results) from None
@@ -625,6 +632,88 @@ class ExabgpSupervisor:
                     raise ExabgpUnavailable("API connection closed", results)
                 results.append(ack)
             return generation, results
+
+    # -- the Session protocol (bgpspeaker.session) ---------------------------------------
+
+    @property
+    def fingerprint(self) -> str:
+        """Everything that needs a new ExaBGP when it changes (the rendered config, keepalive)."""
+        return self._fingerprint
+
+    def accepts(self, runtime: PeerRuntime, router_id: IPAddress) -> bool:
+        """True when only runtime facts (next hops) differ from the running config."""
+        return session_fingerprint(runtime, router_id) == self._fingerprint
+
+    def retune(self, runtime: PeerRuntime) -> None:
+        """Same ExaBGP; the next hops for the routes to come."""
+        self.runtime = runtime
+
+    def hasten(self, ack_timeout_s: float) -> None:
+        """Cap every acknowledgement wait from now on (the one in flight included)."""
+        self._ack_timeout_s = min(self._ack_timeout_s, ack_timeout_s)
+
+    def apply(self, changes: Sequence[RouteChange], *, ack_timeout_s: float | None = None) -> list[Ack]:
+        """Each change as one bulk text command; one ack per change. A change that cannot be
+        encoded (a bug upstream: values are checked at parse time) is refused, not sent."""
+        peer = self.runtime.peer
+        lines: list[str] = []
+        sent_for: list[int] = []
+        acks: list[Ack] = [None] * len(changes)
+        for index, change in enumerate(changes):
+            try:
+                if change.attributes is None:
+                    line = withdraw_line(peer.peer_address, change.prefixes, next_hop=change.next_hop)
+                else:
+                    line = announce_line(peer.peer_address, change.attributes, change.prefixes, my_asn=peer.my_asn)
+            except CommandValueError as error:
+                self._log.error("exabgp_command_refused", error=str(error), prefixes=len(change.prefixes))
+                acks[index] = False
+                continue
+            lines.append(line)
+            sent_for.append(index)
+        if not lines:
+            return acks
+        try:
+            _, results = self.execute(lines, ack_timeout_s=ack_timeout_s)
+        except ExabgpUnavailable as error:
+            results = list(error.results)
+            self._log.warning("exabgp_unavailable", error=str(error), acknowledged=len(results), sent=len(lines))
+        for position, ok in enumerate(results):
+            index = sent_for[position]
+            acks[index] = ok
+            if not ok:
+                self._log.error(
+                    "exabgp_command_failed", command=lines[position][:200], prefixes=len(changes[index].prefixes)
+                )
+        return acks
+
+    def end_of_rib(self) -> bool:
+        """End-of-RIB for every family of the session; True when ExaBGP took them all."""
+        peer = self.runtime.peer
+        lines = [eor_line(peer.peer_address, family) for family in sorted(peer.families)]
+        try:
+            _, results = self.execute(lines)
+        except ExabgpUnavailable as error:
+            self._log.warning("exabgp_unavailable", error=str(error), sending="end_of_rib")
+            return False
+        return all(results)
+
+    def status(self) -> SessionStatus:
+        """Where ExaBGP and the BGP session stand."""
+        state = self.state
+        with self._lock:
+            generation = self._generation if self._conn is not None else None
+        return SessionStatus(
+            name=self.name,
+            runtime=self.runtime,
+            state=state.state,
+            since_monotonic=state.since_monotonic,
+            generation=generation,
+            up_count=self.up_count,
+            pid=self.pid,
+            restarts=self.restarts,
+            failed=None if self.failed is None else str(self.failed),
+        )
 
     def stop(self, timeout_s: float = 3.0) -> None:
         """Stop ExaBGP (SIGTERM, then SIGKILL after ``timeout_s``) and the supervisor; then

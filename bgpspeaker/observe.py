@@ -29,7 +29,7 @@ import selectors
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any, Protocol, TypeAlias
@@ -39,7 +39,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from bgpspeaker.routes import Unknown, prefix_order
+from bgpspeaker.routes import Attributes, Prefix, RouteKey, Unknown, prefix_order
+from bgpspeaker.session import SessionStatus
 
 __all__ = [
     "DEFAULT_LISTEN",
@@ -70,14 +71,47 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)  # hostNetwork pods are scraped on the node IP
 
 
+class RouteState(Protocol):
+    """What the reconciler shows: sessions, acknowledged routes and their services."""
+
+    @property
+    def acknowledged(self) -> Mapping[RouteKey, Attributes | Unknown]: ...
+
+    @property
+    def updates_sent(self) -> Mapping[str, int]: ...
+
+    def statuses(self) -> Mapping[str, SessionStatus]: ...
+
+    def announced_services(self) -> Mapping[Prefix, frozenset[str]]: ...
+
+
+class ApiState(Protocol):
+    """What the cluster store shows about the API server."""
+
+    @property
+    def outage_since(self) -> float | None: ...
+
+    @property
+    def synced(self) -> bool: ...
+
+    last_sync_monotonic: dict[str, float]
+
+
+class WatcherState(Protocol):
+    """One watcher's counters."""
+
+    kind: str
+    restarts: int
+
+
 @dataclasses.dataclass
 class StatusSource:
-    """Callables into the running daemon (so this module imports no daemon internals)."""
+    """Views into the running daemon, as protocols (this module imports no daemon internals)."""
 
     node: str
-    reconciler: Any
-    store: Any
-    watchers: list[Any]
+    reconciler: RouteState
+    store: ApiState
+    watchers: Sequence[WatcherState]
     config_valid: Callable[[], bool]
     threads_alive: Callable[[], bool]
     internal_errors: Callable[[], Mapping[str, int]] = dict
@@ -92,7 +126,7 @@ class _Collector(Collector):
     def collect(self) -> Iterator[Metric]:
         source = self._source
         reconciler = source.reconciler
-        sessions = reconciler.sessions
+        sessions = reconciler.statuses()
         acked = reconciler.acknowledged
         up = GaugeMetricFamily("bgpspeaker_bgp_session_up", "BGP session Established (1) or not (0)", labels=["peer"])
         prefixes = GaugeMetricFamily(
@@ -106,7 +140,7 @@ class _Collector(Collector):
         counts = _count_by_peer(acked)
         for name in sorted(sessions):
             session = sessions[name]
-            up.add_metric([name], 1.0 if session.state.state == "up" else 0.0)
+            up.add_metric([name], 1.0 if session.established else 0.0)
             prefixes.add_metric([name], float(counts.get(name, 0)))
             restarts.add_metric([name], float(session.restarts))
         yield up
@@ -246,7 +280,7 @@ class Observer:
         """Alive: every thread runs and every ExaBGP child is running (or being restarted)."""
         if not self.source.threads_alive():
             return False, "a bgpspeaker thread died"
-        for name, session in self.source.reconciler.sessions.items():
+        for name, session in self.source.reconciler.statuses().items():
             if session.failed is not None:
                 return False, f"ExaBGP for peer {name} gave up: {session.failed}"
         return True, "ok"
@@ -267,17 +301,16 @@ class Observer:
         counts = _count_by_peer(acked)
         now = time.monotonic()
         peers = []
-        for name, session in sorted(reconciler.sessions.items()):
+        for name, session in sorted(reconciler.statuses().items()):
             peer = session.runtime.peer
-            state = session.state
             peers.append(
                 {
                     "name": name,
                     "address": str(peer.peer_address),
                     "asn": peer.peer_asn,
                     "local_asn": peer.my_asn,
-                    "state": "established" if state.state == "up" else state.state,
-                    "since_s": round(now - state.since_monotonic, 1),
+                    "state": "established" if session.established else session.state,
+                    "since_s": round(now - session.since_monotonic, 1),
                     "prefixes_sent": counts.get(name, 0),
                     "exabgp_pid": session.pid,
                     "exabgp_restarts": session.restarts,

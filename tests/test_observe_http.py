@@ -25,7 +25,10 @@ import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
 from structlog.testing import capture_logs
 
+from bgpspeaker.config import parse_config
 from bgpspeaker.observe import HttpLimits, Observer, StatusSource, is_local_client
+from bgpspeaker.peers import PeerRuntime
+from bgpspeaker.session import SessionStatus
 from tests.lab.netns import wait_until
 
 IDLE_CLIENTS = 500
@@ -35,16 +38,17 @@ NOT_FOUND = b"not found: /metrics /healthz /readyz /status\n"
 def stand_in_source() -> StatusSource:
     """One established peer announcing one prefix for default/web; synced, config valid."""
     prefix = ipaddress.ip_network("192.0.2.10/32")
-    peer = SimpleNamespace(peer_address=ipaddress.ip_address("10.0.0.1"), peer_asn=64512, my_asn=64513)
-    session = SimpleNamespace(
-        state=SimpleNamespace(state="up", since_monotonic=time.monotonic()),
-        restarts=0,
-        pid=4242,
-        failed=None,
-        runtime=SimpleNamespace(peer=peer),
-    )
+    peer = parse_config(
+        {
+            "apiVersion": "bgpspeaker.io/v1alpha1",
+            "kind": "SpeakerConfig",
+            "myASN": 64513,
+            "peers": [{"name": "tor-a", "peerAddress": "10.0.0.1", "peerASN": 64512}],
+        }
+    ).peers[0]
+    status = SessionStatus("tor-a", PeerRuntime(peer), "up", time.monotonic(), generation=1, up_count=1, pid=4242)
     reconciler = SimpleNamespace(
-        sessions={"tor-a": session},
+        statuses=lambda: {"tor-a": status},
         acknowledged={("tor-a", prefix): "announced"},
         updates_sent={"tor-a": 1},
         announced_services=lambda: {prefix: {"default/web"}},

@@ -8,8 +8,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bgpspeaker.config import parse_config
-from bgpspeaker.decision import DecisionMemo, decide
+from bgpspeaker.decision import Decision, DecisionMemo, decide
 from bgpspeaker.model import Snapshot, parse_endpoint_slice, parse_node, parse_service
+from bgpspeaker.routes import Reason, Verdict
 from tests.lab.kubeapi import endpoint_slice, node, service
 
 ME = "n1"
@@ -168,19 +169,25 @@ def test_memo_fed_by_the_store_change_log_matches_the_full_decision(steps: list[
         snapshot = store.snapshot()
         current = decide(snapshot, config, ME, memo=memo)
         assert current == decide(snapshot, config, ME)
-        if current.changed is not None:
+        delta = memo.last
+        if delta is not None:
             moved = {
                 prefix
                 for prefix in set(previous.announcements) | set(current.announcements)
                 if previous.announcements.get(prefix) != current.announcements.get(prefix)
             }
-            assert moved <= current.changed
-        if current.changed_services is not None:
-            assert current.by_service is not None and previous.by_service is not None
-            differ = {
-                key
-                for key in set(previous.by_service) | set(current.by_service)
-                if previous.by_service.get(key) != current.by_service.get(key)
-            }
-            assert differ <= current.changed_services
+            assert moved <= delta.prefixes
+            before, after = _by_service(previous), _by_service(current)
+            differ = {key for key in set(before) | set(after) if before.get(key) != after.get(key)}
+            assert differ <= delta.services
+            assert dict(delta.verdicts_by_service) == after
         previous = current
+
+
+def _by_service(decision: Decision) -> dict[str, list[Verdict]]:
+    """Each service's own verdicts (the conflict verdicts the decision appends left out)."""
+    found: dict[str, list[Verdict]] = {}
+    for verdict in decision.verdicts:
+        if verdict.reason is not Reason.CONFLICTING_ADVERTISEMENTS:
+            found.setdefault(verdict.service, []).append(verdict)
+    return found

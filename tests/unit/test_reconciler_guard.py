@@ -5,12 +5,14 @@ through its shutdown path) instead of spinning on it."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 from structlog.testing import capture_logs
 
 from bgpspeaker.model import parse_endpoint_slice
 from bgpspeaker.reconciler import MAX_CONSECUTIVE_FAILURES, RETRY_S
+from bgpspeaker.session import Ack, RouteChange
 from tests.lab.kubeapi import endpoint_slice
 from tests.lab.netns import wait_until
 from tests.unit.test_reconciler_incremental import ME, StandInExabgp, expected, harness, set_service
@@ -21,11 +23,11 @@ class FailingExabgp(StandInExabgp):
 
     failures = 0
 
-    def execute(self, lines: list[str]) -> tuple[int, list[bool]]:
+    def apply(self, changes: Sequence[RouteChange], *, ack_timeout_s: float | None = None) -> list[Ack]:
         if FailingExabgp.failures:
             FailingExabgp.failures -= 1
             raise RuntimeError("bug in the session layer")
-        return super().execute(lines)
+        return super().apply(changes, ack_timeout_s=ack_timeout_s)
 
 
 def _with_failing_sessions(failures: int, **options: Any) -> tuple[Any, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from hypothesis import given, settings
@@ -19,12 +20,13 @@ from structlog.testing import capture_logs
 
 from bgpspeaker.config import parse_config
 from bgpspeaker.decision import decide
-from bgpspeaker.exabgp import PeerState, session_fingerprint
 from bgpspeaker.kube import ClusterStore
 from bgpspeaker.model import parse_endpoint_slice, parse_node, parse_service
 from bgpspeaker.peers import PeerRuntime
-from bgpspeaker.reconciler import Reconciler, desired_routes
+from bgpspeaker.plan import desired_routes
+from bgpspeaker.reconciler import Reconciler
 from bgpspeaker.routes import Attributes, IPAddress
+from bgpspeaker.session import Ack, RouteChange, SessionStatus
 from tests.lab.kubeapi import endpoint_slice, node, service
 
 ME = "n1"
@@ -51,17 +53,23 @@ IPS = ["192.0.2.1", "192.0.2.2", "192.0.2.3", "198.51.100.1"]
 
 
 class StandInExabgp:
-    """Acknowledges every command line, except the ones ``refusals`` marks (one flag per
-    line, in order, consumed as lines come)."""
+    """A ``Session`` that acknowledges every change, except the ones ``refusals`` marks
+    (one flag per change, in order, consumed as changes come)."""
 
     def __init__(self, runtime: PeerRuntime, router_id: IPAddress) -> None:
         self.runtime = runtime
-        self.fingerprint = session_fingerprint(runtime, router_id)
-        self.state = PeerState(runtime.peer.name, "up", time.monotonic())
+        self.router_id = router_id
+        self.since = time.monotonic()
         self.up_count = 1
-        self.ack_timeout_s = 10.0
         self.generation = 1
         self.refusals: list[bool] = []
+
+    @property
+    def name(self) -> str:
+        return self.runtime.peer.name
+
+    def accepts(self, runtime: PeerRuntime, router_id: IPAddress) -> bool:
+        return runtime.peer == self.runtime.peer and router_id == self.router_id
 
     def start(self) -> None:
         pass
@@ -69,14 +77,22 @@ class StandInExabgp:
     def stop(self, timeout_s: float = 3.0) -> None:
         pass
 
-    def wait_ready(self, timeout_s: float) -> int:
-        return self.generation
+    def retune(self, runtime: PeerRuntime) -> None:
+        self.runtime = runtime
 
-    def execute(self, lines: list[str]) -> tuple[int, list[bool]]:
-        results = []
-        for _ in lines:
-            results.append(not (self.refusals.pop(0) if self.refusals else False))
-        return self.generation, results
+    def hasten(self, ack_timeout_s: float) -> None:
+        pass
+
+    def apply(self, changes: Sequence[RouteChange], *, ack_timeout_s: float | None = None) -> list[Ack]:
+        return [not (self.refusals.pop(0) if self.refusals else False) for _ in changes]
+
+    def end_of_rib(self) -> bool:
+        return True
+
+    def status(self) -> SessionStatus:
+        return SessionStatus(
+            self.name, self.runtime, "up", self.since, generation=self.generation, up_count=self.up_count
+        )
 
 
 def harness(
