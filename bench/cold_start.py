@@ -38,7 +38,7 @@ from bench.common import (
     vips,
     wait_received,
 )
-from bgpspeaker.commands import announce_line, withdraw_line
+from bgpspeaker.exabgp.commands import announce_line, withdraw_line
 from bgpspeaker.routes import Attributes
 from tests.lab.netns import Lab, wait_until
 from tests.lab.topology import single_node
@@ -106,7 +106,7 @@ def _single_changes(api: Any, frr: Any, *, trials: int) -> float:
 
 def raw_exabgp_cold_start(count: int, *, explicit_next_hop: bool = False, upstream: bool = False) -> dict[str, Any]:
     """Our supervisor and bulk commands, no Kubernetes: the floor for the design.
-    ``upstream``: ExaBGP as released, without the launcher's patches (bgpspeaker.exabgp_main)."""
+    ``upstream``: ExaBGP as released, without the launcher's patches (bgpspeaker.exabgp.launcher)."""
     with Lab("raw") as lab:
         topo = single_node(lab)
         frr = topo.frr
@@ -165,7 +165,7 @@ RAW_ROWS = (
     ("ExaBGP + launcher, explicit hop", {"explicit_next_hop": True}),
 )
 """The raw rows: ExaBGP 5.0.15 as released (the issue's anchor), and as bgpspeaker runs it
-(``bgpspeaker.exabgp_main``), with next-hop self and with the explicit next hop bgpspeaker sends."""
+(``bgpspeaker.exabgp.launcher``), with next-hop self and with the explicit next hop bgpspeaker sends."""
 
 
 def rows(count: int) -> list[dict[str, Any]]:

@@ -36,7 +36,7 @@ RAW_PEER_CONFIG = {
 def raw_exabgp(node_ns: str, *, launcher_patches: bool = True) -> ExabgpSupervisor:
     """Our supervisor alone (no Kubernetes, no decision) for the node, not started: the raw
     ExaBGP anchor. Moves the calling thread into ``node_ns``, where ExaBGP will run.
-    ``launcher_patches=False``: ExaBGP as released (see bgpspeaker.exabgp_main)."""
+    ``launcher_patches=False``: ExaBGP as released (see bgpspeaker.exabgp.launcher)."""
     enter_netns(node_ns)
     config = parse_config(RAW_PEER_CONFIG)
     return ExabgpSupervisor(

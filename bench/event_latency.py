@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.common import BestpathLog, percentiles, raw_exabgp
-from bgpspeaker.commands import announce_line, withdraw_line
+from bgpspeaker.exabgp.commands import announce_line, withdraw_line
 from bgpspeaker.routes import Attributes
 from tests.lab.kubeapi import endpoint_slice, service
 from tests.lab.netns import Lab, wait_until

@@ -147,8 +147,10 @@ def _run(args: argparse.Namespace) -> int:
 
 def _run_daemon(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     # Imported here so check-config stays fast and works without the kubernetes client.
+    from bgpspeaker.cluster.api import ApiPaths, api_client
+    from bgpspeaker.cluster.store import ClusterStore
+    from bgpspeaker.cluster.watch import WatchSettings, make_watchers
     from bgpspeaker.exabgp import ExabgpSupervisor
-    from bgpspeaker.kube import ApiPaths, ClusterStore, WatchSettings, api_client, make_watchers
     from bgpspeaker.lifecycle import ACK_TIMEOUT_S, shut_down
     from bgpspeaker.peers import PeerRuntime, read_secret_with
     from bgpspeaker.reconciler import Reconciler
@@ -362,7 +364,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from bgpspeaker.kube import api_client
+    from bgpspeaker.cluster.api import api_client
     from bgpspeaker.report import explain, format_explain
 
     namespace, _, name = args.service.partition("/")

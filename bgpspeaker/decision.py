@@ -13,8 +13,8 @@ import ipaddress
 import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
+from bgpspeaker.cluster.model import EXCLUDE_LABEL, EndpointSlice, Service, Snapshot, is_usable
 from bgpspeaker.config import MAX_PREPEND, Advertisement, PeerConfig, SpeakerConfig
-from bgpspeaker.model import EXCLUDE_LABEL, EndpointSlice, Service, Snapshot, is_usable
 from bgpspeaker.routes import Attributes, IPAddress, Prefix, Reason, RouteKey, Verdict, prefix_order
 from bgpspeaker.values import U32_MAX, matches_any, parse_communities, parse_unsigned_text, show
 

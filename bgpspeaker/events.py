@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import structlog
 
-from bgpspeaker.kube import ApiPaths, resource_path
+from bgpspeaker.cluster.api import ApiPaths, resource_path
 from bgpspeaker.routes import Prefix
 
 __all__ = ["EventRecorder"]

@@ -9,8 +9,8 @@ from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 
 import structlog
 
+from bgpspeaker.cluster.model import Snapshot
 from bgpspeaker.decision import Decision, DecisionMemo
-from bgpspeaker.model import Snapshot
 from bgpspeaker.plan import conflict_verdicts, withdraw_reason
 from bgpspeaker.routes import Prefix, Reason, RouteKey, Verdict, Withdrawal, WithdrawReason
 

@@ -23,7 +23,7 @@ from bgpspeaker.netinfo import NetFacts, probe
 from bgpspeaker.routes import IPAddress
 
 if TYPE_CHECKING:
-    from bgpspeaker.kube import ApiPaths
+    from bgpspeaker.cluster.api import ApiPaths
 
 __all__ = ["MD5_MAX_BYTES", "Password", "PeerRuntime", "resolve_peers"]
 
@@ -88,7 +88,7 @@ def _password(value: bytes, where: str) -> Password:
 
 def read_secret_with(api: ApiPaths) -> SecretReader:
     """A SecretReader that GETs the Secret from the API server."""
-    from bgpspeaker.kube import resource_path
+    from bgpspeaker.cluster.api import resource_path
 
     def read(ref: SecretRef) -> bytes:
         secret = api.call("GET", resource_path("/api/v1", "secrets", namespace=ref.namespace, name=ref.name))
@@ -143,7 +143,7 @@ def _resolve_one(facts: NetFacts, peer: PeerConfig, read_secret: SecretReader | 
             next_hops[4] = hop
     if source is not None:
         # The session's own family: the address ``next-hop self`` would pick, spelled out,
-        # so ExaBGP need not copy each route to fill it in (bgpspeaker.exabgp_main).
+        # so ExaBGP need not copy each route to fill it in (bgpspeaker.exabgp.launcher).
         next_hops.setdefault(session_version, source)
     effective = dataclasses.replace(peer, source_address=source, families=frozenset(families))
     return PeerRuntime(peer=effective, password=password, next_hops=next_hops, problems=tuple(problems))

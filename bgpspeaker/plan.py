@@ -33,11 +33,11 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import structlog
 
+from bgpspeaker.cluster.model import Snapshot
 from bgpspeaker.config import ApiOutageConfig, HoldDownConfig
 from bgpspeaker.decision import Announcement, Decision, DecisionMemo
 from bgpspeaker.diff import diff
 from bgpspeaker.holddown import HoldDown
-from bgpspeaker.model import Snapshot
 from bgpspeaker.peers import PeerRuntime
 from bgpspeaker.routes import (
     Attributes,

@@ -16,11 +16,12 @@ from collections.abc import Callable, Mapping, Sequence
 
 import structlog
 
+from bgpspeaker.cluster.model import Snapshot
+from bgpspeaker.cluster.store import ClusterStore
 from bgpspeaker.config import SpeakerConfig
 from bgpspeaker.decision import decide
 from bgpspeaker.journal import Journal
-from bgpspeaker.kube import ClusterStore, return_memory
-from bgpspeaker.model import Snapshot
+from bgpspeaker.memory import return_memory
 from bgpspeaker.peers import PeerRuntime
 from bgpspeaker.plan import Plan, Planner
 from bgpspeaker.routes import Attributes, IPAddress, Prefix, Reason, RouteKey, Unknown, Withdrawal, WithdrawReason

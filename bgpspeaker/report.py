@@ -12,9 +12,9 @@ import json
 import urllib.request
 from typing import Any
 
+from bgpspeaker.cluster.model import ObjectInvalid, Snapshot, parse_endpoint_slice, parse_node, parse_service
 from bgpspeaker.config import SpeakerConfig
 from bgpspeaker.decision import decide
-from bgpspeaker.model import ObjectInvalid, Snapshot, parse_endpoint_slice, parse_node, parse_service
 from bgpspeaker.routes import Attributes
 
 __all__ = ["describe_attributes", "explain", "fetch_status", "format_explain", "format_status"]
@@ -88,7 +88,7 @@ def explain(api: Any, config: SpeakerConfig, namespace: str, name: str, *, node:
     """The decision for one service on every node (or one): LookupError when it does not exist."""
     from kubernetes.client.exceptions import ApiException
 
-    from bgpspeaker.kube import ApiPaths, resource_path
+    from bgpspeaker.cluster.api import ApiPaths, resource_path
 
     paths = ApiPaths(api)
     try:

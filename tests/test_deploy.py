@@ -17,8 +17,8 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
+from bgpspeaker.cluster.api import api_client
 from bgpspeaker.config import parse_config
-from bgpspeaker.kube import api_client
 from tests.lab.netns import wait_until
 
 REPO = Path(__file__).resolve().parents[1]

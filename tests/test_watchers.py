@@ -17,23 +17,21 @@ from hypothesis import strategies as st
 from kubernetes import client as k8s
 from structlog.testing import capture_logs
 
-from bgpspeaker.kube import (
+from bgpspeaker.cluster.api import (
     MAX_JSON_DEPTH,
     ApiPaths,
-    ClusterStore,
+    Expired,
     ResponseInvalid,
-    Watcher,
-    WatchSettings,
-    _Expired,  # the one deliberate non-ValueError: an ERROR event with code 410
     api_client,
     decode_json,
     json_depth_exceeds,
     list_page,
-    make_watchers,
     watch_event,
     watch_lines,
 )
-from bgpspeaker.model import parse_endpoint_slice, parse_node, parse_service
+from bgpspeaker.cluster.model import parse_endpoint_slice, parse_node, parse_service
+from bgpspeaker.cluster.store import ClusterStore
+from bgpspeaker.cluster.watch import Watcher, WatchSettings, make_watchers
 from tests.lab.kubeapi import FakeKubeApi, endpoint_slice, node, service
 from tests.lab.netns import wait_until
 
@@ -436,7 +434,7 @@ def test_list_page_raises_only_response_invalid(body: Any) -> None:
 @settings(suppress_health_check=[HealthCheck.too_slow])
 @given(events=st.lists(EVENTS, min_size=1, max_size=5))
 def test_apply_raises_only_on_purpose(events: list[Any]) -> None:
-    """Any decoded watch line: Watcher._apply updates the store, or raises ResponseInvalid / _Expired;
+    """Any decoded watch line: Watcher._apply updates the store, or raises ResponseInvalid / Expired;
     parsers never fail unexpectedly (internal_errors stays 0)."""
     store = ClusterStore(on_change=lambda: None)
     api = ApiPaths(k8s.ApiClient())  # never called: _apply does no I/O
@@ -452,7 +450,7 @@ def test_apply_raises_only_on_purpose(events: list[Any]) -> None:
         for watcher in watchers:
             try:
                 version = watcher._apply(event, "7")
-            except (ResponseInvalid, _Expired):
+            except (ResponseInvalid, Expired):
                 continue
             assert isinstance(version, str) and version
             checked = watch_event(event)

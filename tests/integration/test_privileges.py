@@ -72,7 +72,7 @@ def test_exabgp_and_its_relay_never_run_as_root(topology: Topology) -> None:
     assert sorted(pids) == sorted(
         child
         for child in children(topology.speaker.pid)
-        if b"exabgp_main" in Path(f"/proc/{child}/cmdline").read_bytes()
+        if b"bgpspeaker.exabgp.launcher" in Path(f"/proc/{child}/cmdline").read_bytes()
     )
     relays = [relay for pid in pids for relay in children(pid)]
     assert relays, "every ExaBGP runs its API relay"

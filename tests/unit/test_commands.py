@@ -8,10 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bgpspeaker.commands import announce_line, batches, check_line, withdraw_line
 from bgpspeaker.diff import diff
 from bgpspeaker.errors import CommandValueError
+from bgpspeaker.exabgp.commands import announce_line, check_line, withdraw_line
 from bgpspeaker.routes import UNKNOWN, Attributes
+from bgpspeaker.sessions import chunks
 
 PEER = ipaddress.ip_address("10.0.0.1")
 P1, P2, P3 = (ipaddress.ip_network(f"192.0.2.{i}/32") for i in (1, 2, 3))
@@ -32,9 +33,9 @@ def test_withdraw_line() -> None:
     assert withdraw_line(PEER, [V6]) == "neighbor 10.0.0.1 withdraw attributes next-hop self nlri 2001:db8::1/128"
 
 
-def test_batches_split_in_order() -> None:
+def test_chunks_split_in_order() -> None:
     """Batches keep order and size."""
-    assert [list(b) for b in batches([P1, P2, P3], 2)] == [[P1, P2], [P3]]
+    assert [list(b) for b in chunks([P1, P2, P3], 2)] == [[P1, P2], [P3]]
 
 
 @pytest.mark.parametrize("line", ["announce route 1.2.3.4/32\nshutdown", "x\r", "caf\u00e9", ""])

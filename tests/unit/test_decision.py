@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from bgpspeaker.cluster.model import Snapshot, parse_endpoint_slice, parse_node, parse_service
 from bgpspeaker.config import parse_config
 from bgpspeaker.decision import decide
-from bgpspeaker.model import Snapshot, parse_endpoint_slice, parse_node, parse_service
 from bgpspeaker.routes import Reason
 from tests.lab.kubeapi import endpoint_slice, node, service
 

@@ -7,9 +7,9 @@ from typing import Any
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from bgpspeaker.cluster.model import Snapshot, parse_endpoint_slice, parse_node, parse_service
 from bgpspeaker.config import parse_config
 from bgpspeaker.decision import Decision, DecisionMemo, decide
-from bgpspeaker.model import Snapshot, parse_endpoint_slice, parse_node, parse_service
 from bgpspeaker.routes import Reason, Verdict
 from tests.lab.kubeapi import endpoint_slice, node, service
 
@@ -131,7 +131,7 @@ def test_memo_fed_by_the_store_change_log_matches_the_full_decision(steps: list[
     """The memo looks only at the services the store's change log names. Step by step it
     must equal the full decision, and what it reports as changed must cover every
     announcement and verdict that really changed."""
-    from bgpspeaker.kube import ClusterStore
+    from bgpspeaker.cluster.store import ClusterStore
 
     store = ClusterStore(on_change=lambda: None)
     store.replace("nodes", {ME: parse_node(node(ME))})

@@ -2,7 +2,7 @@
 
 The reasons and log lines below are ExaBGP 5.0.15's own texts, as its source writes them
 (paths under .venv/lib/python3*/site-packages/exabgp/), or the launcher's
-(bgpspeaker/exabgp_main.py, which logs the connect errno ExaBGP drops, formatted with
+(bgpspeaker/exabgp/launcher.py, which logs the connect errno ExaBGP drops, formatted with
 ExaBGP's util/errstr.py). Each was also seen in a real run against FRR in a namespace.
 """
 
@@ -17,7 +17,8 @@ import pytest
 
 from bgpspeaker.config import PeerConfig, parse_config
 from bgpspeaker.errors import ExabgpUnavailable
-from bgpspeaker.exabgp import FailureCause, RunAs, diagnose, is_evidence, resolve_run_as
+from bgpspeaker.exabgp.diagnosis import FailureCause, diagnose, is_evidence
+from bgpspeaker.exabgp.privileges import RunAs, resolve_run_as
 
 ROUTER_ID = ipaddress.ip_address("10.0.0.2")
 
@@ -27,7 +28,7 @@ NOTIFY_SENT_BAD_AS = "notification sent (2,2)"  # self._reset(f'notification sen
 CLOSING = "closing connection"  # self._reset('closing connection', network): every NetworkError
 PROCESS = "process problem"  # self._reset('process problem', process)
 
-# bgpspeaker/exabgp_main.py (_report_connect_errors), in reactor/network/tcp.py connect()'s words.
+# bgpspeaker/exabgp/launcher.py (_report_connect_errors), in reactor/network/tcp.py connect()'s words.
 REFUSED = "outgoing-1      Could not connect to peer 10.0.0.1:179 ([Errno ECONNREFUSED] [Errno 111] Connection refused)"
 HOST_UNREACHABLE = (
     "outgoing-1      Could not connect to peer 10.0.0.1:179 ([Errno EHOSTUNREACH] [Errno 113] No route to host)"

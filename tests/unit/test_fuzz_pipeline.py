@@ -14,10 +14,10 @@ from typing import Any
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from bgpspeaker.commands import announce_line, withdraw_line
+from bgpspeaker.cluster.model import ObjectInvalid, Snapshot, parse_endpoint_slice, parse_node, parse_service
 from bgpspeaker.config import parse_config
 from bgpspeaker.decision import decide
-from bgpspeaker.model import ObjectInvalid, Snapshot, parse_endpoint_slice, parse_node, parse_service
+from bgpspeaker.exabgp.commands import announce_line, withdraw_line
 
 NODE = "n1"
 CONFIG = parse_config(

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bgpspeaker.cluster.model import ObjectInvalid, parse_endpoint_slice, parse_node, parse_service
 from bgpspeaker.config import parse_config
 from bgpspeaker.decision import decide
-from bgpspeaker.model import ObjectInvalid, parse_endpoint_slice, parse_node, parse_service
 from bgpspeaker.routes import Reason
 from tests.lab.kubeapi import node, service
 from tests.unit.test_decision import ME, eps, snapshot

@@ -9,9 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bgpspeaker.config import parse_config
-from bgpspeaker.decision import decide
-from bgpspeaker.model import (
+from bgpspeaker.cluster.model import (
     ObjectInvalid,
     Snapshot,
     is_usable,
@@ -19,6 +17,8 @@ from bgpspeaker.model import (
     parse_node,
     parse_service,
 )
+from bgpspeaker.config import parse_config
+from bgpspeaker.decision import decide
 from tests.lab.kubeapi import endpoint_slice, service
 
 

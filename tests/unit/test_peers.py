@@ -11,7 +11,7 @@ import pytest
 
 from bgpspeaker.config import parse_config
 from bgpspeaker.errors import ConfigError
-from bgpspeaker.exabgp import render_config, session_fingerprint
+from bgpspeaker.exabgp.render import render_config, session_fingerprint
 from bgpspeaker.peers import Password, PeerRuntime, check_password_files
 
 ROUTER_ID = ipaddress.ip_address("10.0.0.2")

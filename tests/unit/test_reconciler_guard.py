@@ -10,7 +10,7 @@ from typing import Any
 
 from structlog.testing import capture_logs
 
-from bgpspeaker.model import parse_endpoint_slice
+from bgpspeaker.cluster.model import parse_endpoint_slice
 from bgpspeaker.reconciler import MAX_CONSECUTIVE_FAILURES, RETRY_S
 from bgpspeaker.session import Ack, RouteChange
 from tests.lab.kubeapi import endpoint_slice

@@ -18,10 +18,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
+from bgpspeaker.cluster.model import parse_endpoint_slice, parse_node, parse_service
+from bgpspeaker.cluster.store import ClusterStore
 from bgpspeaker.config import parse_config
 from bgpspeaker.decision import decide
-from bgpspeaker.kube import ClusterStore
-from bgpspeaker.model import parse_endpoint_slice, parse_node, parse_service
 from bgpspeaker.peers import PeerRuntime
 from bgpspeaker.plan import desired_routes
 from bgpspeaker.reconciler import Reconciler

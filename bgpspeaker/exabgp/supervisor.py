@@ -1,4 +1,4 @@
-"""The ExaBGP supervisor: render the config, run ExaBGP as a child, speak its text API.
+"""The ExaBGP supervisor: run ExaBGP as a child, speak its text API (the ``Session``).
 
 ExaBGP runs ``relay.py`` as its API helper; the relay connects to a unix socket this
 supervisor owns. One thread (``exabgp-supervisor``) spawns ExaBGP, accepts the relay's
@@ -18,55 +18,40 @@ cause from what ExaBGP reported (the ``down`` event's reason, its log lines).
 
 from __future__ import annotations
 
-import base64
 import collections
 import ctypes
 import dataclasses
-import enum
 import json
 import os
-import pwd
 import queue
-import re
 import signal
 import socket
 import stat
-import string
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from importlib import resources
 from pathlib import Path
 from typing import IO, Any
 
 import structlog
 
-from bgpspeaker.commands import announce_line, eor_line, withdraw_line
-from bgpspeaker.config import PeerConfig
 from bgpspeaker.errors import CommandValueError, ExabgpUnavailable
+from bgpspeaker.exabgp.commands import announce_line, eor_line, withdraw_line
+from bgpspeaker.exabgp.diagnosis import NOTIFICATION_REASON, diagnose, is_evidence
+from bgpspeaker.exabgp.privileges import RunAs, blocked_for, lacks, resolve_run_as, user_name
+from bgpspeaker.exabgp.render import render_config, session_fingerprint
 from bgpspeaker.peers import PeerRuntime
 from bgpspeaker.routes import IPAddress
 from bgpspeaker.session import Ack, RouteChange, SessionStatus
 from bgpspeaker.workdir import PREFIX as WORKDIR_PREFIX
 from bgpspeaker.workdir import remove_workdir
 
-__all__ = [
-    "DEFAULT_RUN_AS",
-    "Diagnosis",
-    "ExabgpSupervisor",
-    "FailureCause",
-    "PeerState",
-    "RunAs",
-    "diagnose",
-    "is_evidence",
-    "render_config",
-    "resolve_run_as",
-    "session_fingerprint",
-]
+__all__ = ["EVIDENCE_GRACE_S", "IDLE_POLL_MS", "ExabgpSupervisor", "PeerState"]
 
 log = structlog.get_logger("bgpspeaker.exabgp")
+
 
 _PR_SET_PDEATHSIG = 1
 
@@ -74,63 +59,6 @@ IDLE_POLL_MS = 100
 """How long ExaBGP's reactor naps when every session is up and nothing is queued: it
 wakes at once on the router's socket or our API, so this only bounds timer work
 (keepalives go out at most this late). Upstream naps 10 ms: 2.3% of a core idle."""
-_SAFE_PATH = re.compile(r"^[A-Za-z0-9_./+-]+$")
-
-
-def _template(name: str) -> string.Template:
-    try:
-        text = resources.files("bgpspeaker.exabgp_conf").joinpath(name).read_text()
-    except (ModuleNotFoundError, FileNotFoundError):  # running from a source tree
-        text = (Path(__file__).resolve().parent.parent / "exabgp-conf" / name).read_text()
-    return string.Template(text)
-
-
-def _safe_path(path: str) -> str:
-    if not _SAFE_PATH.match(path):
-        raise ValueError(f"path not usable in ExaBGP's config (spaces or odd characters): {path!r}")
-    return path
-
-
-def render_config(runtime: PeerRuntime, *, router_id: IPAddress, relay_command: Sequence[str]) -> str:
-    """ExaBGP's configuration text for one peer (pure; every value is typed or checked)."""
-    peer = runtime.peer
-    options = []
-    if peer.source_address is not None:
-        options.append(f"local-address {peer.source_address};")
-    if runtime.password is not None:
-        # base64 keeps any byte of the key out of ExaBGP's tokenizer.
-        options.append(f"md5-password {base64.b64encode(runtime.password.reveal()).decode('ascii')};")
-        options.append("md5-base64 true;")
-    if peer.ebgp:
-        # FRR's and BIRD's default: a directly connected eBGP peer gets TTL 1.
-        options.append(f"outgoing-ttl {peer.ebgp_multihop or 1};")
-    if peer.graceful_restart_s is not None:
-        options.append(f"capability {{ graceful-restart {peer.graceful_restart_s}; }}")
-        # End-of-RIB only when bgpspeaker says every route is there: an automatic one
-        # right after a restart would tell the router to flush its stale routes.
-        options.append("manual-eor true;")
-    families = "\n".join(f"        {family} unicast;" for family in sorted(peer.families))
-    neighbor = _template("neighbor.conf.tmpl").substitute(
-        peer_address=peer.peer_address,
-        name=peer.name,  # validated as a DNS label
-        router_id=router_id,
-        local_as=peer.my_asn,
-        peer_as=peer.peer_asn,
-        hold_time=peer.hold_time_s,
-        peer_port=peer.peer_port,
-        options="".join(f"    {option}\n" for option in options),
-        families=families,
-    )
-    return _template("exabgp.conf.tmpl").substitute(
-        relay_command=" ".join(_safe_path(part) for part in relay_command),
-        neighbors=neighbor,
-    )
-
-
-def session_fingerprint(runtime: PeerRuntime, router_id: IPAddress) -> str:
-    """Everything that needs a new session when it changes (next hops and attributes do not)."""
-    text = render_config(runtime, router_id=router_id, relay_command=["relay"])
-    return f"{text}\nkeepalive={runtime.peer.keepalive_s}"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -141,315 +69,6 @@ class PeerState:
     state: str
     since_monotonic: float
     reason: str = ""
-
-
-DEFAULT_RUN_AS = "nobody"
-"""Who ExaBGP runs as when bgpspeaker runs as root. A dedicated user is better still:
-other daemons run as ``nobody`` too, and ExaBGP's user can read the MD5 key."""
-
-_NUMERIC_USER = re.compile(r"^(\d{1,10})(?::(\d{1,10}))?$")
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class RunAs:
-    """The user ExaBGP runs as: name (for logs and ``exabgp.daemon.user``), uid and gid."""
-
-    name: str
-    uid: int
-    gid: int
-
-
-def _user_name(uid: int) -> str:
-    """``uid``'s login name, or the number when it has no passwd entry (containers often have none)."""
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
-
-
-def resolve_run_as(run_as: str | None, *, euid: int) -> RunAs | None:
-    """Whom ExaBGP must switch to; None: it runs as bgpspeaker itself does.
-
-    As root (``euid`` 0): ``run_as``, default ``nobody``; a user name, or ``UID`` or
-    ``UID:GID`` for a user without a passwd entry. Never root itself. As any other
-    user, ExaBGP runs as that user, and ``run_as`` may only name it. Raises
-    ExabgpUnavailable naming the user when it does not exist or cannot be used.
-    """
-    if euid != 0:
-        if run_as is None or run_as in (str(euid), _user_name(euid)):
-            return None
-        raise ExabgpUnavailable(
-            f"cannot run ExaBGP as {run_as!r}: bgpspeaker runs as {_user_name(euid)!r}, and only root can switch users"
-        )
-    wanted = DEFAULT_RUN_AS if run_as is None else run_as
-    numeric = _NUMERIC_USER.match(wanted)
-    if numeric is not None:
-        uid = int(numeric.group(1))
-        gid = int(numeric.group(2)) if numeric.group(2) is not None else uid
-        target = RunAs(_user_name(uid), uid, gid)
-    else:
-        try:
-            entry = pwd.getpwnam(wanted)
-        except KeyError:
-            raise ExabgpUnavailable(
-                f"cannot run ExaBGP as user {wanted!r}: no such user on this node"
-                " (create it, or name another user or a numeric UID:GID)"
-            ) from None
-        target = RunAs(entry.pw_name, entry.pw_uid, entry.pw_gid)
-    if target.uid == 0 or target.gid == 0:
-        raise ExabgpUnavailable(
-            f"refusing to run ExaBGP as {wanted!r} (uid {target.uid}, gid {target.gid}): ExaBGP never runs as root"
-        )
-    return target
-
-
-def _blocked_for(path: Path, who: RunAs, *, need: int) -> str | None:
-    """Why ``who`` cannot reach ``path`` by its mode bits (``need``: stat.S_IROTH or
-    S_IXOTH for the file itself), or None. Owner, group (``who.gid`` only: ExaBGP runs
-    with no supplementary groups) or other bits, as the kernel picks them; ACLs are not
-    read, so this only warns."""
-    for target in dict.fromkeys([path, path.resolve()]):
-        for directory in reversed(target.parents):
-            problem = _lacks(directory, who, stat.S_IXOTH)
-            if problem:
-                return problem
-        problem = _lacks(target, who, need)
-        if problem:
-            return problem
-    return None
-
-
-def _lacks(path: Path, who: RunAs, other_bit: int) -> str | None:
-    try:
-        info = path.stat()
-    except OSError as error:
-        return f"{path}: {error.strerror or error}"
-    if info.st_uid == who.uid:
-        bit = other_bit << 6
-    elif info.st_gid == who.gid:
-        bit = other_bit << 3
-    else:
-        bit = other_bit
-    if info.st_mode & bit:
-        return None
-    return f"{path} (mode {stat.S_IMODE(info.st_mode):04o}, owner uid {info.st_uid}, group gid {info.st_gid})"
-
-
-# -- why a session does not come up ---------------------------------------------------
-
-
-class FailureCause(enum.StrEnum):
-    """What the evidence says kept a session from coming up (the ``cause`` log key)."""
-
-    NOTIFICATION = "notification"
-    """A BGP NOTIFICATION, sent or received: the two sides disagree on the session."""
-    REFUSED = "refused"
-    """The router refused the TCP connection, or accepted it and closed it unspoken."""
-    NO_ROUTE = "no_route"
-    """This node cannot reach the router: no route, no answer to ARP/ND, ICMP unreachable."""
-    TIMEOUT = "timeout"
-    """No answer at all: SYNs vanish (filters, MD5 mismatch, TTL)."""
-    UNKNOWN = "unknown"
-    """ExaBGP gave no reason we recognize."""
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Diagnosis:
-    """A cause, what to check, and the ExaBGP text it rests on ('' when it is silence)."""
-
-    cause: FailureCause
-    hint: str
-    evidence: str = ""
-
-
-# ExaBGP 5.0.15 (reactor/peer.py, Peer._run): a down event's reason is
-# "notification sent (C,S)" / "notification received (C,S)", "closing connection" for
-# any network error, or "process problem"; the details go to the log.
-_NOTIFICATION = re.compile(r"notification (sent|received) \((\d{1,3}),(\d{1,3})\)")
-
-# RFC 4271 4.5 / 6.x and RFC 4486, in ExaBGP's words (bgp/message/notification.py).
-_NOTIFICATION_CODES = {
-    1: "Message header error",
-    2: "OPEN message error",
-    3: "UPDATE message error",
-    4: "Hold timer expired",
-    5: "State machine error",
-    6: "Cease",
-}
-_NOTIFICATION_SUBCODES = {
-    (2, 1): "Unsupported Version Number",
-    (2, 2): "Bad Peer AS",
-    (2, 3): "Bad BGP Identifier",
-    (2, 4): "Unsupported Optional Parameter",
-    (2, 5): "Authentication Notification (Deprecated)",
-    (2, 6): "Unacceptable Hold Time",
-    (2, 7): "Unsupported Capability",
-    (6, 1): "Maximum Number of Prefixes Reached",
-    (6, 2): "Administrative Shutdown",
-    (6, 3): "Peer De-configured",
-    (6, 4): "Administrative Reset",
-    (6, 5): "Connection Rejected",
-    (6, 6): "Other Configuration Change",
-    (6, 7): "Connection Collision Resolution",
-    (6, 8): "Out of Resources",
-}
-
-# Log lines that say what happened to a connect: ExaBGP's own texts (reactor/network/
-# connection.py, tcp.py) and the launcher's (bgpspeaker.exabgp_main, which logs the
-# errno ExaBGP drops, in ExaBGP's errstr format "[Errno ECONNREFUSED] [Errno 111] ...").
-_EVIDENCE: tuple[tuple[str, FailureCause], ...] = (
-    ("econnrefused", FailureCause.REFUSED),
-    ("connection refused", FailureCause.REFUSED),
-    ("lost tcp session with peer", FailureCause.REFUSED),
-    ("closed by the remote end", FailureCause.REFUSED),
-    ("econnreset", FailureCause.REFUSED),
-    ("enetunreach", FailureCause.NO_ROUTE),
-    ("network is unreachable", FailureCause.NO_ROUTE),
-    ("ehostunreach", FailureCause.NO_ROUTE),
-    ("no route to host", FailureCause.NO_ROUTE),
-    ("could not bind to local ip", FailureCause.NO_ROUTE),
-    ("etimedout", FailureCause.TIMEOUT),
-    ("connection timed out", FailureCause.TIMEOUT),
-)
-
-
-def _line_cause(line: str) -> FailureCause | None:
-    lowered = line.lower()
-    return next((cause for needle, cause in _EVIDENCE if needle in lowered), None)
-
-
-def is_evidence(line: str) -> bool:
-    """True for an ExaBGP log line that tells why a connection failed (kept for ``diagnose``)."""
-    return _line_cause(line) is not None
-
-
-def diagnose(reason: str, lines: Sequence[str], *, peer: PeerConfig, router_id: IPAddress, md5: bool) -> Diagnosis:
-    """Why ``peer``'s session is not up, from ExaBGP's last ``down`` reason in this outage
-    ('' when there was none) and its evidence lines (``is_evidence``, oldest first).
-
-    A NOTIFICATION in the reason wins; then the newest log line with a cause; then
-    silence (no reason, no line) is a timeout. Only a timeout blames filters, MD5 or TTL.
-    """
-    notification = _NOTIFICATION.search(reason)
-    if notification is not None:
-        direction, code, subcode = notification.group(1), int(notification.group(2)), int(notification.group(3))
-        return Diagnosis(
-            FailureCause.NOTIFICATION,
-            _notification_hint(direction == "received", code, subcode, peer=peer, router_id=router_id),
-            reason,
-        )
-    for line in reversed(lines):
-        cause = _line_cause(line)
-        if cause is not None:
-            return Diagnosis(cause, _network_hint(cause, line, peer=peer, md5=md5), line)
-    if not reason:
-        return Diagnosis(FailureCause.TIMEOUT, _network_hint(FailureCause.TIMEOUT, "", peer=peer, md5=md5))
-    return Diagnosis(
-        FailureCause.UNKNOWN,
-        f"ExaBGP says only {reason!r}: check the router's log for this neighbor"
-        " and that the router is reachable from this node",
-        reason,
-    )
-
-
-def _notification_hint(received: bool, code: int, subcode: int, *, peer: PeerConfig, router_id: IPAddress) -> str:
-    text = _NOTIFICATION_CODES.get(code, "unknown error")
-    if (code, subcode) in _NOTIFICATION_SUBCODES:
-        text += f" / {_NOTIFICATION_SUBCODES[code, subcode]}"
-    who = "sent by the router" if received else "sent by ExaBGP (it rejected what the router sent)"
-    keys = ((code, subcode, received), (code, subcode, None), (code, None, received), (code, None, None))
-    advice = next(
-        (_NOTIFICATION_ADVICE[key] for key in keys if key in _NOTIFICATION_ADVICE),
-        "see the router's log for this neighbor",
-    )
-    facts = {
-        "my_asn": peer.my_asn,
-        "peer_asn": peer.peer_asn,
-        "router_id": router_id,
-        "hold_time_s": peer.hold_time_s,
-        "families": ", ".join(sorted(peer.families)),
-        "address": f"this node's address ({peer.source_address})" if peer.source_address else "this node's address",
-    }
-    return f"NOTIFICATION {code}/{subcode} ({text}) {who}: {advice.format(**facts)}"
-
-
-# (code, subcode or None for any, received / sent / None for either) -> advice
-_NOTIFICATION_ADVICE: dict[tuple[int, int | None, bool | None], str] = {
-    (2, 2, True): "the router expects another AS from this node; we are AS {my_asn} (myASN):"
-    " the router's neighbor entry for this node needs remote-as {my_asn}",
-    (2, 2, False): "the router's OPEN carries another AS than peerASN {peer_asn}:"
-    " check peerASN against the router's own AS",
-    (2, 3, True): "the router rejects our router ID {router_id}: it must be unique and non-zero"
-    " (an iBGP router rejects its own); set routerID",
-    (2, 3, False): "the router's BGP identifier is unusable here (the same as ours, {router_id}, on iBGP?):"
-    " give the router or this node (routerID) another one",
-    (2, 6, True): "the router refuses holdTime {hold_time_s}s (its minimum hold time is higher):"
-    " raise holdTime or lower the router's minimum",
-    (2, 6, False): "the router offers a hold time of 1 or 2 s, which BGP forbids: fix the router's timers",
-    (2, 5, None): "an authentication failure: check the TCP MD5 password on both sides",
-    (2, 1, None): "the two sides do not share a BGP version",
-    (2, 4, None): "an OPEN parameter is not supported: compare the capabilities (families {families},"
-    " graceful restart) with the router's neighbor config",
-    (2, 7, None): "a capability is not supported: compare the families ({families}) and graceful restart"
-    " with the router's neighbor config",
-    (2, None, None): "the OPEN was rejected: compare myASN {my_asn}, peerASN {peer_asn}, routerID {router_id},"
-    " holdTime {hold_time_s}s and families ({families}) with the router's neighbor config",
-    (4, None, True): "the router heard nothing from us within the hold time: keepalives are lost"
-    " (congested link, filter) or ExaBGP is starved",
-    (4, None, False): "we heard nothing from the router within holdTime {hold_time_s}s:"
-    " the link drops packets or the router is overloaded",
-    (6, 1, None): "the router's maximum-prefix limit for this neighbor was reached: raise it there",
-    (6, 2, True): "the router has this neighbor administratively shut down (e.g. FRR 'neighbor ... shutdown')",
-    (6, 3, True): "the router removed this neighbor from its config",
-    (6, 4, True): "the router reset the session (e.g. 'clear bgp'); it comes back by itself",
-    (6, 5, True): "the router rejects the connection: it has no neighbor for {address}, or a connection limit or ACL",
-    (6, 6, True): "the router's config for this neighbor changed; it comes back by itself",
-    (6, 7, None): "both sides connected at once (collision resolution); transient",
-    (6, 8, None): "out of resources",
-    (6, None, None): "the session was closed on purpose; see the router's log for this neighbor",
-    (1, None, None): "a malformed message: see both sides' logs",
-    (3, None, None): "an UPDATE was rejected: see the router's log for the attribute it objects to",
-    (5, None, None): "a message arrived in the wrong state: see both sides' logs",
-}
-
-
-def _network_hint(cause: FailureCause, line: str, *, peer: PeerConfig, md5: bool) -> str:
-    target = f"{peer.peer_address}:{peer.peer_port}"
-    ttl_one = peer.ebgp and not peer.ebgp_multihop
-    address = f"this node's address ({peer.source_address})" if peer.source_address else "this node's address"
-    lowered = line.lower()
-    if cause is FailureCause.REFUSED:
-        if "refused" in lowered:
-            return (
-                f"nothing accepts TCP on {target} (connection refused): the router is down,"
-                " BGP does not listen on that address, or peerPort is wrong"
-            )
-        return (
-            "the router accepted TCP and closed it without a NOTIFICATION: it has no neighbor for"
-            f" {address}, or that neighbor is shut down there"
-        )
-    if cause is FailureCause.NO_ROUTE:
-        if "bind" in lowered:
-            return f"cannot use sourceAddress {peer.source_address}: it is not an address of this node"
-        if "network is unreachable" in lowered or "enetunreach" in lowered:
-            return f"this node has no route to {peer.peer_address}: check its routing table (and sourceAddress, if set)"
-        hint = (
-            f"no route to host {peer.peer_address}: nothing answered ARP/ND on the link, or a router on the way"
-            " sent ICMP unreachable or time-exceeded; check routing from this node (and sourceAddress, if set)"
-        )
-        if ttl_one:
-            hint += "; eBGP with TTL 1 to a router more than one hop away fails exactly like this: set ebgpMultiHop"
-        return hint
-    causes = []
-    if md5:
-        causes.append(
-            "TCP MD5 is on: a password that differs from the router's looks exactly like this"
-            " (the router drops our SYNs); check both sides"
-        )
-    if ttl_one:
-        causes.append("eBGP with TTL 1: if the router is more than one hop away, set ebgpMultiHop")
-    causes.append(f"a firewall or ACL on the way may drop TCP to {target}")
-    return f"no answer from {target} (our SYNs go unanswered): " + "; or ".join(causes)
 
 
 def _die_with(parent_pid: int) -> Callable[[], None]:
@@ -524,7 +143,7 @@ class ExabgpSupervisor:
         self._exabgp_log_level = exabgp_log_level
         """ExaBGP's own level: at INFO it formats and prints a line per route (~15% of its CPU)."""
         self._launcher_patches = launcher_patches
-        """False only for the benchmark's upstream-ExaBGP anchor (see exabgp_main)."""
+        """False only for the benchmark's upstream-ExaBGP anchor (see bgpspeaker.exabgp.launcher)."""
         self._run_as_setting = run_as
         """Whom ExaBGP runs as when bgpspeaker is root (None: ``nobody``); see resolve_run_as."""
         self._fingerprint = session_fingerprint(runtime, router_id)
@@ -747,7 +366,7 @@ class ExabgpSupervisor:
                 # ExaBGP 5.0.15 as root always switches to this user before starting
                 # helpers. It never is root here (the child switched already, and then
                 # ExaBGP keeps its user), but name the same user in case that changes.
-                "exabgp_daemon_user": run_as.name if run_as is not None else _user_name(os.geteuid()),
+                "exabgp_daemon_user": run_as.name if run_as is not None else user_name(os.geteuid()),
                 "exabgp_daemon_daemonize": "false",
                 "exabgp_daemon_pid": "",
                 "exabgp_api_ack": "true",
@@ -796,12 +415,12 @@ class ExabgpSupervisor:
         parent = workdir.parent
         info = parent.stat()
         ours = info.st_uid == os.geteuid() and parent.name.startswith(WORKDIR_PREFIX)
-        if ours and _lacks(parent, run_as, stat.S_IXOTH) is not None:
+        if ours and lacks(parent, run_as, stat.S_IXOTH) is not None:
             bit = stat.S_IXGRP if info.st_gid == run_as.gid else stat.S_IXOTH
             os.chmod(parent, stat.S_IMODE(info.st_mode) | bit)
         relay = Path(__file__).resolve().parent / "relay.py"
         for path, need in ((workdir, stat.S_IXOTH), (Path(sys.executable), stat.S_IXOTH), (relay, stat.S_IROTH)):
-            blocked = _blocked_for(path, run_as, need=need)
+            blocked = blocked_for(path, run_as, need=need)
             if blocked is not None:
                 self._log.error(
                     "exabgp_path_unreachable",
@@ -885,7 +504,7 @@ class ExabgpSupervisor:
             switch = {"user": run_as.uid, "group": run_as.gid, "extra_groups": []}
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "bgpspeaker.exabgp_main", "server", str(config_path)],
+                [sys.executable, "-m", "bgpspeaker.exabgp.launcher", "server", str(config_path)],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -908,7 +527,7 @@ class ExabgpSupervisor:
             "exabgp_started",
             pid=proc.pid,
             generation=generation,
-            user=run_as.name if run_as is not None else _user_name(os.geteuid()),
+            user=run_as.name if run_as is not None else user_name(os.geteuid()),
         )
         assert proc.stdout is not None
         output = threading.Thread(
@@ -1035,7 +654,7 @@ class ExabgpSupervisor:
                 self._log.warning("peer_down", peer_address=peer_address, reason=reason or "unknown")
             elif not self._failing_logged:
                 # Once per outage, not once per retry: the retries go to debug.
-                if _NOTIFICATION.search(reason):
+                if NOTIFICATION_REASON.search(reason):
                     self._report_not_established(reason)
                 elif self._down_pending_since is None:
                     self._down_pending_since = time.monotonic()  # reported with its log line

@@ -37,7 +37,7 @@
 
 Everything else is ExaBGP's own ``main``, unchanged.
 
-Run as ``python -m bgpspeaker.exabgp_main server CONFIG`` by the supervisor.
+Run as ``python -m bgpspeaker.exabgp.launcher server CONFIG`` by the supervisor.
 """
 
 from __future__ import annotations

@@ -1,0 +1,15 @@
+"""ExaBGP as bgpspeaker's BGP speaker: one child process per peer behind the ``Session``
+protocol.
+
+- ``commands``: the text API's command lines, built from typed values (pure);
+- ``render``: ExaBGP's config for one peer from the templates in ``exabgp-conf/``;
+- ``supervisor``: the child process, its acknowledged command channel, restarts;
+- ``privileges``: whom the child runs as (never root);
+- ``diagnosis``: why a session does not come up;
+- ``launcher``: ExaBGP's own ``main`` with bgpspeaker's patches (run in the child);
+- ``relay``: the API helper ExaBGP runs, relaying to the supervisor's unix socket.
+"""
+
+from bgpspeaker.exabgp.supervisor import ExabgpSupervisor
+
+__all__ = ["ExabgpSupervisor"]
