@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import vip, wait_received
-from tests.lab.netns import Frr, Lab, pid_alive, stop_pid, wait_until
-from tests.lab.topology import single_node
+from lab.netns import Frr, Lab, pid_alive, stop_pid, wait_until
+from lab.topology import single_node
 
 __all__ = ["bird", "frr_reload", "gobgp"]
 

@@ -15,9 +15,9 @@ import time
 from typing import Any
 
 from bench.common import BestpathLog, percentiles, vip
-from tests.lab.kubeapi import endpoint_slice, service
-from tests.lab.netns import Lab, wait_until
-from tests.lab.topology import NODE, single_node
+from lab.kubeapi import endpoint_slice, service
+from lab.netns import Lab, wait_until
+from lab.topology import NODE, single_node
 
 
 def measure(*, services: int = 50, rate_per_s: float = 10.0, seconds: float = 30.0) -> dict[str, Any]:

@@ -40,8 +40,8 @@ from bench.common import (
 )
 from bgpspeaker.exabgp.commands import announce_line, withdraw_line
 from bgpspeaker.routes import Attributes
-from tests.lab.netns import Lab, wait_until
-from tests.lab.topology import single_node
+from lab.netns import Lab, wait_until
+from lab.topology import single_node
 
 
 def bgpspeaker_cold_start(count: int, *, idle_s: float = 10.0) -> dict[str, Any]:
@@ -89,7 +89,7 @@ def bgpspeaker_cold_start(count: int, *, idle_s: float = 10.0) -> dict[str, Any]
 def _single_changes(api: Any, frr: Any, *, trials: int) -> float:
     """Median ms for one service's endpoints to go and come back, with all N announced:
     the per-change cost at this scale (clock stop: bgpd's own best-path log)."""
-    from tests.lab.kubeapi import endpoint_slice
+    from lab.kubeapi import endpoint_slice
 
     prefix = f"{vip(0)}/32"
     here = [("10.244.1.5", "node-b", True, True)]

@@ -17,8 +17,8 @@ from pathlib import Path
 from bgpspeaker.config import parse_config
 from bgpspeaker.exabgp import ExabgpSupervisor
 from bgpspeaker.peers import PeerRuntime
-from tests.lab.kubeapi import FakeKubeApi, endpoint_slice, service
-from tests.lab.netns import Frr, enter_netns, wait_until
+from lab.kubeapi import FakeKubeApi, endpoint_slice, service
+from lab.netns import Frr, enter_netns, wait_until
 
 VIP_BASE = ipaddress.IPv4Address("198.18.0.0")
 """RFC 2544 benchmarking range: room for 131,072 VIPs."""

@@ -25,9 +25,9 @@ from typing import Any
 from bench.common import BestpathLog, percentiles, raw_exabgp
 from bgpspeaker.exabgp.commands import announce_line, withdraw_line
 from bgpspeaker.routes import Attributes
-from tests.lab.kubeapi import endpoint_slice, service
-from tests.lab.netns import Lab, wait_until
-from tests.lab.topology import single_node
+from lab.kubeapi import endpoint_slice, service
+from lab.netns import Lab, wait_until
+from lab.topology import single_node
 
 
 def measure(trials: int, *, speaker_args: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
-.venv/bin/ruff check bgpspeaker tests bench
+.venv/bin/ruff check bgpspeaker tests bench lab
 .venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

@@ -19,7 +19,7 @@ from kubernetes import client as k8s
 
 from bgpspeaker.cluster.api import api_client
 from bgpspeaker.config import parse_config
-from tests.lab.netns import wait_until
+from lab.netns import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 

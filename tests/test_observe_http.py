@@ -29,7 +29,7 @@ from bgpspeaker.config import parse_config
 from bgpspeaker.observe import HttpLimits, Observer, StatusSource, is_local_client
 from bgpspeaker.peers import PeerRuntime
 from bgpspeaker.session import SessionStatus
-from tests.lab.netns import wait_until
+from lab.netns import wait_until
 
 IDLE_CLIENTS = 500
 NOT_FOUND = b"not found: /metrics /healthz /readyz /status\n"

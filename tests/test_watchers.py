@@ -32,8 +32,8 @@ from bgpspeaker.cluster.api import (
 from bgpspeaker.cluster.model import parse_endpoint_slice, parse_node, parse_service
 from bgpspeaker.cluster.store import ClusterStore
 from bgpspeaker.cluster.watch import Watcher, WatchSettings, make_watchers
-from tests.lab.kubeapi import FakeKubeApi, endpoint_slice, node, service
-from tests.lab.netns import wait_until
+from lab.kubeapi import FakeKubeApi, endpoint_slice, node, service
+from lab.netns import wait_until
 
 # A watcher thread that dies of an exception fails the test that was running.
 pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")

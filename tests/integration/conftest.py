@@ -1,4 +1,4 @@
-"""Integration fixtures: each test gets its own single-node topology (tests/lab/topology.py).
+"""Integration fixtures: each test gets its own single-node topology (lab/topology.py).
 
 FRR in one network namespace, the real speaker in another, a real-HTTP API server
 inside the speaker's namespace; everything is removed by PID and name afterwards.
@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.lab.netns import Lab
-from tests.lab.topology import NODE, SingleNode, single_node
+from lab.netns import Lab
+from lab.topology import NODE, SingleNode, single_node
 
 __all__ = ["NODE", "Topology", "require_prerequisites"]
 

@@ -7,9 +7,9 @@ import signal
 import time
 from typing import Any
 
+from lab.kubeapi import endpoint_slice, service
+from lab.netns import PathSampler, pid_alive, wait_until
 from tests.integration.conftest import NODE, Topology
-from tests.lab.kubeapi import endpoint_slice, service
-from tests.lab.netns import PathSampler, pid_alive, wait_until
 
 VIP = "192.0.2.10/32"
 SPEAKER_NEXT_HOP = "10.0.0.2"

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
+from lab.kubeapi import endpoint_slice, service
+from lab.netns import Lab, PathSampler, pid_alive, wait_until
+from lab.topology import CONFIG_DIR, single_node
 from tests.integration.conftest import NODE, Topology, require_prerequisites
-from tests.lab.kubeapi import endpoint_slice, service
-from tests.lab.netns import Lab, PathSampler, pid_alive, wait_until
-from tests.lab.topology import CONFIG_DIR, single_node
 
 CONFIG = """apiVersion: bgpspeaker.io/v1alpha1
 kind: SpeakerConfig

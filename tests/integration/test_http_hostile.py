@@ -11,8 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from lab.netns import enter_netns, http_get, run_in, wait_until
 from tests.integration.conftest import Topology
-from tests.lab.netns import enter_netns, http_get, run_in, wait_until
 
 LISTEN = ":7473"
 """All addresses, as the DaemonSet runs it."""

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from lab.kubeapi import endpoint_slice, service
+from lab.netns import Lab, PathSampler, pid_alive, wait_until
+from lab.speaker import SpeakerProcess
+from lab.topology import CONFIG_DIR, SingleNode, single_node
 from tests.integration.conftest import NODE, require_prerequisites
-from tests.lab.kubeapi import endpoint_slice, service
-from tests.lab.netns import Lab, PathSampler, pid_alive, wait_until
-from tests.lab.speaker import SpeakerProcess
-from tests.lab.topology import CONFIG_DIR, SingleNode, single_node
 
 N = 20
 PREFIXES = {f"192.0.2.{i}/32" for i in range(1, N + 1)}

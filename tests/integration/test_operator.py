@@ -14,10 +14,10 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from lab.kubeapi import endpoint_slice, service
+from lab.netns import Lab, http_get, run_in, wait_until
+from lab.topology import CONFIG_DIR, SingleNode, single_node
 from tests.integration.conftest import NODE, require_prerequisites
-from tests.lab.kubeapi import endpoint_slice, service
-from tests.lab.netns import Lab, http_get, run_in, wait_until
-from tests.lab.topology import CONFIG_DIR, SingleNode, single_node
 
 REPO = Path(__file__).resolve().parents[2]
 LISTEN = "127.0.0.1:7473"

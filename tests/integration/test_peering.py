@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from lab.kubeapi import endpoint_slice, node, secret, service
+from lab.netns import Frr, Lab, wait_until
+from lab.topology import Peering, routed_hop, two_tors
 from tests.integration.conftest import NODE, require_prerequisites
-from tests.lab.kubeapi import endpoint_slice, node, secret, service
-from tests.lab.netns import Frr, Lab, wait_until
-from tests.lab.topology import Peering, routed_hop, two_tors
 
 
 def frr_config(asn: int, router_id: str, neighbor: str, remote_as: int, *extra: str, ipv6: bool = False) -> str:

@@ -14,10 +14,10 @@ import stat
 from pathlib import Path
 
 from bgpspeaker.workdir import remove_workdir
+from lab.kubeapi import endpoint_slice, service
+from lab.netns import http_get, pid_alive, wait_until
+from lab.topology import CONFIG_DIR
 from tests.integration.conftest import Topology
-from tests.lab.kubeapi import endpoint_slice, service
-from tests.lab.netns import http_get, pid_alive, wait_until
-from tests.lab.topology import CONFIG_DIR
 
 VIP = "192.0.2.10/32"
 STATUS_URL = "http://127.0.0.1:7473/status"

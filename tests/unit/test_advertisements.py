@@ -7,7 +7,7 @@ from typing import Any
 from bgpspeaker.config import parse_config
 from bgpspeaker.decision import Decision, decide
 from bgpspeaker.routes import Attributes, Reason
-from tests.lab.kubeapi import node, service
+from lab.kubeapi import node, service
 from tests.unit.test_decision import ME, eps, snapshot
 
 TOR_A = {"name": "tor-a", "peerAddress": "10.0.0.1", "peerASN": 64512}

@@ -12,7 +12,7 @@ from bgpspeaker.cluster.model import Snapshot, parse_endpoint_slice, parse_node,
 from bgpspeaker.config import parse_config
 from bgpspeaker.decision import decide
 from bgpspeaker.routes import Reason
-from tests.lab.kubeapi import endpoint_slice, node, service
+from lab.kubeapi import endpoint_slice, node, service
 
 ME = "node-a"
 V4_PEER = {"name": "tor-a", "peerAddress": "10.0.0.1", "peerASN": 64512}

@@ -11,7 +11,7 @@ from bgpspeaker.cluster.model import Snapshot, parse_endpoint_slice, parse_node,
 from bgpspeaker.config import parse_config
 from bgpspeaker.decision import Decision, DecisionMemo, decide
 from bgpspeaker.routes import Reason, Verdict
-from tests.lab.kubeapi import endpoint_slice, node, service
+from lab.kubeapi import endpoint_slice, node, service
 
 ME = "n1"
 PEERS = [

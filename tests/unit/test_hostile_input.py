@@ -14,7 +14,7 @@ from bgpspeaker.cluster.model import ObjectInvalid, parse_endpoint_slice, parse_
 from bgpspeaker.config import parse_config
 from bgpspeaker.decision import decide
 from bgpspeaker.routes import Reason
-from tests.lab.kubeapi import node, service
+from lab.kubeapi import node, service
 from tests.unit.test_decision import ME, eps, snapshot
 
 TOR_A = {"name": "tor-a", "peerAddress": "10.0.0.1", "peerASN": 64512, "families": ["ipv4", "ipv6"]}

@@ -19,7 +19,7 @@ from bgpspeaker.cluster.model import (
 )
 from bgpspeaker.config import parse_config
 from bgpspeaker.decision import decide
-from tests.lab.kubeapi import endpoint_slice, service
+from lab.kubeapi import endpoint_slice, service
 
 
 def test_service_fields() -> None:

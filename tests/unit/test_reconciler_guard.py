@@ -13,8 +13,8 @@ from structlog.testing import capture_logs
 from bgpspeaker.cluster.model import parse_endpoint_slice
 from bgpspeaker.reconciler import MAX_CONSECUTIVE_FAILURES, RETRY_S
 from bgpspeaker.session import Ack, RouteChange
-from tests.lab.kubeapi import endpoint_slice
-from tests.lab.netns import wait_until
+from lab.kubeapi import endpoint_slice
+from lab.netns import wait_until
 from tests.unit.test_reconciler_incremental import ME, StandInExabgp, expected, harness, set_service
 
 

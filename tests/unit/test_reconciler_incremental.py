@@ -27,7 +27,7 @@ from bgpspeaker.plan import desired_routes
 from bgpspeaker.reconciler import Reconciler
 from bgpspeaker.routes import Attributes, IPAddress
 from bgpspeaker.session import Ack, RouteChange, SessionStatus
-from tests.lab.kubeapi import endpoint_slice, node, service
+from lab.kubeapi import endpoint_slice, node, service
 
 ME = "n1"
 CONFIG = parse_config(

@@ -19,7 +19,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from bgpspeaker.workdir import LEGACY_MIN_AGE_S, create_workdir, remove_stale_workdirs, remove_workdir
-from tests.lab.netns import wait_until
+from lab.netns import wait_until
 
 WAIT_FOR_STDIN = "import sys; sys.stdin.read()"
 

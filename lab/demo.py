@@ -1,6 +1,6 @@
 """The demo: FRR in a namespace, the real bgpspeaker in another, a small example cluster.
 
-    python -m tests.lab.demo [--keep]
+    python -m lab.demo [--keep]
 
 Three LoadBalancer services, seen from node "node-a":
   default/web      192.0.2.10  Cluster, endpoints on node-b      -> announced
@@ -17,9 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-from tests.lab.kubeapi import load_seed
-from tests.lab.netns import Lab, run_in, wait_until
-from tests.lab.topology import SingleNode, single_node
+from lab.kubeapi import load_seed
+from lab.netns import Lab, run_in, wait_until
+from lab.topology import SingleNode, single_node
 
 SEED = Path(__file__).resolve().parents[2] / "deploy" / "compose" / "cluster.json"
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from tests.lab.kubeapi import FakeKubeApi, node
-from tests.lab.netns import Frr, Lab
-from tests.lab.speaker import SpeakerProcess
+from lab.kubeapi import FakeKubeApi, node
+from lab.netns import Frr, Lab
+from lab.speaker import SpeakerProcess
 
 __all__ = ["CONFIG_DIR", "NODE", "Peering", "SingleNode", "routed_hop", "single_node", "two_tors"]
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "integration"
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "tests" / "integration"
 NODE = "node-a"
 
 

@@ -34,7 +34,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.lab.netns import enter_netns
+from lab.netns import enter_netns
 
 __all__ = ["FakeKubeApi", "endpoint_slice", "node", "service"]
 
@@ -662,7 +662,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def main() -> None:
-    """``python -m tests.lab.kubeapi --listen HOST:PORT --seed FILE.json``: serve until SIGTERM (compose demo)."""
+    """``python -m lab.kubeapi --listen HOST:PORT --seed FILE.json``: serve until SIGTERM (compose demo)."""
     import argparse
     import signal
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.lab.netns import pid_alive, stop_pid, wait_until
+from lab.netns import pid_alive, stop_pid, wait_until
 
 __all__ = ["SpeakerProcess"]
 
