@@ -11,14 +11,14 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
-from typing import Any
 
 import pytest
 
-from bgpspeaker.config import PeerConfig, parse_config
+from bgpspeaker.config import PeerConfig
 from bgpspeaker.errors import ExabgpUnavailable
 from bgpspeaker.exabgp.diagnosis import FailureCause, diagnose, is_evidence
 from bgpspeaker.exabgp.privileges import RunAs, resolve_run_as
+from tests.unit.test_peers import peer  # tor-a, 10.0.0.1, eBGP 64513 -> 64512 unless fields say otherwise
 
 ROUTER_ID = ipaddress.ip_address("10.0.0.2")
 
@@ -52,17 +52,6 @@ CLOSED_BY_REMOTE = (
 )
 # reactor/network/connection.py close(): printed for every failure, says nothing about why.
 CLOSE_NOISE = "outgoing-1      outgoing-1 10.0.0.2-10.0.0.1, closing connection"
-
-
-def peer(**fields: Any) -> PeerConfig:
-    """tor-a, 10.0.0.1, eBGP 64513 -> 64512 unless ``fields`` say otherwise."""
-    data = {
-        "apiVersion": "bgpspeaker.io/v1alpha1",
-        "kind": "SpeakerConfig",
-        "myASN": 64513,
-        "peers": [{"name": "tor-a", "peerAddress": "10.0.0.1", "peerASN": 64512, **fields}],
-    }
-    return parse_config(data).peers[0]
 
 
 EBGP = peer()
