@@ -26,7 +26,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from structlog.testing import capture_logs
 
 from bgpspeaker.config import parse_config
-from bgpspeaker.observe import HttpLimits, Observer, StatusSource, is_local_client
+from bgpspeaker.httpserver import HttpLimits, is_local_client
+from bgpspeaker.observe import Observer, StatusSource
 from bgpspeaker.peers import PeerRuntime
 from bgpspeaker.session import SessionStatus
 from lab.netns import wait_until
