@@ -111,7 +111,7 @@ def raw_exabgp_cold_start(count: int, *, explicit_next_hop: bool = False, upstre
         topo = single_node(lab)
         frr = topo.frr
         topo.api.stop()
-        exabgp = raw_exabgp(lab.namespaces[1], launcher_patches=not upstream)
+        exabgp = raw_exabgp(lab.namespaces[1], speed_patches=not upstream)
         prefixes = sorted(vips(count), key=ipaddress.ip_network)
         peer = exabgp.runtime.peer.peer_address
         try:

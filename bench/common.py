@@ -33,10 +33,11 @@ RAW_PEER_CONFIG = {
 }
 
 
-def raw_exabgp(node_ns: str, *, launcher_patches: bool = True) -> ExabgpSupervisor:
+def raw_exabgp(node_ns: str, *, speed_patches: bool = True) -> ExabgpSupervisor:
     """Our supervisor alone (no Kubernetes, no decision) for the node, not started: the raw
     ExaBGP anchor. Moves the calling thread into ``node_ns``, where ExaBGP will run.
-    ``launcher_patches=False``: ExaBGP as released (see bgpspeaker.exabgp.launcher)."""
+    ``speed_patches=False``: ExaBGP as released, but for the launcher's keepalive and
+    connect-error patches (see bgpspeaker.exabgp.launcher)."""
     enter_netns(node_ns)
     config = parse_config(RAW_PEER_CONFIG)
     return ExabgpSupervisor(
@@ -44,7 +45,7 @@ def raw_exabgp(node_ns: str, *, launcher_patches: bool = True) -> ExabgpSupervis
         router_id=ipaddress.IPv4Address("10.0.0.2"),
         workdir=Path(tempfile.mkdtemp(prefix="bench-raw-")),
         on_ready=lambda: None,
-        launcher_patches=launcher_patches,
+        speed_patches=speed_patches,
     )
 
 

@@ -1,49 +1,370 @@
-"""Start ExaBGP with one setting it lacks, one copy it does not need, no naps while busy, and why a connect failed.
+"""Start ExaBGP 5.0.15 with a setting it lacks, no needless copy, no naps while busy, and why a connect failed.
 
-- Keepalive interval: ExaBGP 5.0.15 always sends keepalives every third of the
-  negotiated hold time. When ``BGPSPEAKER_KEEPALIVE`` is set (seconds), keepalives go
-  out every ``min(that, negotiated hold time / 3)`` seconds instead, FRR's rule for a
+Five patches to private ExaBGP functions, each switched on by an option (the supervisor
+builds them with ``launcher_settings``; ``Settings.arguments`` and ``parse_arguments``
+are the two directions of that command line):
+
+- Keepalive interval (``--keepalive SECONDS``; a correctness setting, always passed when
+  the peer's ``keepaliveTime`` is shorter than the hold time's third). ExaBGP 5.0.15
+  always sends keepalives every third of the negotiated hold time; with the option they
+  go out every ``min(SECONDS, negotiated hold time / 3)`` seconds, FRR's rule for a
   configured keepalive.
-- Per-route copy: ``Neighbor.remove_self`` deep-copies every API route before looking
-  at its next hop, so one change can be given to several neighbors. bgpspeaker runs
-  one ExaBGP per peer (one neighbor) and sends explicit next hops, so the copy only
-  burns CPU (measured ~45% of ExaBGP's time on a bulk announce). With
-  ``BGPSPEAKER_NO_ROUTE_COPY=1`` a route whose next hop is explicit is passed on
-  as is; ``next-hop self`` routes are still copied, as upstream does.
-- Nagle's algorithm: ExaBGP disables it on sessions it accepts but not on those it
-  opens (the call is commented out in ``outgoing.py``), and bgpspeaker only opens
-  them. ``BGPSPEAKER_NODELAY=1`` sets TCP_NODELAY on outgoing sessions too, as FRR,
-  BIRD and GoBGP do, so an UPDATE never waits behind an unacknowledged segment. (A
+- Per-route copy (``--no-route-copy``, a speed patch). ``Neighbor.remove_self``
+  deep-copies every API route before looking at its next hop, so one change can be given
+  to several neighbors. bgpspeaker runs one ExaBGP per peer (one neighbor) and sends
+  explicit next hops, so the copy only burns CPU (measured ~45% of ExaBGP's time on a
+  bulk announce). With the option a route whose next hop is explicit is passed on as is;
+  ``next-hop self`` routes are still copied, as upstream does.
+- Nagle's algorithm (``--nodelay``, a speed patch). ExaBGP disables it on sessions it
+  accepts but not on those it opens (the call is commented out in ``outgoing.py``), and
+  bgpspeaker only opens them. The option sets TCP_NODELAY on outgoing sessions too, as
+  FRR, BIRD and GoBGP do, so an UPDATE never waits behind an unacknowledged segment. (A
   "slow mode" once blamed on Nagle was the benchmark's vtysh probe: docs/performance.md.)
-- Reactor naps (``BGPSPEAKER_FAST_REACTOR=1``). ExaBGP runs API commands as
-  generators, 50 routes per pass of its reactor loop, and each pass without fresh
-  API input ends in a 10 ms ``poll``: a 10,000-route bulk announce spent ~1.5 of its
-  2.6 s asleep. The launcher skips the nap while API work is queued or an established
-  session has routes waiting, and runs those generators without building an asyncio
-  event loop per pass (upstream calls ``asyncio.run`` every pass even when no
-  coroutine is queued). When every session is up and nothing is queued it naps
-  ``BGPSPEAKER_IDLE_POLL_MS`` instead (the router's socket and the API still wake it
-  at once). Measured at 10k: 2.56 s -> 0.56 s; idle CPU 3.0% -> 0.3% of a core.
-- Why a connect failed (``BGPSPEAKER_CONNECT_ERRORS=1``). ExaBGP logs a failed
-  ``connect()`` (no route, bad source address) only at debug level, and an
-  asynchronous failure (refused, no route to host, timed out) not at all:
-  ``tcp.ready()`` reads the socket's ``SO_ERROR``, drops it, and reports the socket
-  connected, so the first write fails as "Broken TCP connection" whatever happened.
-  The launcher reads that error first and logs it at warning level, in ExaBGP's own
-  wording (``Could not connect to peer 10.0.0.1:179 ([Errno ECONNREFUSED] [Errno 111]
-  Connection refused)``), once per distinct error per minute; the supervisor turns it
-  into the cause of a session that does not come up. What ExaBGP does next (reset,
-  back off, retry) is unchanged. Only sockets still connecting are looked at.
+- Reactor naps (``--fast-reactor``, a speed patch). ExaBGP runs API commands as
+  generators, 50 routes per pass of its reactor loop, and each pass without fresh API
+  input ends in a 10 ms ``poll``: a 10,000-route bulk announce spent ~1.5 of its 2.6 s
+  asleep. The launcher skips the nap while API work is queued or an established session
+  has routes waiting, and runs those generators without building an asyncio event loop
+  per pass (upstream calls ``asyncio.run`` every pass even when no coroutine is queued).
+  When every session is up and nothing is queued it naps ``--idle-poll-ms`` instead (the
+  router's socket and the API still wake it at once). Measured at 10k: 2.56 s -> 0.56 s;
+  idle CPU 3.0% -> 0.3% of a core.
+- Why a connect failed (``--connect-errors``; it only logs, so it is always on). ExaBGP
+  logs a failed ``connect()`` (no route, bad source address) only at debug level, and an
+  asynchronous failure (refused, no route to host, timed out) not at all: ``tcp.ready()``
+  reads the socket's ``SO_ERROR``, drops it, and reports the socket connected, so the
+  first write fails as "Broken TCP connection" whatever happened. The launcher reads that
+  error first and logs it at warning level, in ExaBGP's own wording (``Could not connect
+  to peer 10.0.0.1:179 ([Errno ECONNREFUSED] [Errno 111] Connection refused)``), once per
+  distinct error per minute; the supervisor turns it into the cause of a session that
+  does not come up. What ExaBGP does next (reset, back off, retry) is unchanged. Only
+  sockets still connecting are looked at.
 
-Everything else is ExaBGP's own ``main``, unchanged.
+Before patching anything the launcher checks that the installed ExaBGP is a release the
+patches were written against (``SUPPORTED_EXABGP``) and that every function a requested
+patch replaces or calls still exists with the parameters it expects (``TARGETS``). If not,
+it prints one line to stderr naming what it found and what it expected, and exits with
+``EXIT_REFUSED`` without starting ExaBGP (the supervisor logs the line, restarts, and
+gives up: ``exabgp_gave_up``).
 
-Run as ``python -m bgpspeaker.exabgp.launcher server CONFIG`` by the supervisor.
+Everything else is ExaBGP's own ``main``, unchanged. Run by the supervisor as
+``python -m bgpspeaker.exabgp.launcher [OPTIONS] -- server CONFIG``: everything after
+``--`` is ExaBGP's own command line.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import enum
+import importlib
+import inspect
 import os
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator, Sequence
+
+__all__ = [
+    "EXIT_REFUSED",
+    "KEEPALIVE_DIVISOR",
+    "SUPPORTED_EXABGP",
+    "TARGETS",
+    "Kind",
+    "Patch",
+    "Settings",
+    "Target",
+    "apply",
+    "installed_exabgp_version",
+    "launcher_settings",
+    "main",
+    "parse_arguments",
+    "refusal",
+    "target_refusal",
+    "version_refusal",
+]
+
+SUPPORTED_EXABGP = frozenset({"5.0.15"})
+"""The ExaBGP releases these patches were read against and tested on. Before adding one,
+read every ``TARGETS`` function in the new release and what calls it (``Timer`` calls
+``HoldTime.keepalive``; the configuration and the API call ``remove_self``;
+``Outgoing.establish`` calls ``_setup``, ``_connect`` and the module-level ``ready`` by
+name; ``Reactor.run`` calls ``asynchronous.run`` and ``_wait_for_io``), check each
+patch still means what its docstring says, then run tests/unit/test_launcher.py and
+tests/integration/test_peering.py and test_lifecycle.py against it."""
+
+EXIT_REFUSED = 78
+"""The launcher's exit code when it refuses to patch (sysexits' EX_CONFIG); ExaBGP's own
+exits are 0, 1 and 2 (argparse)."""
+
+KEEPALIVE_DIVISOR = 3
+"""ExaBGP's keepalive interval is the hold time over this (RFC 4271 4.4; ``HoldTime.KEEPALIVE_DIVISOR``)."""
+
+_MAX_KEEPALIVE_S = 65535  # the largest hold time a BGP OPEN carries
+_MAX_IDLE_POLL_MS = 1000  # timers (keepalives, hold time, connect retries) run at most this late
+
+
+class Patch(enum.StrEnum):
+    """One patch, named by its command-line option."""
+
+    KEEPALIVE = "keepalive"
+    NO_ROUTE_COPY = "no-route-copy"
+    NODELAY = "nodelay"
+    FAST_REACTOR = "fast-reactor"
+    CONNECT_ERRORS = "connect-errors"
+
+
+class Kind(enum.StrEnum):
+    """What a patch needs a name in ExaBGP to be."""
+
+    FUNCTION = "function"
+    GENERATOR = "generator function"
+    COROUTINE = "coroutine function"
+    VALUE = "value"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Target:
+    """A name in ExaBGP that a patch replaces or calls, and the shape the patch expects of it."""
+
+    module: str
+    name: str
+    """Dotted within ``module``: ``HoldTime.keepalive``."""
+    parameters: tuple[str, ...] = ()
+    """Its parameter names, in order (``inspect.signature``); ignored for a ``VALUE``."""
+    kind: Kind = Kind.FUNCTION
+
+    def __str__(self) -> str:
+        return f"{self.module}.{self.name}"
+
+
+_OUTGOING = "exabgp.reactor.network.outgoing"
+_ASYNC = "exabgp.reactor.asynchronous"
+
+TARGETS: dict[Patch, tuple[Target, ...]] = {
+    Patch.KEEPALIVE: (Target("exabgp.bgp.message.open.holdtime", "HoldTime.keepalive", ("self",)),),
+    Patch.NO_ROUTE_COPY: (Target("exabgp.bgp.neighbor", "Neighbor.remove_self", ("self", "changes")),),
+    Patch.NODELAY: (Target(_OUTGOING, "Outgoing._setup", ("self",)),),
+    Patch.FAST_REACTOR: (
+        Target(_ASYNC, "ASYNC.run", ("self",)),
+        Target(_ASYNC, "ASYNC._run_async", ("self",), Kind.COROUTINE),
+        Target(_ASYNC, "ASYNC._is_coroutine", ("self", "callback")),
+        Target(_ASYNC, "ASYNC.ready", ("self",)),
+        Target("exabgp.reactor.loop", "Reactor._wait_for_io", ("self", "sleeptime"), Kind.GENERATOR),
+        Target("exabgp.rib.outgoing", "OutgoingRIB.pending", ("self",)),
+        Target("exabgp.bgp.fsm", "FSM.ESTABLISHED", kind=Kind.VALUE),
+    ),
+    Patch.CONNECT_ERRORS: (
+        Target(_OUTGOING, "Outgoing._connect", ("self",)),
+        Target(_OUTGOING, "ready", ("io",), Kind.GENERATOR),
+        Target("exabgp.reactor.network.connection", "Connection.session", ("self",)),
+        Target("exabgp.util.errstr", "errstr", ("exc",)),
+        Target("exabgp.logger", "log.warning", ("message", "source", "level")),
+    ),
+}
+"""Every name in ExaBGP a patch replaces (``HoldTime.keepalive``, ``Neighbor.remove_self``,
+``Outgoing._setup``, ``ASYNC.run``, ``Reactor._wait_for_io``, ``Outgoing._connect``,
+``ready``) or calls, with the shape the patch needs it to have."""
+
+
+# -- the checks ------------------------------------------------------------------------
+
+
+def installed_exabgp_version() -> str | None:
+    """The installed ExaBGP's release, None when there is none.
+
+    ``exabgp.version.release``, not ``.version``: the latter is whatever the
+    ``exabgp_version`` environment variable says, when it is set."""
+    try:
+        from exabgp import version
+    except ImportError:
+        return None
+    return str(getattr(version, "release", getattr(version, "version", "unknown")))
+
+
+def version_refusal(found: str | None) -> str | None:
+    """Why the launcher will not patch ExaBGP ``found``, or None when it was written for it."""
+    if found in SUPPORTED_EXABGP:
+        return None
+    written_for = ", ".join(sorted(SUPPORTED_EXABGP))
+    if found is None:
+        return f"ExaBGP is not installed (the launcher's patches are written for ExaBGP {written_for})"
+    return (
+        f"ExaBGP {found} is installed, but the launcher's patches are written for ExaBGP {written_for} only:"
+        f" install exabgp=={max(SUPPORTED_EXABGP)}, or re-check the patches before adding {found}"
+        " to SUPPORTED_EXABGP in bgpspeaker/exabgp/launcher.py"
+    )
+
+
+def _kind(found: object) -> Kind:
+    if inspect.iscoroutinefunction(found):
+        return Kind.COROUTINE
+    if inspect.isgeneratorfunction(found):
+        return Kind.GENERATOR
+    return Kind.FUNCTION
+
+
+def target_refusal(patch: Patch, target: Target) -> str | None:
+    """Why ``target`` is not what ``patch`` was written against, or None when it is."""
+    found: object
+    try:
+        found = importlib.import_module(target.module)
+        for part in target.name.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError):
+        return f"{target} does not exist, and the --{patch} patch needs it"
+    if target.kind is Kind.VALUE:
+        return None
+    expected = f"({', '.join(target.parameters)})"
+    try:
+        parameters = tuple(inspect.signature(found).parameters)  # type: ignore[arg-type]  # checked below
+    except (TypeError, ValueError):  # not callable, or no signature to read
+        return f"{target} is not a function with parameters {expected}, which the --{patch} patch expects"
+    if parameters != target.parameters:
+        return f"{target} takes ({', '.join(parameters)}), but the --{patch} patch expects {expected}"
+    if _kind(found) is not target.kind:
+        return f"{target} is a {_kind(found)}, but the --{patch} patch expects a {target.kind}"
+    return None
+
+
+def refusal(settings: Settings, found: str | None) -> str | None:
+    """The first reason not to patch ExaBGP ``found`` as ``settings`` ask, or None."""
+    problem = version_refusal(found)
+    if problem is not None:
+        return problem
+    for patch in settings.patches:
+        for target in TARGETS[patch]:
+            problem = target_refusal(patch, target)
+            if problem is not None:
+                return problem
+    return None
+
+
+# -- the command line ------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    """The patches to apply and their values: the launcher's command line as data."""
+
+    keepalive_s: int | None = None
+    """Keepalives every ``min(this, negotiated hold time / 3)`` s; None: ExaBGP's own interval."""
+    no_route_copy: bool = False
+    nodelay: bool = False
+    fast_reactor: bool = False
+    idle_poll_ms: int = 0
+    """With ``fast_reactor``: the nap when every session is up and idle; 0: ExaBGP's own nap."""
+    connect_errors: bool = False
+
+    @property
+    def patches(self) -> tuple[Patch, ...]:
+        """The patches these settings switch on."""
+        switched = (
+            (Patch.KEEPALIVE, self.keepalive_s is not None),
+            (Patch.NO_ROUTE_COPY, self.no_route_copy),
+            (Patch.NODELAY, self.nodelay),
+            (Patch.FAST_REACTOR, self.fast_reactor),
+            (Patch.CONNECT_ERRORS, self.connect_errors),
+        )
+        return tuple(patch for patch, on in switched if on)
+
+    def arguments(self) -> list[str]:
+        """The launcher's options for these settings (``parse_arguments`` reads them back)."""
+        options: list[str] = []
+        if self.keepalive_s is not None:
+            options += ["--keepalive", str(self.keepalive_s)]
+        if self.no_route_copy:
+            options.append("--no-route-copy")
+        if self.nodelay:
+            options.append("--nodelay")
+        if self.fast_reactor:
+            options.append("--fast-reactor")
+            if self.idle_poll_ms:
+                options += ["--idle-poll-ms", str(self.idle_poll_ms)]
+        if self.connect_errors:
+            options.append("--connect-errors")
+        return options
+
+
+def launcher_settings(*, keepalive_s: int, hold_time_s: int, speed_patches: bool, idle_poll_ms: int) -> Settings:
+    """The patches for one peer's ExaBGP.
+
+    The keepalive patch whenever ``keepalive_s`` is shorter than ExaBGP's own interval
+    (a third of ``hold_time_s``): it is what the peer's config says. A longer one changes
+    nothing, since the negotiated hold time is never above ours and the patch takes the
+    minimum. The connect-error report always (it only logs). The speed patches (no route
+    copy, TCP_NODELAY, the fast reactor with ``idle_poll_ms``) unless ``speed_patches`` is
+    False: the benchmark's anchor "ExaBGP as released"."""
+    return Settings(
+        keepalive_s=keepalive_s if 0 < keepalive_s < hold_time_s // KEEPALIVE_DIVISOR else None,
+        no_route_copy=speed_patches,
+        nodelay=speed_patches,
+        fast_reactor=speed_patches,
+        idle_poll_ms=idle_poll_ms if speed_patches else 0,
+        connect_errors=True,
+    )
+
+
+def _whole_number(low: int, high: int) -> Callable[[str], int]:
+    def convert(text: str) -> int:
+        # Bounded before int(): it is slow on thousands of digits.
+        if not (text.isascii() and text.isdigit() and len(text) <= len(str(high))) or not low <= int(text) <= high:
+            raise argparse.ArgumentTypeError(f"must be a whole number {low}..{high}, got {text[:20]!r}")
+        return int(text)
+
+    return convert
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bgpspeaker.exabgp.launcher",
+        description="Start ExaBGP with bgpspeaker's patches. Everything after -- is ExaBGP's command line.",
+        usage="%(prog)s [OPTIONS] -- server CONFIG",
+        allow_abbrev=False,  # --no is neither --nodelay nor --no-route-copy
+    )
+    parser.add_argument(
+        "--keepalive",
+        type=_whole_number(1, _MAX_KEEPALIVE_S),
+        metavar="SECONDS",
+        dest="keepalive_s",
+        help="send keepalives every min(SECONDS, negotiated hold time / 3) s",
+    )
+    parser.add_argument("--no-route-copy", action="store_true", help="do not copy API routes with an explicit next hop")
+    parser.add_argument("--nodelay", action="store_true", help="set TCP_NODELAY on the sessions ExaBGP opens")
+    parser.add_argument(
+        "--fast-reactor", action="store_true", help="no reactor naps while work is waiting, no event loop per pass"
+    )
+    parser.add_argument(
+        "--idle-poll-ms",
+        type=_whole_number(0, _MAX_IDLE_POLL_MS),
+        metavar="MS",
+        help="with --fast-reactor: the nap when every session is up and nothing is queued",
+    )
+    parser.add_argument("--connect-errors", action="store_true", help="log why a connect failed, at warning level")
+    return parser
+
+
+def parse_arguments(argv: Sequence[str]) -> tuple[Settings, list[str]]:
+    """The settings in ``argv`` (the launcher's own arguments) and ExaBGP's arguments, those after ``--``.
+
+    A bad option exits with argparse's usage error (code 2), as a command line does."""
+    argv = list(argv)
+    split = argv.index("--") if "--" in argv else len(argv)
+    ours, theirs = argv[:split], argv[split + 1 :]
+    parser = _parser()
+    options = parser.parse_args(ours)
+    if options.idle_poll_ms is not None and not options.fast_reactor:
+        parser.error("--idle-poll-ms needs --fast-reactor")
+    settings = Settings(
+        keepalive_s=options.keepalive_s,
+        no_route_copy=options.no_route_copy,
+        nodelay=options.nodelay,
+        fast_reactor=options.fast_reactor,
+        idle_poll_ms=options.idle_poll_ms or 0,
+        connect_errors=options.connect_errors,
+    )
+    return settings, theirs
+
+
+# -- the patches -------------------------------------------------------------------------
 
 
 def _patch_keepalive(interval_s: int) -> None:
@@ -63,10 +384,10 @@ def _skip_route_copy() -> None:
 
     copying = Neighbor.remove_self
 
-    def remove_self(self: Neighbor, change: object) -> object:
-        if not change.nlri.nexthop.SELF:  # type: ignore[attr-defined]
-            return change  # one neighbor per process: nobody else will see this change
-        return copying(self, change)
+    def remove_self(self: Neighbor, changes: object) -> object:
+        if not changes.nlri.nexthop.SELF:  # type: ignore[attr-defined]
+            return changes  # one neighbor per process: nobody else will see this change
+        return copying(self, changes)
 
     Neighbor.remove_self = remove_self
 
@@ -198,21 +519,31 @@ def _report_connect_errors() -> None:
     outgoing.ready = _ready
 
 
-def main() -> None:
-    """Apply the settings, then hand over to ExaBGP."""
-    if os.environ.get("BGPSPEAKER_CONNECT_ERRORS") == "1":
+def apply(settings: Settings) -> None:
+    """Patch the imported ExaBGP as ``settings`` say (checked first: ``refusal``). Not undone."""
+    if settings.connect_errors:
         _report_connect_errors()
-    if os.environ.get("BGPSPEAKER_FAST_REACTOR") == "1":
+    if settings.fast_reactor:
         _no_event_loop_per_pass()
-        idle = os.environ.get("BGPSPEAKER_IDLE_POLL_MS", "")
-        _no_idle_wait_while_busy(int(idle) if idle.isdigit() else 0)
-    if os.environ.get("BGPSPEAKER_NODELAY") == "1":
+        _no_idle_wait_while_busy(settings.idle_poll_ms)
+    if settings.nodelay:
         _no_delay()
-    interval = os.environ.get("BGPSPEAKER_KEEPALIVE", "")
-    if interval.isdigit() and int(interval) > 0:
-        _patch_keepalive(int(interval))
-    if os.environ.get("BGPSPEAKER_NO_ROUTE_COPY") == "1":
+    if settings.keepalive_s is not None:
+        _patch_keepalive(settings.keepalive_s)
+    if settings.no_route_copy:
         _skip_route_copy()
+
+
+def main() -> None:
+    """Check, patch, then hand over to ExaBGP's own ``main`` with the arguments after ``--``."""
+    settings, exabgp_arguments = parse_arguments(sys.argv[1:])
+    problem = refusal(settings, installed_exabgp_version())
+    if problem is not None:
+        # One line, and worded so that the supervisor logs it at warning ("refused").
+        print(f"bgpspeaker.exabgp.launcher refused to start ExaBGP: {problem}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_REFUSED)
+    apply(settings)
+    sys.argv = [sys.argv[0], *exabgp_arguments]
     from exabgp.application.main import main as exabgp_main
 
     exabgp_main()

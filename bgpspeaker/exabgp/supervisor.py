@@ -132,7 +132,7 @@ class ExabgpSupervisor:
         on_ready: Callable[[], None],
         ack_timeout_s: float = 10.0,
         exabgp_log_level: str = "WARNING",
-        launcher_patches: bool = True,
+        speed_patches: bool = True,
         max_restarts: int = 5,
         restart_window_s: float = 60.0,
         run_as: str | None = None,
@@ -142,8 +142,10 @@ class ExabgpSupervisor:
         self.name = runtime.peer.name
         self._exabgp_log_level = exabgp_log_level
         """ExaBGP's own level: at INFO it formats and prints a line per route (~15% of its CPU)."""
-        self._launcher_patches = launcher_patches
-        """False only for the benchmark's upstream-ExaBGP anchor (see bgpspeaker.exabgp.launcher)."""
+        self._speed_patches = speed_patches
+        """The launcher's speed patches (route copy, TCP_NODELAY, reactor naps); False only for
+        the benchmark's "ExaBGP as released" anchor. The keepalive and connect-error patches
+        are applied either way (see bgpspeaker.exabgp.launcher)."""
         self._run_as_setting = run_as
         """Whom ExaBGP runs as when bgpspeaker is root (None: ``nobody``); see resolve_run_as."""
         self._fingerprint = session_fingerprint(runtime, router_id)
@@ -376,7 +378,7 @@ class ExabgpSupervisor:
                 "exabgp_log_destination": "stdout",
                 "exabgp_log_level": self._exabgp_log_level,
                 # ExaBGP's default. Its idle naps are shortened or lengthened by the
-                # launcher instead (BGPSPEAKER_IDLE_POLL_MS): a slower reactor alone also
+                # launcher instead (--idle-poll-ms): a slower reactor alone also
                 # paced bulk work (10k routes 1.4x to 30x slower; docs/performance.md).
                 "exabgp_reactor_speed": "1.0",
                 "exabgp_log_short": "true",
@@ -386,17 +388,6 @@ class ExabgpSupervisor:
                 "exabgp_log_message": "false",
                 "exabgp_tcp_bind": "",
                 "PYTHONUNBUFFERED": "1",
-            }
-        )
-        patched = "1" if self._launcher_patches else "0"
-        env.update(
-            {
-                "BGPSPEAKER_KEEPALIVE": str(self.runtime.peer.keepalive_s) if self._launcher_patches else "",
-                "BGPSPEAKER_NO_ROUTE_COPY": patched,
-                "BGPSPEAKER_NODELAY": patched,
-                "BGPSPEAKER_FAST_REACTOR": patched,
-                "BGPSPEAKER_IDLE_POLL_MS": str(IDLE_POLL_MS),
-                "BGPSPEAKER_CONNECT_ERRORS": patched,
             }
         )
         return env
@@ -502,9 +493,20 @@ class ExabgpSupervisor:
         if run_as is not None:
             # Applied in the child before preexec_fn: setgroups([]), setregid, setreuid.
             switch = {"user": run_as.uid, "group": run_as.gid, "extra_groups": []}
+        # Imported here, not at the top: the package imports this module, and ``python -m``
+        # warns when the module it runs was imported before it (as the launcher then would be).
+        from bgpspeaker.exabgp.launcher import launcher_settings
+
+        patches = launcher_settings(
+            keepalive_s=self.runtime.peer.keepalive_s,
+            hold_time_s=self.runtime.peer.hold_time_s,
+            speed_patches=self._speed_patches,
+            idle_poll_ms=IDLE_POLL_MS,
+        )
+        command = [sys.executable, "-m", "bgpspeaker.exabgp.launcher", *patches.arguments(), "--"]
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "bgpspeaker.exabgp.launcher", "server", str(config_path)],
+                [*command, "server", str(config_path)],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
