@@ -106,7 +106,7 @@ def _single_changes(api: Any, frr: Any, *, trials: int) -> float:
 
 def raw_exabgp_cold_start(count: int, *, explicit_next_hop: bool = False, upstream: bool = False) -> dict[str, Any]:
     """Our supervisor and bulk commands, no Kubernetes: the floor for the design.
-    ``upstream``: ExaBGP as released, without the launcher's patches (bgpspeaker.exabgp.launcher)."""
+    ``upstream``: ExaBGP as released, without the launcher's speed patches (bgpspeaker.exabgp.launcher)."""
     with Lab("raw") as lab:
         topo = single_node(lab)
         frr = topo.frr
