@@ -21,7 +21,7 @@ from lab.kubeapi import load_seed
 from lab.netns import Lab, run_in, wait_until
 from lab.topology import SingleNode, single_node
 
-SEED = Path(__file__).resolve().parents[2] / "deploy" / "compose" / "cluster.json"
+SEED = Path(__file__).resolve().parents[1] / "deploy" / "compose" / "cluster.json"
 
 
 def main() -> int:
