@@ -158,3 +158,12 @@ def test_compose_api_server_serves_the_example_cluster_and_explain_reads_it(comp
         capture_output=True, text=True, check=False, cwd=REPO,
     )  # fmt: skip
     assert (missing.returncode, missing.stderr.strip()) == (1, "service default/nope not found")
+
+
+def test_demo_seed_and_configs_exist() -> None:
+    """The demo's seed cluster and the lab's router and speaker configs are where the lab looks."""
+    from lab.demo import SEED
+    from lab.topology import CONFIG_DIR
+
+    assert SEED.is_file(), SEED
+    assert (CONFIG_DIR / "frr" / "bgpd.conf").is_file() and (CONFIG_DIR / "speaker.yaml").is_file(), CONFIG_DIR
