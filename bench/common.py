@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from bgpspeaker.config import parse_config
-from bgpspeaker.exabgp import ExabgpSupervisor
+from bgpspeaker.exabgp.supervisor import ExabgpSupervisor
 from bgpspeaker.peers import PeerRuntime
 from lab.kubeapi import FakeKubeApi, endpoint_slice, service
 from lab.netns import Frr, enter_netns, wait_until

@@ -150,7 +150,7 @@ def _run_daemon(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     from bgpspeaker.cluster.api import ApiPaths, api_client
     from bgpspeaker.cluster.store import ClusterStore
     from bgpspeaker.cluster.watch import WatchSettings, make_watchers
-    from bgpspeaker.exabgp import ExabgpSupervisor
+    from bgpspeaker.exabgp.supervisor import ExabgpSupervisor
     from bgpspeaker.lifecycle import ACK_TIMEOUT_S, shut_down
     from bgpspeaker.peers import PeerRuntime, read_secret_with
     from bgpspeaker.reconciler import Reconciler

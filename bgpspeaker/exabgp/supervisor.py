@@ -40,6 +40,7 @@ import structlog
 from bgpspeaker.errors import CommandValueError, ExabgpUnavailable
 from bgpspeaker.exabgp.commands import announce_line, eor_line, withdraw_line
 from bgpspeaker.exabgp.diagnosis import NOTIFICATION_REASON, diagnose, is_evidence
+from bgpspeaker.exabgp.launcher import launcher_settings
 from bgpspeaker.exabgp.privileges import RunAs, blocked_for, lacks, resolve_run_as, user_name
 from bgpspeaker.exabgp.render import render_config, session_fingerprint
 from bgpspeaker.peers import PeerRuntime
@@ -493,10 +494,6 @@ class ExabgpSupervisor:
         if run_as is not None:
             # Applied in the child before preexec_fn: setgroups([]), setregid, setreuid.
             switch = {"user": run_as.uid, "group": run_as.gid, "extra_groups": []}
-        # Imported here, not at the top: the package imports this module, and ``python -m``
-        # warns when the module it runs was imported before it (as the launcher then would be).
-        from bgpspeaker.exabgp.launcher import launcher_settings
-
         patches = launcher_settings(
             keepalive_s=self.runtime.peer.keepalive_s,
             hold_time_s=self.runtime.peer.hold_time_s,
