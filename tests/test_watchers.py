@@ -326,9 +326,7 @@ def test_outage_recovery_is_fast_with_the_default_backoff(default_harness: Harne
 # -- the parsing layer, fed anything ------------------------------------------------------
 
 CHARS = st.characters(blacklist_categories=("Cs",))  # no lone surrogates: they are not UTF-8
-TEXT = st.text(
-    st.sampled_from('[]{}"\\/: \n') | CHARS, max_size=6
-)  # JSON's own characters often
+TEXT = st.text(st.sampled_from('[]{}"\\/: \n') | CHARS, max_size=6)  # JSON's own characters often
 LEAVES = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | TEXT
 JSON = st.recursive(
     LEAVES,
