@@ -4,6 +4,7 @@ nothing else (a 5,000-digit MED annotation used to crash the reconciler on every
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 
 from bgpspeaker.cluster.model import ObjectInvalid, parse_endpoint_slice, parse_node, parse_service
 from bgpspeaker.config import parse_config
-from bgpspeaker.decision import decide
+from bgpspeaker.decision import decide, reserved_address_problem
 from bgpspeaker.routes import Reason
 from lab.kubeapi import node, service
 from tests.unit.test_decision import ME, eps, snapshot
@@ -176,3 +177,18 @@ def test_any_object_parses_or_is_object_invalid(obj: Any, parse: Any) -> None:
     """Whatever the API server sends as an object, parsing returns a value or raises ObjectInvalid."""
     with contextlib.suppress(ObjectInvalid):
         parse(obj)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.ip_addresses(v=4) | st.sampled_from([ipaddress.IPv4Address(a) for a in ("0.0.0.0", "255.255.255.255")]))
+def test_ipv4_fast_path_agrees_with_ipaddress(ip: ipaddress.IPv4Address) -> None:
+    """The integer checks for IPv4 refuse exactly what ipaddress's own properties call reserved."""
+    refused_by_ipaddress = (
+        ip.is_unspecified
+        or ip.is_loopback
+        or ip.is_multicast
+        or ip.is_link_local
+        or ip.is_reserved
+        or ip in ipaddress.IPv4Network("0.0.0.0/8")
+    )
+    assert (reserved_address_problem(ip) is not None) == refused_by_ipaddress, reserved_address_problem(ip)
