@@ -178,7 +178,7 @@ class _Collector(Collector):
         )
 
 
-def _count_by_peer(acked: Mapping[Any, Any]) -> dict[str, int]:
+def _count_by_peer(acked: Mapping[RouteKey, Attributes | Unknown]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for (peer, _prefix), value in acked.items():
         if not isinstance(value, Unknown):
@@ -186,7 +186,7 @@ def _count_by_peer(acked: Mapping[Any, Any]) -> dict[str, int]:
     return counts
 
 
-def _sync_age(store: Any) -> float:
+def _sync_age(store: ApiState) -> float:
     last = store.last_sync_monotonic
     return time.monotonic() - max(last.values()) if last else float("nan")
 

@@ -53,7 +53,15 @@ from bgpspeaker.routes import (
 from bgpspeaker.session import RouteChange
 from bgpspeaker.sessions import Sessions, chunks
 
-__all__ = ["OutagePolicy", "Plan", "Planner", "desired_routes", "verdicts_by_service", "withdraw_reason"]
+__all__ = [
+    "OutagePolicy",
+    "Plan",
+    "Planner",
+    "conflict_verdicts",
+    "desired_routes",
+    "verdicts_by_service",
+    "withdraw_reason",
+]
 
 log = structlog.get_logger("bgpspeaker.plan")
 
@@ -145,7 +153,7 @@ class _DesiredRoutes:
 def verdicts_by_service(decision: Decision, memo: DecisionMemo | None = None) -> Mapping[str, Sequence[Verdict]]:
     """Verdicts by service, conflicts included (looking them up per route would be quadratic).
     With the memo's delta at hand, its index is used instead of walking every verdict."""
-    conflicts = _conflicts(decision)
+    conflicts = conflict_verdicts(decision)
     index = memo.last.verdicts_by_service if memo is not None and memo.last is not None else None
     by_service: dict[str, Sequence[Verdict]]
     if index is not None:
@@ -163,17 +171,12 @@ def verdicts_by_service(decision: Decision, memo: DecisionMemo | None = None) ->
     return by_service
 
 
-def _conflicts(decision: Decision) -> Sequence[Verdict]:
+def conflict_verdicts(decision: Decision) -> Sequence[Verdict]:
     """The conflict verdicts (they come last), without walking the others."""
     first = len(decision.verdicts)
     while first and decision.verdicts[first - 1].reason is Reason.CONFLICTING_ADVERTISEMENTS:
         first -= 1
     return decision.verdicts[first:]
-
-
-def conflict_verdicts(decision: Decision) -> Sequence[Verdict]:
-    """The decision's conflict verdicts (for logging them)."""
-    return _conflicts(decision)
 
 
 def withdraw_reason(

@@ -201,7 +201,7 @@ class Reconciler:
             decision, self._planner.memo, applied.withdrawn, self.sessions.acknowledged, self.sessions.names()
         )
         self._planner.settled(plan, self.sessions.acknowledged)
-        self._end_pass(started, plan, applied)
+        self._end_pass(started, plan, applied, ready)
 
     # -- around a pass -----------------------------------------------------------------
 
@@ -219,7 +219,7 @@ class Reconciler:
             self._planner.start_over()
         self._completed = False
 
-    def _end_pass(self, started: float, plan: Plan, applied: Applied) -> None:
+    def _end_pass(self, started: float, plan: Plan, applied: Applied, ready: set[str]) -> None:
         self._deadline = plan.deadline
         if applied.unconfirmed:
             # Not at once: a change the session keeps refusing must not become a hot loop.
@@ -241,7 +241,7 @@ class Reconciler:
             desired=len(plan.desired),
             acknowledged=len(self.sessions.acknowledged),
             commands=applied.commands,
-            sessions_ready=len(self.sessions.ready()),
+            sessions_ready=len(ready),
             duration_ms=round((time.monotonic() - started) * 1000, 1),
         )
 

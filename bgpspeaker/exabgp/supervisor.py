@@ -257,11 +257,6 @@ class ExabgpSupervisor:
 
     # -- the Session protocol (bgpspeaker.session) ---------------------------------------
 
-    @property
-    def fingerprint(self) -> str:
-        """Everything that needs a new ExaBGP when it changes (the rendered config, keepalive)."""
-        return self._fingerprint
-
     def accepts(self, runtime: PeerRuntime, router_id: IPAddress) -> bool:
         """True when only runtime facts (next hops) differ from the running config."""
         return session_fingerprint(runtime, router_id) == self._fingerprint
