@@ -16,7 +16,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -35,12 +34,17 @@ log = structlog.get_logger("bgpspeaker")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
+def _read_prefix(path: str) -> bytes:
+    """The file's first bytes, one more than any config can be (a config path pointing at
+    /dev/zero or a huge file would otherwise be read for ever); OSError when unreadable."""
+    with open(path, "rb") as handle:
+        return handle.read(MAX_CONFIG_BYTES + 1)
+
+
 def _read_bounded(path: str) -> bytes:
-    """The file's bytes, refusing one larger than any config (a FIFO or /dev/zero would
-    otherwise be read for ever)."""
+    """``_read_prefix``, an unreadable file being a ConfigError."""
     try:
-        with open(path, "rb") as handle:
-            return handle.read(MAX_CONFIG_BYTES + 1)
+        return _read_prefix(path)
     except OSError as error:
         raise ConfigError([f"{path}: cannot read: {error.strerror or error}"]) from error
 
@@ -107,7 +111,7 @@ class _ConfigSource:
         """The config file's bytes plus those of the password files it names (so a rotated
         password is noticed like a config change); None when unreadable."""
         try:
-            text = Path(self.path).read_bytes()
+            text = _read_prefix(self.path)
         except OSError:
             return None
         if text != self._parsed_text:  # parse only when the file changed, not every poll
@@ -115,7 +119,7 @@ class _ConfigSource:
             self._password_paths = _password_paths(text)
         for path in self._password_paths:
             try:
-                text += b"\0" + Path(path).read_bytes()
+                text += b"\0" + _read_prefix(path)
             except OSError:
                 text += b"\0unreadable:" + path.encode()
         return text

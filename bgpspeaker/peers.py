@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bgpspeaker.config import PeerConfig, SecretRef, SpeakerConfig
@@ -74,7 +73,8 @@ class PeerRuntime:
 
 def _read_password_file(path: str, where: str) -> Password:
     try:
-        raw = Path(path).read_bytes()
+        with open(path, "rb") as handle:  # bounded: a path to /dev/zero must not be read for ever
+            raw = handle.read(MD5_MAX_BYTES + 3)  # the longest key plus "\r\n", and one byte to tell "too long"
     except OSError as error:
         raise ConfigError([f"{where}.passwordFile: cannot read {path}: {error.strerror or error}"]) from error
     return _password(raw.rstrip(b"\r\n"), f"{where}.passwordFile ({path})")

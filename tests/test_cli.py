@@ -23,6 +23,7 @@ def check_config(path: Path) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         check=False,
+        timeout=60,  # a file read for ever fails the test instead of hanging it
     )
 
 
@@ -93,3 +94,21 @@ def test_status_without_a_running_speaker_says_so_and_exits_1() -> None:
     )
     assert result.returncode == 1
     assert result.stderr.startswith("cannot reach the speaker at 127.0.0.1:9:")
+
+
+def test_config_and_password_paths_to_dev_zero_are_refused_not_read_for_ever(tmp_path: Path) -> None:
+    """A config or password file that never ends (/dev/zero) is one problem, read only so far."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bgpspeaker.cli", "check-config", "/dev/zero"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "more than a config can be" in result.stderr, result.stderr
+    path = tmp_path / "speaker.yaml"
+    path.write_text(GOOD.replace("    peerASN: 64512\n", "    peerASN: 64512\n    passwordFile: /dev/zero\n"))
+    result = check_config(path)
+    assert result.returncode == 2
+    assert "passwordFile (/dev/zero): the password must be 1..80 bytes" in result.stderr, result.stderr
