@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what bgpspeaker's demo and tests need on a fresh Debian 12 machine (as root):
-# FRR and iproute2 from Debian, Python dependencies into ./.venv.
+# FRR, iproute2 and kubectl from Debian, Python dependencies into ./.venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +10,7 @@ command -v ip >/dev/null || need_apt+=(iproute2)
 [ -x /usr/bin/python3 ] || need_apt+=(python3)
 /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 command -v setpriv >/dev/null || need_apt+=(util-linux)
+command -v kubectl >/dev/null || need_apt+=(kubernetes-client)  # tests/test_deploy.py renders deploy/ offline
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "setup: apt-get install ${need_apt[*]}"
     export DEBIAN_FRONTEND=noninteractive

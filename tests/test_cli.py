@@ -189,7 +189,7 @@ def test_explain_without_config_uses_the_config_of_the_speaker_on_this_node(tmp_
         kubeconfig.write_text(api.kubeconfig())
         # The speaker's config has an advertisement with MED 7: only that config explains "med 7".
         text = GOOD + "advertisements:\n  - name: public\n    med: 7\n"
-        source = dataclasses.replace(stand_in_source(), config_text=lambda: text.encode())
+        source = dataclasses.replace(stand_in_source(), config_text=text.encode)
         observer = Observer(source, "127.0.0.1:0", status_address="127.0.0.1:0")
         observer.start()
         try:

@@ -417,5 +417,6 @@ def test_config_file_has_no_key_that_holds_a_secret() -> None:
     from bgpspeaker import config as config_module
 
     keys = {key for name, value in vars(config_module).items() if name.endswith("_KEYS") for key in value}
-    secretive = {key for key in keys if any(word in key.lower() for word in ("password", "secret", "token", "credential"))}
+    words = ("password", "secret", "token", "credential")
+    secretive = {key for key in keys if any(word in key.lower() for word in words)}
     assert secretive == {"passwordFile", "passwordSecret"}, "a key that may hold a secret: redact it in /config"

@@ -13,7 +13,14 @@ import dataclasses
 import importlib
 from collections.abc import Iterator
 
-__all__ = ["CONTROLLER_ACCESS", "SPEAKER_MODULES", "Access", "speaker_access"]
+__all__ = [
+    "CONTROLLER_ACCESS",
+    "CONTROLLER_MODULES",
+    "SPEAKER_MODULES",
+    "Access",
+    "controller_access",
+    "speaker_access",
+]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -48,12 +55,25 @@ SPEAKER_MODULES = (
 explain`` run with ``kubectl exec`` in a speaker pod)."""
 
 
-def speaker_access() -> tuple[Access, ...]:
-    """Every ``API_ACCESS`` entry of ``SPEAKER_MODULES``."""
+def _declared(modules: tuple[str, ...]) -> tuple[Access, ...]:
     found: list[Access] = []
-    for name in SPEAKER_MODULES:
+    for name in modules:
         found.extend(importlib.import_module(name).API_ACCESS)
     return tuple(found)
+
+
+def speaker_access() -> tuple[Access, ...]:
+    """Every ``API_ACCESS`` entry of ``SPEAKER_MODULES``."""
+    return _declared(SPEAKER_MODULES)
+
+
+CONTROLLER_MODULES: tuple[str, ...] = ()
+"""The controller's modules that call the API server (each with its ``API_ACCESS``)."""
+
+
+def controller_access() -> tuple[Access, ...]:
+    """``CONTROLLER_ACCESS`` and every ``API_ACCESS`` entry of ``CONTROLLER_MODULES``."""
+    return CONTROLLER_ACCESS + _declared(CONTROLLER_MODULES)
 
 
 CONTROLLER_ACCESS = (
@@ -68,5 +88,5 @@ CONTROLLER_ACCESS = (
     ),
     Access("", "events", frozenset({"create", "patch"}), "IPAllocated / AllocationFailed Events on Services"),
 )
-"""The controller's (issue 14) calls, as its issue lists them; its module should declare them
-beside its calls as ``API_ACCESS`` once it lands, and this table read them from there."""
+"""The controller's (issue 14) calls as its issue lists them, until its modules declare their
+own ``API_ACCESS`` beside the calls (then listed in ``CONTROLLER_MODULES``)."""
