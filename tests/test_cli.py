@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -219,3 +220,27 @@ def test_config_and_password_paths_to_dev_zero_are_refused_not_read_for_ever(tmp
     result = check_config(path)
     assert result.returncode == 2
     assert "passwordFile (/dev/zero): the password must be 1..80 bytes" in result.stderr, result.stderr
+
+
+IMPLEMENTATION_WORDS = ("``", "thread", "only place that exits", "set a flag", "docstring", "daemon", "reconciler")
+"""What the --help texts said before they were written for operators (a module docstring)."""
+
+
+def subcommands() -> list[str]:
+    import argparse
+
+    from bgpspeaker.cli import _parser
+
+    action = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sorted(action.choices)
+
+
+@pytest.mark.parametrize("command", ["", *subcommands()], ids=lambda c: c or "top")
+def test_help_is_written_for_operators(command: str) -> None:
+    """--help of the tool and of every command exits 0 and names no implementation detail."""
+    result = cli(*([command] if command else []), "--help")
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.startswith("usage: bgpspeaker")
+    text = result.stdout.lower()
+    found = [word for word in IMPLEMENTATION_WORDS if re.search(rf"(?<!\w){re.escape(word)}(?!\w)", text)]
+    assert not found, f"implementation words in --help: {found}\n{result.stdout}"
