@@ -8,6 +8,7 @@ it, withdraws, stops ExaBGP and returns.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import gc
 import json
@@ -70,6 +71,10 @@ def _check_config(args: argparse.Namespace) -> int:
         found = None
         problems.extend(error.problems)
     if found is not None:
+        if found.other_kinds:
+            kinds = collections.Counter(found.other_kinds)
+            summary = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
+            print(f"{args.file}: skipped {len(found.other_kinds)} documents of other kinds ({summary})")
         for note in found.skipped:
             print(f"{args.file}: {note}")
         problems.extend(found.problems)

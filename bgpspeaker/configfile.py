@@ -27,7 +27,8 @@ class ConfigDocument:
 
     where: str
     """Prefix for its problems: empty for a file that is one plain SpeakerConfig, else e.g.
-    ``document 3 (ConfigMap bgpspeaker-system/bgpspeaker-config, data["config.yaml"])``."""
+    ``document 3 (ConfigMap bgpspeaker-system/bgpspeaker-config, data['config.yaml'])`` (no
+    number when the file holds one document)."""
     data: Any
     """The decoded document (``parse_config``'s input)."""
 
@@ -37,8 +38,10 @@ class FoundConfigs:
     """Everything ``find_configs`` saw."""
 
     configs: tuple[ConfigDocument, ...]
+    other_kinds: tuple[str, ...]
+    """The kind of each document skipped for being of another kind (``Namespace``, ``DaemonSet``, ...)."""
     skipped: tuple[str, ...]
-    """One note per document of another kind (a Namespace, a DaemonSet, ...)."""
+    """One note per ConfigMap skipped for lacking the ``config.yaml`` key."""
     problems: tuple[str, ...]
     """Problems with the file's structure (no SpeakerConfig at all, a ConfigMap without the key)."""
 
@@ -67,36 +70,41 @@ def find_configs(data: bytes, source: str) -> FoundConfigs:
     if len(documents) == 1 and not (isinstance(documents[0], dict) and documents[0].get("kind") == "ConfigMap"):
         # One document that is not a ConfigMap: a SpeakerConfig, whatever is wrong with it
         # (parse_config says what), and its problems keep their plain paths.
-        return FoundConfigs((ConfigDocument("", documents[0]),), (), ())
+        return FoundConfigs((ConfigDocument("", documents[0]),), (), (), ())
     configs: list[ConfigDocument] = []
+    other_kinds: list[str] = []
     skipped: list[str] = []
     problems: list[str] = []
     for number, document in enumerate(documents, start=1):
         kind = document.get("kind") if isinstance(document, dict) else None
+
+        def where(what: str, number: int = number) -> str:
+            return f"document {number} ({what})" if len(documents) > 1 else what
+
         if isinstance(document, dict) and kind == "ConfigMap":
-            where = f"document {number} (ConfigMap {_name(document)}"
             values = document.get("data")
             if not isinstance(values, dict) or CONFIGMAP_KEY not in values:
-                keys = sorted(str(key) for key in values) if isinstance(values, dict) else []
-                note = f"{where}): no data key {CONFIGMAP_KEY!r} (keys: {', '.join(keys) or 'none'}), skipped"
-                skipped.append(note)
+                keys = ", ".join(sorted(str(key) for key in values)) if isinstance(values, dict) else ""
+                skipped.append(
+                    f"{where(f'ConfigMap {_name(document)}')}: no data key {CONFIGMAP_KEY!r}"
+                    f" (keys: {keys or 'none'}), skipped"
+                )
                 continue
             text = values[CONFIGMAP_KEY]
-            where += f", data[{CONFIGMAP_KEY!r}])"
+            place = where(f"ConfigMap {_name(document)}, data[{CONFIGMAP_KEY!r}]")
             if not isinstance(text, str):
-                problems.append(f"{where}: must be a YAML text, got {show(text)}")
+                problems.append(f"{place}: must be a YAML text, got {show(text)}")
                 continue
             try:
-                configs.append(ConfigDocument(where, load_document(text.encode(), where)))
+                configs.append(ConfigDocument(place, load_document(text.encode(), place)))
             except ConfigError as error:
                 problems.extend(error.problems)
         elif _is_speaker_config(document):
-            configs.append(ConfigDocument(f"document {number} ({KIND})", document))
+            configs.append(ConfigDocument(where(KIND), document))
         else:
-            what = f"{kind} {_name(document)}" if isinstance(kind, str) else f"a {type(document).__name__}"
-            skipped.append(f"document {number} ({what}): not a {KIND} or ConfigMap, skipped")
+            other_kinds.append(kind if isinstance(kind, str) else f"(a {type(document).__name__})")
     if not configs and not problems:
         problems.append(
             f"{source}: no {KIND} in it, nor a ConfigMap with a {CONFIGMAP_KEY!r} key ({len(documents)} documents)"
         )
-    return FoundConfigs(tuple(configs), tuple(skipped), tuple(problems))
+    return FoundConfigs(tuple(configs), tuple(other_kinds), tuple(skipped), tuple(problems))

@@ -244,3 +244,21 @@ def test_help_is_written_for_operators(command: str) -> None:
     text = result.stdout.lower()
     found = [word for word in IMPLEMENTATION_WORDS if re.search(rf"(?<!\w){re.escape(word)}(?!\w)", text)]
     assert not found, f"implementation words in --help: {found}\n{result.stdout}"
+
+
+def test_check_config_names_the_document_of_each_problem(tmp_path: Path) -> None:
+    """A manifest file: other kinds skipped with a note, the ConfigMap's problems prefixed by where it is."""
+    body = "".join(f"    {line}\n" for line in GOOD.replace("64513", "0").splitlines())
+    path = tmp_path / "all.yaml"
+    path.write_text(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: bgpspeaker-system}\n---\n"
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: bgpspeaker-config, namespace: bgpspeaker-system}\n"
+        f"data:\n  config.yaml: |\n{body}"
+    )
+    result = check_config(path)
+    assert result.returncode == 2
+    assert result.stdout == f"{path}: skipped 1 documents of other kinds (1 Namespace)\n"
+    assert result.stderr.splitlines() == [
+        "document 2 (ConfigMap bgpspeaker-system/bgpspeaker-config, data['config.yaml']):"
+        " myASN: must be an integer 1..4294967295, got 0"
+    ]
