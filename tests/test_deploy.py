@@ -217,7 +217,8 @@ def test_commands_parse_and_probes_point_at_the_port_the_process_listens_on(rend
             assert (workload["kind"], args[0]) == ("Deployment", "controller"), args
             continue  # the controller (issue 14) is not in this tree yet: checked once it is
         parsed = parser.parse_args(args)
-        _host, port = parse_listen(parsed.listen)
+        # run's dest is "listen" (--metrics-address, alias --listen); another command may name it after the flag
+        _host, port = parse_listen(getattr(parsed, "listen", None) or parsed.metrics_address)
         pod = workload["spec"]["template"]["spec"]
         (container,) = pod["containers"]
         assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": port}
