@@ -1,8 +1,8 @@
 """The ``bgpspeaker`` command: ``run`` the daemon, ``check-config``, ``status``, ``explain``.
 
 The operator's texts (``--help``) are ``_DESCRIPTION`` and the parsers' help strings, not
-this docstring. This is the only place that exits. Signals only set a flag; the main thread notices
-it, withdraws, stops ExaBGP and returns.
+this docstring. This is the only place that exits. Signals only set a flag; the main
+thread notices it, withdraws, stops ExaBGP and returns.
 """
 
 from __future__ import annotations
@@ -64,30 +64,28 @@ def _check_config(args: argparse.Namespace) -> int:
     from bgpspeaker.configfile import find_configs
     from bgpspeaker.peers import check_password_files
 
-    problems: list[str] = []
     try:
         found = find_configs(_read_bounded(args.file), args.file)
     except ConfigError as error:
-        found = None
-        problems.extend(error.problems)
-    if found is not None:
-        if found.other_kinds:
-            kinds = collections.Counter(found.other_kinds)
-            summary = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
-            print(f"{args.file}: skipped {len(found.other_kinds)} documents of other kinds ({summary})")
-        for note in found.skipped:
-            print(f"{args.file}: {note}")
-        problems.extend(found.problems)
-        for document in found.configs:
-            try:
-                check_password_files(parse_config(document.data))
-            except ConfigError as error:
-                problems.extend(f"{document.where}: {p}" if document.where else p for p in error.problems)
-    if problems:
-        for problem in problems:
+        for problem in error.problems:
             print(problem, file=sys.stderr)
         return EXIT_USAGE
-    assert found is not None
+    if found.other_kinds:
+        kinds = collections.Counter(found.other_kinds)
+        summary = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
+        print(f"{args.file}: skipped {len(found.other_kinds)} documents of other kinds ({summary})")
+    for note in found.skipped:
+        print(f"{args.file}: {note}")
+    problems = list(found.problems)
+    for document in found.configs:
+        try:
+            check_password_files(parse_config(document.data))
+        except ConfigError as error:
+            problems.extend(f"{document.where}: {p}" if document.where else p for p in error.problems)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        return EXIT_USAGE
     checked = [d.where for d in found.configs if d.where]
     print(f"{args.file}: valid" + (f" ({'; '.join(checked)})" if checked else ""))
     return EXIT_OK
