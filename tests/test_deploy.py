@@ -435,3 +435,19 @@ def test_demo_seed_and_configs_exist() -> None:
 
     assert SEED.is_file(), SEED
     assert (CONFIG_DIR / "frr" / "bgpd.conf").is_file() and (CONFIG_DIR / "speaker.yaml").is_file(), CONFIG_DIR
+
+
+def test_a_clean_clone_has_every_file_the_kustomization_and_the_image_need() -> None:
+    """Every resource of deploy/kustomization.yaml and every file the Dockerfile copies is committed
+    (the README's install section starts from a clean clone)."""
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    needed = [f"deploy/{name}" for name in kustomization()["resources"]]
+    needed += [
+        name for line in re.findall(r"^COPY (?!--from)(.+) \S+$", DOCKERFILE, re.MULTILINE) for name in line.split()
+    ]
+    listed = subprocess.run(
+        ["git", "ls-files", "--", *needed], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
+    untracked = [name for name in needed if not any(p == name or p.startswith(f"{name}/") for p in listed)]
+    assert not untracked, f"not committed: {untracked}"
