@@ -74,3 +74,14 @@ def test_paths_the_readme_names_exist() -> None:
     assert "deploy/kustomization.yaml" in paths
     missing = sorted(p for p in paths if not (REPO / p).exists())
     assert not missing, missing
+
+
+def test_the_install_sections_version_command_gives_the_image_tag() -> None:
+    """The README's ``VERSION=$(...)`` line, run in the repository, gives the tag deploy/ names."""
+    (line,) = [line for line in README.splitlines() if line.startswith("VERSION=$(")]
+    command = line.split("#", 1)[0].strip()
+    result = subprocess.run(
+        ["bash", "-c", f'{command}; printf %s "$VERSION"'], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    tags = re.findall(r'newTag: "([^"]+)"', (REPO / "deploy" / "kustomization.yaml").read_text())
+    assert [result.stdout] == tags
