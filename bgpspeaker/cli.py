@@ -1,12 +1,14 @@
-"""The ``bgpspeaker`` command: ``run`` the daemon, ``check-config`` a file.
+"""The ``bgpspeaker`` command: ``run`` the daemon, ``check-config``, ``status``, ``explain``.
 
-This is the only place that exits. Signals only set a flag; the main thread notices
-it, withdraws, stops ExaBGP and returns.
+The operator's texts (``--help``) are ``_DESCRIPTION`` and the parsers' help strings, not
+this docstring. This is the only place that exits. Signals only set a flag; the main
+thread notices it, withdraws, stops ExaBGP and returns.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import gc
 import json
@@ -25,13 +27,15 @@ from bgpspeaker import __version__
 from bgpspeaker.config import MAX_CONFIG_BYTES, SpeakerConfig, load_document, parse_config_bytes
 from bgpspeaker.errors import ConfigError
 from bgpspeaker.logs import configure
-from bgpspeaker.observe import DEFAULT_LISTEN
+from bgpspeaker.observe import DEFAULT_LISTEN, DEFAULT_STATUS_ADDRESS
 
 __all__ = ["load_config", "main"]
 
 log = structlog.get_logger("bgpspeaker")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+DEFAULT_CONFIG_PATH = "/etc/bgpspeaker/config.yaml"
+"""Where the DaemonSet mounts the ConfigMap's config.yaml."""
 
 
 def _read_prefix(path: str) -> bytes:
@@ -56,16 +60,34 @@ def load_config(path: str) -> SpeakerConfig:
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    from bgpspeaker.config import parse_config
+    from bgpspeaker.configfile import find_configs
     from bgpspeaker.peers import check_password_files
 
     try:
-        config = load_config(args.file)
-        check_password_files(config)
+        found = find_configs(_read_bounded(args.file), args.file)
     except ConfigError as error:
         for problem in error.problems:
             print(problem, file=sys.stderr)
         return EXIT_USAGE
-    print(f"{args.file}: valid")
+    if found.other_kinds:
+        kinds = collections.Counter(found.other_kinds)
+        summary = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
+        print(f"{args.file}: skipped {len(found.other_kinds)} documents of other kinds ({summary})")
+    for note in found.skipped:
+        print(f"{args.file}: {note}")
+    problems = list(found.problems)
+    for document in found.configs:
+        try:
+            check_password_files(parse_config(document.data))
+        except ConfigError as error:
+            problems.extend(f"{document.where}: {p}" if document.where else p for p in error.problems)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        return EXIT_USAGE
+    checked = [d.where for d in found.configs if d.where]
+    print(f"{args.file}: valid" + (f" ({'; '.join(checked)})" if checked else ""))
     return EXIT_OK
 
 
@@ -106,6 +128,8 @@ class _ConfigSource:
         self.last_text: bytes | None = None
         self._parsed_text: bytes | None = None
         self._password_paths: list[str] = []
+        self.config_text: bytes | None = None
+        """The config file's bytes in force (``/config``; no password bytes)."""
 
     def read(self) -> bytes | None:
         """The config file's bytes plus those of the password files it names (so a rotated
@@ -129,7 +153,8 @@ class _ConfigSource:
         from bgpspeaker.peers import resolve_peers
 
         text = self.read()
-        config = load_config(self.path)
+        raw = _read_bounded(self.path)
+        config = parse_config_bytes(raw, self.path)
         try:
             effective, runtimes, facts = resolve_peers(config, self._read_secret)
         except OSError as error:
@@ -141,6 +166,7 @@ class _ConfigSource:
             for problem in runtime.problems:
                 log.warning("peer_degraded", peer=name, problem=problem)
         self.last_text = text
+        self.config_text = raw
         return effective, runtimes, router_id
 
 
@@ -264,15 +290,17 @@ def _run_daemon(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
                 "reconciler": reconciler.internal_errors,
                 **{f"watch-{w.kind}": w.internal_errors for w in watchers},
             },
+            config_text=lambda: source.config_text,
         ),
         listen=args.listen,
+        status_address=args.status_address,
         status_remote=args.status_remote,
     )
     reconciler.on_pass = observer.reconcile_duration.observe
     try:
         observer.start()
     except OSError as error:
-        log.error("http_listen_failed", address=args.listen, error=str(error))
+        log.error("http_listen_failed", address=f"{args.listen} {args.status_address}", error=str(error))
         return EXIT_USAGE
     if args.events:
         recorder = EventRecorder(ApiPaths(api), node=node_name, stop=stop)
@@ -360,15 +388,50 @@ def _status(args: argparse.Namespace) -> int:
 
     try:
         document = fetch_status(args.address)
-    except OSError as error:
-        print(f"cannot reach the speaker at {args.address}: {error}", file=sys.stderr)
+    except (OSError, ValueError) as error:  # refused, timed out, 403/404, not JSON
+        print(f"status: no speaker answers at {args.address}: {_reason(error)}{_ON_A_NODE}", file=sys.stderr)
         return EXIT_FAILED
     print(json.dumps(document, indent=2) if args.output == "json" else format_status(document))
     return EXIT_OK
 
 
+_ON_A_NODE = " (run it in a speaker pod: kubectl -n bgpspeaker-system exec ds/bgpspeaker -- bgpspeaker ...)"
+
+
+def _reason(error: BaseException) -> str:
+    """The innermost readable cause of a connection failure, on one line."""
+    cause: Any = error
+    while getattr(cause, "reason", None) is not None and not isinstance(cause.reason, str):
+        cause = cause.reason  # URLError(ConnectionRefusedError), MaxRetryError(NewConnectionError)
+    text = getattr(cause, "strerror", None) or getattr(cause, "reason", None) or str(cause) or type(cause).__name__
+    return " ".join(str(text).split())[:300]
+
+
+def _explain_config(args: argparse.Namespace) -> tuple[SpeakerConfig, str]:
+    """The config to explain with, and where it came from: ``--config``; else the speaker on
+    this node (``/config`` on its status address); else the default path. ConfigError otherwise."""
+    from bgpspeaker.report import fetch_config
+
+    if args.config is not None:
+        return load_config(args.config), args.config
+    try:
+        text = fetch_config(args.address)
+    except (OSError, ValueError) as error:
+        asked = f"no speaker answers at {args.address} ({_reason(error)})"
+    else:
+        where = f"the speaker at {args.address}"
+        return parse_config_bytes(text, where), where
+    if os.path.exists(DEFAULT_CONFIG_PATH):
+        return load_config(DEFAULT_CONFIG_PATH), DEFAULT_CONFIG_PATH
+    raise ConfigError([f"explain: no config: {asked} and no {DEFAULT_CONFIG_PATH}; pass --config FILE{_ON_A_NODE}"])
+
+
 def _explain(args: argparse.Namespace) -> int:
-    from bgpspeaker.cluster.api import api_client
+    from kubernetes.client.exceptions import ApiException
+    from kubernetes.config import ConfigException
+    from urllib3.exceptions import HTTPError
+
+    from bgpspeaker.cluster.api import ResponseInvalid, api_client
     from bgpspeaker.report import explain, format_explain
 
     namespace, _, name = args.service.partition("/")
@@ -376,68 +439,131 @@ def _explain(args: argparse.Namespace) -> int:
         print(f"expected NAMESPACE/SERVICE, got {args.service!r}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        config = load_config(args.config)
+        config, _source = _explain_config(args)
     except ConfigError as error:
         for problem in error.problems:
             print(problem, file=sys.stderr)
         return EXIT_USAGE
     try:
-        report = explain(api_client(args.kubeconfig), config, namespace, name, node=args.node)
+        api = api_client(args.kubeconfig)
+    except (ConfigException, OSError, ValueError, TypeError) as error:  # missing or broken kubeconfig
+        where = f"kubeconfig {args.kubeconfig}" if args.kubeconfig else "no kubeconfig"
+        detail = " ".join(str(error).split())[:300] or type(error).__name__
+        print(
+            f"explain: no Kubernetes credentials ({where}: {detail}); in a pod the service account is used,"
+            " elsewhere pass --kubeconfig FILE or set KUBECONFIG",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    server = api.configuration.host
+    try:
+        report = explain(api, config, namespace, name, node=args.node)
     except LookupError as error:
         print(str(error), file=sys.stderr)
+        return EXIT_FAILED
+    except ApiException as error:
+        print(f"explain: the API server at {server} answered {error.status} {error.reason}", file=sys.stderr)
+        return EXIT_FAILED
+    except (HTTPError, OSError, ResponseInvalid) as error:
+        print(f"explain: the API server at {server} does not answer: {_reason(error)}", file=sys.stderr)
         return EXIT_FAILED
     print(json.dumps(report, indent=2) if args.output == "json" else format_explain(report))
     return EXIT_OK
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bgpspeaker", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"bgpspeaker {__version__}")
-    parser.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
-    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
-    commands = parser.add_subparsers(dest="command", required=True)
+_DESCRIPTION = """\
+Announce the VIPs of Kubernetes LoadBalancer Services to your routers over BGP, from the
+nodes that should receive their traffic. Runs on every node (DaemonSet, `run`); the
+other commands help you check a config and see what a node announces and why."""
 
-    run = commands.add_parser("run", help="announce this node's VIPs (the daemon)")
-    run.add_argument("--config", required=True, help="SpeakerConfig YAML file")
+_EPILOG = """\
+examples:
+  bgpspeaker check-config config.yaml        validate a config (or a ConfigMap, or kubectl kustomize output)
+  bgpspeaker status                          on a node: sessions and announced prefixes
+  bgpspeaker explain default/web             why a Service is or is not announced, per node
+docs: README.md (install, config reference), docs/logging.md (log events)"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bgpspeaker",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"bgpspeaker {__version__}")
+    parser.add_argument(
+        "--log-format",
+        choices=["auto", "json", "console"],
+        default="auto",
+        help="auto (default): readable on a terminal, JSON lines otherwise",
+    )
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="peer with the routers and announce this node's VIPs (what the DaemonSet runs)",
+        description="Peer with the routers in the config and announce the VIPs this node should attract."
+        " SIGTERM withdraws (or drains, or keeps: shutdown.mode) and exits; SIGHUP re-reads the config.",
+    )
+    run.add_argument(
+        "--config",
+        default=DEFAULT_CONFIG_PATH,
+        metavar="FILE",
+        help=f"SpeakerConfig file (default {DEFAULT_CONFIG_PATH})",
+    )
     run.add_argument("--node-name", default=None, help="this node's name (default: $NODE_NAME)")
-    run.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: in-cluster, then ~/.kube/config)")
+    run.add_argument(
+        "--kubeconfig", default=None, metavar="FILE", help="default: the pod's service account, then ~/.kube/config"
+    )
     run.add_argument(
         "--watch-inactivity-timeout",
         type=float,
         default=90.0,
         metavar="SECONDS",
-        help="restart a watch stream silent this long (API servers send bookmarks every ~60 s)",
+        help="reconnect to the API server when it sends nothing for this long (default 90;"
+        " API servers send a bookmark every minute)",
     )
     run.add_argument(
         "--exabgp-ack-timeout",
         type=float,
         default=10.0,
         metavar="SECONDS",
-        help="restart ExaBGP when it leaves commands unacknowledged this long",
+        help="restart a peer's BGP process when it leaves a route unacknowledged this long (default 10)",
     )
     run.add_argument(
         "--config-poll-interval",
         type=float,
         default=2.0,
         metavar="SECONDS",
-        help="how often to check the config file for changes (SIGHUP re-reads it at once)",
+        help="how often to check the config file for changes (default 2; SIGHUP re-reads it at once)",
     )
     run.add_argument(
+        "--metrics-address",
         "--listen",
+        dest="listen",
         default=DEFAULT_LISTEN,
         metavar="HOST:PORT",
-        help="/metrics, /healthz, /readyz and /status (default :7473, all addresses)",
+        help=f"/metrics, /healthz and /readyz for Prometheus and the kubelet (default {DEFAULT_LISTEN}: every address)",
+    )
+    run.add_argument(
+        "--status-address",
+        default=DEFAULT_STATUS_ADDRESS,
+        metavar="HOST:PORT",
+        help=f"/status and /config for `bgpspeaker status` and `explain` (default {DEFAULT_STATUS_ADDRESS}:"
+        " this node only; they name Services, peers and ASNs)",
     )
     run.add_argument(
         "--exabgp-user",
         default=None,
         metavar="USER|UID[:GID]",
-        help="when started as root, run ExaBGP as this user (default nobody); never as root",
+        help="when started as root, run the BGP processes as this user (default nobody; never root)",
     )
     run.add_argument(
         "--status-remote",
         action="store_true",
-        help="answer /status to any client (default: only from this node; it names services, peers and ASNs)",
+        help="also answer /status on the metrics address to other hosts (default: only to this node)",
     )
     run.add_argument(
         "--no-events",
@@ -447,24 +573,56 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=_run)
 
-    status = commands.add_parser("status", help="ask the speaker on this node what it announces, to whom")
-    status.add_argument("--address", default="127.0.0.1:7473", metavar="HOST:PORT", help="the speaker's --listen")
+    status = commands.add_parser(
+        "status",
+        help="what the speaker on this node announces, to which peers, and their sessions",
+        description="Ask the speaker on this node (run it where the speaker runs, e.g. kubectl exec) for its"
+        " sessions and announced prefixes.",
+    )
+    status.add_argument(
+        "--address",
+        default=DEFAULT_STATUS_ADDRESS,
+        metavar="HOST:PORT",
+        help=f"the speaker's --status-address (default {DEFAULT_STATUS_ADDRESS})",
+    )
     status.add_argument("--output", choices=["text", "json"], default="text")
     status.set_defaults(func=_status)
 
     explain = commands.add_parser(
         "explain",
-        help="run the daemon's decision for one service against the live API server (read-only)",
+        help="why a Service is or is not announced, node by node (read-only)",
+        description="Decide, as the speakers do, whether each node announces the Service's VIPs, with the"
+        " reason and the attributes per peer. Reads the API server, changes nothing. Without --config:"
+        f" the config of the speaker on this node, else {DEFAULT_CONFIG_PATH}.",
     )
     explain.add_argument("service", metavar="NAMESPACE/SERVICE")
     explain.add_argument("--node", default=None, help="only this node (default: every node)")
-    explain.add_argument("--config", required=True, help="the SpeakerConfig the speakers run with")
-    explain.add_argument("--kubeconfig", default=None)
+    explain.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help=f"the SpeakerConfig (default: the one the speaker on this node runs, else {DEFAULT_CONFIG_PATH})",
+    )
+    explain.add_argument(
+        "--address",
+        default=DEFAULT_STATUS_ADDRESS,
+        metavar="HOST:PORT",
+        help=f"where to ask the speaker on this node for its config (default {DEFAULT_STATUS_ADDRESS})",
+    )
+    explain.add_argument(
+        "--kubeconfig", default=None, metavar="FILE", help="default: the pod's service account, then ~/.kube/config"
+    )
     explain.add_argument("--output", choices=["text", "json"], default="text")
     explain.set_defaults(func=_explain)
 
-    check = commands.add_parser("check-config", help="validate a config file; exit 2 listing every problem")
-    check.add_argument("file")
+    check = commands.add_parser(
+        "check-config",
+        help="validate a config file; exit 2 listing every problem",
+        description="Validate a SpeakerConfig, a ConfigMap holding one (data key config.yaml), or a file of"
+        " several documents (e.g. kubectl kustomize deploy/ output; other kinds are skipped with a note)."
+        " Exit 0 when valid, else 2 with every problem on stderr.",
+    )
+    check.add_argument("file", metavar="FILE")
     check.set_defaults(func=_check_config)
     return parser
 

@@ -44,6 +44,7 @@ __all__ = [
     "ShutdownConfig",
     "SpeakerConfig",
     "load_document",
+    "load_documents",
     "parse_config",
     "parse_config_bytes",
     "parse_ip",
@@ -736,6 +737,25 @@ def load_document(data: bytes, source: str) -> Any:
         OverflowError,
         MemoryError,
     ) as error:  # the loader's limits should prevent these
+        raise ConfigError([f"{source}: cannot be read as YAML: {type(error).__name__}: {show(str(error))}"]) from None
+
+
+def load_documents(data: bytes, source: str) -> list[Any]:
+    """Every YAML document of a ``---``-separated file (``check-config`` on manifests), with
+    ``load_document``'s limits over the whole file. Raises ConfigError and nothing else."""
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{source}: {len(data)} bytes, more than a config can be ({MAX_CONFIG_BYTES})"])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        problem = f"{source}: not UTF-8: byte 0x{data[error.start]:02x} at line {line}, save it as UTF-8"
+        raise ConfigError([problem]) from None
+    try:
+        return list(yaml.load_all(text, Loader=_BoundedLoader))  # a SafeLoader subclass
+    except yaml.YAMLError as error:
+        raise ConfigError([f"{source}: not valid YAML: {error}".replace("\n", " ")[:1000]]) from None
+    except (RecursionError, ValueError, OverflowError, MemoryError) as error:  # the loader's limits prevent these
         raise ConfigError([f"{source}: cannot be read as YAML: {type(error).__name__}: {show(str(error))}"]) from None
 
 

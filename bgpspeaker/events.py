@@ -25,12 +25,16 @@ from collections.abc import Sequence
 
 import structlog
 
+from bgpspeaker.cluster.access import Access
 from bgpspeaker.cluster.api import ApiPaths, resource_path
 from bgpspeaker.routes import Prefix
 
 __all__ = ["EventRecorder"]
 
 log = structlog.get_logger("bgpspeaker.events")
+
+API_ACCESS = (Access("", "events", frozenset({"create", "patch"}), "EventRecorder: POST, then PATCH count"),)
+"""The calls below; RBAC: deploy/rbac.yaml."""
 
 _REASONS = {"announced": "Announced", "withdrawn": "Withdrawn"}
 

@@ -1,7 +1,10 @@
 """What operators see besides the log: Prometheus metrics, probes and ``/status``.
 
-One small HTTP server (default ``:7473``) serves ``/metrics``, ``/healthz``, ``/readyz``
-and ``/status`` (JSON, read by ``bgpspeaker status``). Everything is read from the
+Two small HTTP servers: the metrics address (default ``:9479``, every address: Prometheus
+and the kubelet reach it on the node IP) serves ``/metrics``, ``/healthz`` and ``/readyz``;
+the status address (default ``127.0.0.1:9480``, loopback) serves ``/status`` (JSON, read by
+``bgpspeaker status``) and ``/config`` (the config file in force, read by ``bgpspeaker
+explain``), and the probes too. Everything is read from the
 daemon's state at request time; nothing here writes to ExaBGP or the API server.
 Metric names follow MetalLB's where an equivalent exists, under ``bgpspeaker_``, so
 dashboards port over: ``bgpspeaker_bgp_session_up{peer}``,
@@ -11,7 +14,14 @@ dashboards port over: ``bgpspeaker_bgp_session_up{peer}``,
 The port is reachable by anyone who can reach the node, so the server is bounded (see
 ``HttpServer``): a fixed number of threads and connections whatever clients do, and the
 probes answered even while strangers hold connections open. ``/status`` (Service names,
-peers, ASNs, PIDs) answers only clients on this host unless ``status_remote`` is set.
+peers, ASNs, PIDs) and ``/config`` answer on the metrics address only clients on this
+host, unless ``status_remote`` is set; on the status address, whoever can reach it (its
+bind address is the control: loopback unless the operator chose another).
+
+Ports: 7472/7473 are MetalLB's (speaker/controller metrics, FRR-mode metrics), 7946 its
+memberlist; 9479 and 9480 are used by none of the host-network components commonly on a
+node (MetalLB; Cilium 4240, 4244, 9234, 9879, 9890, 9962-9965; kube-vip 2112; Calico
+9091, 9093, 9099; node-exporter 9100; kube-proxy 10249, 10256; the kubelet 10248, 10250).
 """
 
 from __future__ import annotations
@@ -33,6 +43,8 @@ from bgpspeaker.session import SessionStatus
 
 __all__ = [
     "DEFAULT_LISTEN",
+    "DEFAULT_METRICS_ADDRESS",
+    "DEFAULT_STATUS_ADDRESS",
     "Observer",
     "StatusSource",
     "parse_listen",
@@ -40,7 +52,17 @@ __all__ = [
 
 log = structlog.get_logger("bgpspeaker.observe")
 
-DEFAULT_LISTEN = ":7473"
+DEFAULT_METRICS_ADDRESS = ":9479"
+"""Every address (the node's, on the host network): Prometheus and the kubelet's probes."""
+DEFAULT_STATUS_ADDRESS = "127.0.0.1:9480"
+"""Loopback: ``bgpspeaker status`` and ``explain`` run on the node (``kubectl exec``)."""
+DEFAULT_LISTEN = DEFAULT_METRICS_ADDRESS
+PRIVATE_PATHS = frozenset({"/status", "/config"})
+"""What the metrics address answers only to clients on this host (unless ``status_remote``)."""
+
+
+def _no_config() -> bytes | None:
+    return None
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -96,6 +118,9 @@ class StatusSource:
     threads_alive: Callable[[], bool]
     internal_errors: Callable[[], Mapping[str, int]] = dict
     """Thread name -> unexpected exceptions its last-resort guard caught and recovered from."""
+    config_text: Callable[[], bytes | None] = _no_config
+    """The config file in force, as read (``/config``). It holds no secret: passwords are only
+    ever named (``passwordFile``, ``passwordSecret``), never written in the config."""
     started_monotonic: float = dataclasses.field(default_factory=time.monotonic)
 
 
@@ -192,13 +217,15 @@ def _sync_age(store: ApiState) -> float:
 
 
 class Observer:
-    """The routes: metrics, probes, status; served by an ``HttpServer``."""
+    """The routes: metrics, probes, status; served by an ``HttpServer`` on the metrics
+    address and, when ``status_address`` is set, another on the status address."""
 
     def __init__(
         self,
         source: StatusSource,
         listen: str = DEFAULT_LISTEN,
         *,
+        status_address: str | None = None,
         status_remote: bool = False,
         limits: HttpLimits | None = None,
     ) -> None:
@@ -212,27 +239,49 @@ class Observer:
             registry=self.registry,
         )
         self.status_remote = status_remote
-        """True: anyone may read ``/status``; False: only clients on this host (``is_local_client``)."""
+        """True: anyone may read ``/status`` on the metrics address; False: only clients on
+        this host (``is_local_client``)."""
         host, port = parse_listen(listen)
         self._server = HttpServer(host, port, self, limits or HttpLimits())
+        self._status_server: HttpServer | None = None
+        if status_address is not None:
+            status_host, status_port = parse_listen(status_address)
+            self._status_server = HttpServer(status_host, status_port, _StatusRouter(self), _STATUS_LIMITS)
+        self.status_port: int | None = None
+        """The status address's bound port once started (None: no status address)."""
 
     def start(self) -> int:
-        """Bind and serve in background threads; returns the bound port."""
+        """Bind and serve in background threads; returns the metrics address's bound port
+        (OSError when an address cannot be bound: nothing is left listening then)."""
         port = self._server.start()
         log.info(
             "http_listening",
             address=f"{self._server.host}:{port}",
-            paths=["/metrics", "/healthz", "/readyz", "/status"],
+            paths=["/metrics", "/healthz", "/readyz"],
         )
+        if self._status_server is not None:
+            try:
+                self.status_port = self._status_server.start()
+            except OSError:
+                self._server.stop()
+                raise
+            log.info(
+                "http_listening",
+                address=f"{self._status_server.host}:{self.status_port}",
+                paths=["/status", "/config", "/healthz", "/readyz"],
+            )
         return port
 
     def stop(self) -> None:
         """Stop serving and close every connection."""
         self._server.stop()
+        if self._status_server is not None:
+            self._status_server.stop()
 
-    def route(self, request: Request) -> Reply | Render:
+    def route(self, request: Request, *, private_open: bool = False) -> Reply | Render:
         """The reply to one request: probes and refusals at once (they read a few flags);
-        ``/metrics`` and ``/status`` as a ``Render`` (they walk every route)."""
+        ``/metrics`` and ``/status`` as a ``Render`` (they walk every route).
+        ``private_open``: the status address, where ``/status`` and ``/config`` answer anyone."""
         if request.method not in METHODS:
             return Reply(405, b"method not allowed: GET or HEAD only\n", headers=(("Allow", "GET, HEAD"),))
         path = request.path
@@ -244,11 +293,17 @@ class Observer:
         if path == "/readyz":
             ok, detail = self.ready()
             return Reply(200 if ok else 503, (detail + "\n").encode())
-        if path == "/status":
-            if not self.status_remote and not is_local_client(request.client, request.local):
+        if path in PRIVATE_PATHS:
+            if not (private_open or self.status_remote or is_local_client(request.client, request.local)):
                 return Reply(403, _STATUS_FORBIDDEN)
-            return self._status
-        return Reply(404, b"not found: /metrics /healthz /readyz /status\n")
+            return self._status if path == "/status" else self._config()
+        return Reply(404, b"not found: /metrics /healthz /readyz /status /config\n")
+
+    def _config(self) -> Reply:
+        text = self.source.config_text()
+        if text is None:
+            return Reply(503, b"no config loaded yet\n")
+        return Reply(200, text, "application/yaml")
 
     def _metrics(self) -> Reply:
         return Reply(200, generate_latest(self.registry), CONTENT_TYPE_LATEST)
@@ -325,5 +380,17 @@ class Observer:
 
 _STATUS_FORBIDDEN = (
     b"forbidden: /status answers only clients on this node (run `bgpspeaker status` there),"
-    b" or start the speaker with --status-remote\n"
+    b" or start the speaker with --status-remote or a reachable --status-address\n"
 )
+_STATUS_LIMITS = HttpLimits(max_connections=16, render_workers=1)
+"""The status address has a handful of clients (an operator's ``status``/``explain``)."""
+
+
+class _StatusRouter:
+    """The status address's routes: the metrics address's, with ``/status`` and ``/config`` open."""
+
+    def __init__(self, observer: Observer) -> None:
+        self._observer = observer
+
+    def route(self, request: Request) -> Reply | Render:
+        return self._observer.route(request, private_open=True)

@@ -16,6 +16,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
+from bgpspeaker.cluster.access import Access
 from bgpspeaker.config import PeerConfig, SecretRef, SpeakerConfig
 from bgpspeaker.errors import ConfigError
 from bgpspeaker.netinfo import NetFacts, probe
@@ -25,6 +26,17 @@ if TYPE_CHECKING:
     from bgpspeaker.cluster.api import ApiPaths
 
 __all__ = ["MD5_MAX_BYTES", "Password", "PeerRuntime", "resolve_peers"]
+
+API_ACCESS = (
+    Access(
+        "",
+        "secrets",
+        frozenset({"get"}),
+        "read_secret_with: a peer's passwordSecret (deploy/rbac.yaml grants it by name, in bgpspeaker-system)",
+        own_namespace=True,
+    ),
+)
+"""The call in ``read_secret_with``."""
 
 MD5_MAX_BYTES = 80
 """TCP_MD5SIG_MAXKEYLEN."""

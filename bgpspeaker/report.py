@@ -12,12 +12,20 @@ import json
 import urllib.request
 from typing import Any
 
+from bgpspeaker.cluster.access import Access
 from bgpspeaker.cluster.model import ObjectInvalid, Snapshot, parse_endpoint_slice, parse_node, parse_service
-from bgpspeaker.config import SpeakerConfig
+from bgpspeaker.config import MAX_CONFIG_BYTES, SpeakerConfig
 from bgpspeaker.decision import decide
 from bgpspeaker.routes import Attributes
 
-__all__ = ["describe_attributes", "explain", "fetch_status", "format_explain", "format_status"]
+__all__ = ["describe_attributes", "explain", "fetch_config", "fetch_status", "format_explain", "format_status"]
+
+API_ACCESS = (
+    Access("", "services", frozenset({"get"}), "explain: the service by name"),
+    Access("discovery.k8s.io", "endpointslices", frozenset({"list"}), "explain: its EndpointSlices"),
+    Access("", "nodes", frozenset({"get", "list"}), "explain: one node (--node) or all"),
+)
+"""``bgpspeaker explain``'s calls: run in a speaker pod (``kubectl exec``) they use its ServiceAccount."""
 
 
 def fetch_status(address: str, timeout_s: float = 5.0) -> dict[str, Any]:
@@ -25,6 +33,13 @@ def fetch_status(address: str, timeout_s: float = 5.0) -> dict[str, Any]:
     with urllib.request.urlopen(f"http://{address}/status", timeout=timeout_s) as response:  # our own http URL
         document: dict[str, Any] = json.loads(response.read())
     return document
+
+
+def fetch_config(address: str, timeout_s: float = 5.0) -> bytes:
+    """GET http://ADDRESS/config: the config file the speaker runs with; OSError when it does not answer."""
+    with urllib.request.urlopen(f"http://{address}/config", timeout=timeout_s) as response:  # our own http URL
+        body: bytes = response.read(MAX_CONFIG_BYTES + 1)
+    return body
 
 
 def _table(rows: list[list[str]]) -> list[str]:

@@ -39,7 +39,7 @@ def _show(topo: SingleNode, *, keep: bool) -> int:
     try:
         for obj in load_seed(str(SEED)):  # the same example cluster as docker-compose.yml
             api.apply(obj)
-        speaker.start("--listen", "127.0.0.1:7473")
+        speaker.start()  # the DaemonSet's addresses: metrics :9479, status 127.0.0.1:9480
         tor, node_ns = topo.lab.namespaces
         print(f"FRR (AS 64512) in netns {tor}; bgpspeaker (AS 64513, node-a) in netns {node_ns}", flush=True)
         started = time.monotonic()
@@ -61,8 +61,7 @@ def _show(topo: SingleNode, *, keep: bool) -> int:
             ("bgpspeaker status", [*cli, "status"]),
             (
                 "bgpspeaker explain default/batch",
-                [*cli, "explain", "default/batch", "--config", str(speaker.config_path),
-                 "--kubeconfig", str(speaker.kubeconfig_path)],
+                [*cli, "explain", "default/batch", "--kubeconfig", str(speaker.kubeconfig_path)],
             ),
         ):  # fmt: skip
             result = run_in(speaker.netns, *argv)

@@ -7,6 +7,7 @@ Each test starts a real ``Observer`` on ``127.0.0.1:0`` with a stand-in ``Status
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import http.client
 import ipaddress
@@ -33,7 +34,7 @@ from bgpspeaker.session import SessionStatus
 from lab.netns import wait_until
 
 IDLE_CLIENTS = 500
-NOT_FOUND = b"not found: /metrics /healthz /readyz /status\n"
+NOT_FOUND = b"not found: /metrics /healthz /readyz /status /config\n"
 
 
 def stand_in_source() -> StatusSource:
@@ -310,9 +311,58 @@ def test_status_from_a_non_local_source(status_remote: bool, want: int) -> None:
         assert status == want
         if want == 403:
             assert body.count(b"\n") == 1 and b"--status-remote" in body
+            assert get(port, "/config", source=source)[0] == 403
         assert get(port, "/healthz", source=source)[::2] == (200, b"ok\n")
         assert get(port, "/metrics", source=source)[0] == 200
         assert get(port, "/status")[0] == 200  # from loopback
+
+
+def test_status_address_serves_status_and_config_and_the_probes() -> None:
+    """The status address answers /status and /config (the config file in force) to whoever reaches it."""
+    config = b"apiVersion: bgpspeaker.io/v1alpha1\nkind: SpeakerConfig\nmyASN: 64513\npeers: []\n"
+    source = dataclasses.replace(stand_in_source(), config_text=lambda: config)
+    observer = Observer(source, "127.0.0.1:0", status_address="127.0.0.1:0")
+    metrics_port = observer.start()
+    try:
+        port = observer.status_port
+        assert port is not None and port != metrics_port
+        status, headers, body = get(port, "/config")
+        assert (status, headers["Content-Type"], body) == (200, "application/yaml", config)
+        assert json.loads(get(port, "/status")[2])["node"] == "node-a"
+        assert get(port, "/healthz")[::2] == (200, b"ok\n")
+        other = this_hosts_other_address()
+        if other is not None:  # open to any source: the bind address is the control
+            assert get(port, "/status", source=other)[0] == 200
+    finally:
+        observer.stop()
+    assert closed_by_server_or_refused(port)
+
+
+def closed_by_server_or_refused(port: int) -> bool:
+    """Nothing listens on ``port`` any more."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_config_before_any_config_is_503() -> None:
+    """/config before a config was loaded: 503, not an empty body."""
+    with serving() as (_observer, port):
+        assert get(port, "/config")[::2] == (503, b"no config loaded yet\n")
+
+
+def test_a_status_address_in_use_fails_start_and_leaves_nothing_listening() -> None:
+    """A status address that cannot be bound: start() raises, the metrics address is released too."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        observer = Observer(stand_in_source(), "127.0.0.1:0", status_address=f"127.0.0.1:{busy}")
+        with pytest.raises(OSError):
+            observer.start()
+        assert observer.status_port is None
 
 
 def open_sockets() -> int:
@@ -360,3 +410,13 @@ def test_emfile_on_accept_evicts_an_idle_connection_for_the_probe() -> None:
     assert {"event": "http_connection_dropped", "reason": "fds_exhausted"}.items() <= next(
         e for e in logs if e["event"] == "http_connection_dropped"
     ).items()
+
+
+def test_config_file_has_no_key_that_holds_a_secret() -> None:
+    """/config serves the config file as is: that is safe only while no key holds a secret itself."""
+    from bgpspeaker import config as config_module
+
+    keys = {key for name, value in vars(config_module).items() if name.endswith("_KEYS") for key in value}
+    words = ("password", "secret", "token", "credential")
+    secretive = {key for key in keys if any(word in key.lower() for word in words)}
+    assert secretive == {"passwordFile", "passwordSecret"}, "a key that may hold a secret: redact it in /config"

@@ -5,5 +5,6 @@
 - ``watch``: one watcher per kind, in layers (reconnect with backoff, list then watch,
   one stream with an inactivity timeout);
 - ``store``: what the watchers know, with a change log for the decision memo;
-- ``model``: Services, EndpointSlices and Nodes reduced to what the decision needs (pure).
+- ``model``: Services, EndpointSlices and Nodes reduced to what the decision needs (pure);
+- ``access``: the RBAC each component needs, from the ``API_ACCESS`` tables beside the calls.
 """

@@ -33,6 +33,7 @@ import urllib3
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
+from bgpspeaker.cluster.access import Access
 from bgpspeaker.cluster.api import (
     MAX_WATCH_LINE_BYTES,
     READ_BYTES,
@@ -56,6 +57,13 @@ from bgpspeaker.memory import return_memory
 __all__ = ["WatchSettings", "Watcher", "make_watchers"]
 
 log = structlog.get_logger("bgpspeaker.cluster")
+
+API_ACCESS = (
+    Access("", "services", frozenset({"list", "watch"}), "make_watchers: /api/v1/services"),
+    Access("discovery.k8s.io", "endpointslices", frozenset({"list", "watch"}), "make_watchers: endpointslices"),
+    Access("", "nodes", frozenset({"list", "watch"}), "make_watchers: this node (fieldSelector metadata.name)"),
+)
+"""The calls below (lists, watches and the outage probe, a list with limit 1); RBAC: deploy/rbac.yaml."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from lab.topology import CONFIG_DIR
 from tests.integration.conftest import Topology
 
 VIP = "192.0.2.10/32"
-STATUS_URL = "http://127.0.0.1:7473/status"
+STATUS_URL = "http://127.0.0.1:9480/status"  # the default --status-address
 
 
 def ids(pid: int, field: str) -> list[int]:
