@@ -158,6 +158,7 @@ def _run_daemon(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     from bgpspeaker.lifecycle import ACK_TIMEOUT_S, shut_down
     from bgpspeaker.peers import PeerRuntime, read_secret_with
     from bgpspeaker.reconciler import Reconciler
+    from bgpspeaker.secretwatch import Rekeyer, SecretWatches
     from bgpspeaker.workdir import create_workdir, remove_stale_workdirs, remove_workdir
 
     node_name = args.node_name or os.environ.get("NODE_NAME", "")
@@ -199,6 +200,12 @@ def _run_daemon(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     except ConfigError as error:
         log.error("config_invalid", path=args.config, problems=error.problems)
         return EXIT_USAGE
+    # A rotated passwordSecret re-keys its session without SIGHUP (bgpspeaker.secretwatch).
+    secret_changed = threading.Event()
+    secret_watches = SecretWatches(ApiPaths(api), settings=settings, on_change=secret_changed.set)
+    cleanup.callback(secret_watches.stop)
+    rekeyer = Rekeyer(secret_watches)
+    rekeyer.loaded((config, runtimes, router_id))
 
     reload_requested = threading.Event()
     signals_seen: list[int] = []
@@ -263,6 +270,7 @@ def _run_daemon(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
             internal_errors=lambda: {
                 "reconciler": reconciler.internal_errors,
                 **{f"watch-{w.kind}": w.internal_errors for w in watchers},
+                "watch-secrets": secret_watches.internal_errors,
             },
         ),
         listen=args.listen,
@@ -298,7 +306,15 @@ def _run_daemon(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
             reload_requested.clear()
             next_check = time.monotonic() + args.config_poll_interval
             if forced or source.read() != source.last_text:
-                _reload(source, reconciler, forced=forced)
+                loaded = _reload(source, reconciler, forced=forced)
+                if loaded is not None:
+                    rekeyer.loaded(loaded)
+                    secret_changed.set()  # compare with what the watchers saw since
+        if secret_changed.is_set():
+            secret_changed.clear()
+            rekeyed = rekeyer.poll()
+            if rekeyed is not None:
+                reconciler.request_config(*rekeyed)
 
     started = time.monotonic()
     # A failure leaves by the same path as SIGTERM: with mode keep (graceful restart for
@@ -332,9 +348,10 @@ def _run_daemon(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     return exit_code
 
 
-def _reload(source: _ConfigSource, reconciler: Any, *, forced: bool) -> None:
-    """Re-read the config; hand a valid one to the reconciler, keep the old one otherwise.
-    Nothing a file holds may end the running speaker: any failure keeps the old config."""
+def _reload(source: _ConfigSource, reconciler: Any, *, forced: bool) -> tuple[SpeakerConfig, Any, Any] | None:
+    """Re-read the config; hand a valid one to the reconciler (and return it), keep the old
+    one otherwise. Nothing a file holds may end the running speaker: any failure keeps the
+    old config."""
     try:
         config, runtimes, router_id = source.load()
     except Exception as error:  # noqa: BLE001  # ConfigError, or a bug: either way the running config stays
@@ -349,10 +366,11 @@ def _reload(source: _ConfigSource, reconciler: Any, *, forced: bool) -> None:
             source.last_text = None
         source.valid = False
         log.error("config_reload_failed", path=source.path, problems=problems, kept="running config")
-        return
+        return None
     source.valid = True
     log.info("config_reloading", path=source.path, trigger="sighup" if forced else "file_changed")
     reconciler.request_config(config, runtimes, router_id)
+    return config, runtimes, router_id
 
 
 def _status(args: argparse.Namespace) -> int:

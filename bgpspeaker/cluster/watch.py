@@ -24,9 +24,9 @@ import dataclasses
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 import urllib3
@@ -50,10 +50,10 @@ from bgpspeaker.cluster.model import (
     parse_node,
     parse_service,
 )
-from bgpspeaker.cluster.store import ClusterStore, Parsed
+from bgpspeaker.cluster.store import ClusterStore
 from bgpspeaker.memory import return_memory
 
-__all__ = ["WatchSettings", "Watcher", "make_watchers"]
+__all__ = ["Sink", "WatchSettings", "Watcher", "make_watchers"]
 
 log = structlog.get_logger("bgpspeaker.cluster")
 
@@ -82,6 +82,18 @@ class WatchSettings:
     """``limit`` of each list page, as client-go's reflector."""
 
 
+class Sink(Protocol):
+    """Where a watcher puts what it parsed: the ClusterStore, or a smaller cache of its own
+    (the password Secrets, bgpspeaker.secretwatch)."""
+
+    def replace(self, kind: str, items: Mapping[str, Any]) -> None: ...
+    def upsert(self, kind: str, key: str, value: Any) -> None: ...
+    def delete(self, kind: str, key: str) -> None: ...
+    def mark_synced(self, kind: str) -> None: ...
+    def report_ok(self, kind: str) -> None: ...
+    def report_failure(self, kind: str, error: str) -> None: ...
+
+
 class _Parser:
     """Parses one kind's objects and logs each distinct problem once.
 
@@ -89,13 +101,13 @@ class _Parser:
     object's: it is logged as ``watch_internal_error`` (once per object and error),
     counted in ``internal_errors``, and the object is skipped like an invalid one."""
 
-    def __init__(self, kind: str, parse: Callable[[Any], Parsed]) -> None:
+    def __init__(self, kind: str, parse: Callable[[Any], Any]) -> None:
         self.kind = kind
         self._parse = parse
         self._reported: dict[str, str] = {}
         self.internal_errors = 0
 
-    def __call__(self, obj: Any) -> tuple[str, Parsed] | None:
+    def __call__(self, obj: Any) -> tuple[str, Any] | None:
         try:
             key = object_key(obj)
         except ObjectInvalid as error:
@@ -174,8 +186,8 @@ class Watcher:
         kind: str,
         api: ApiPaths,
         path: str,
-        parse: Callable[[Any], Parsed],
-        store: ClusterStore,
+        parse: Callable[[Any], Any],
+        store: Sink,
         *,
         settings: WatchSettings,
         stop: threading.Event,
@@ -288,7 +300,7 @@ class Watcher:
         return True
 
     def _list(self) -> str:
-        items: dict[str, Parsed] = {}
+        items: dict[str, Any] = {}
         token: str | None = None
         while True:
             query = [*self._selector(), ("limit", self._settings.page_size)]
