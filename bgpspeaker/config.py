@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from bgpspeaker.errors import ConfigError
+from bgpspeaker.nodesettings import NodeOverride, check_duplicate_addresses, parse_node_overrides
 from bgpspeaker.routes import IPAddress, Prefix
 from bgpspeaker.values import (
     ASN_MAX,
@@ -179,6 +180,8 @@ class SpeakerConfig:
     allowed_vip_ranges: tuple[Prefix, ...] = ()
     """VIPs outside these are refused (``invalid_ingress_ip``); empty: any unicast address
     that can be a VIP (never loopback, link-local, multicast, a peer's or this node's)."""
+    node_overrides: tuple[NodeOverride, ...] = ()
+    """routerID, myASN, sourceAddress by node labels (bgpspeaker.nodesettings)."""
 
     def peer(self, name: str) -> PeerConfig | None:
         """The peer called ``name``, if any."""
@@ -199,6 +202,7 @@ _TOP_KEYS = frozenset(
         "apiOutage",
         "holdDown",
         "allowedVIPRanges",
+        "nodeOverrides",
     }
 )
 _PEER_KEYS = frozenset(
@@ -592,7 +596,7 @@ def parse_config(data: Any) -> SpeakerConfig:
             if peer is not None:
                 peers.append((index, peer))
         _duplicates(peers, "name", "peers", "name", problems)
-        _duplicates(peers, "peer_address", "peers", "peerAddress", problems)
+        check_duplicate_addresses(peers, problems)
 
     advertisements: list[tuple[int, Advertisement]] = []
     raw_advertisements = data.get("advertisements")
@@ -606,6 +610,9 @@ def parse_config(data: Any) -> SpeakerConfig:
                 advertisements.append((index, advertisement))
         _duplicates(advertisements, "name", "advertisements", "name", problems)
 
+    node_overrides = parse_node_overrides(
+        data.get("nodeOverrides"), "nodeOverrides", {peer.name: peer for _, peer in peers}, problems
+    )
     shutdown, api_outage, hold_down = _lifecycle(data, problems)
     ranges = _ranges(data.get("allowedVIPRanges"), "allowedVIPRanges", problems)
     if problems:
@@ -622,6 +629,7 @@ def parse_config(data: Any) -> SpeakerConfig:
         advertisements=tuple(a for _, a in advertisements) or (DEFAULT_ADVERTISEMENT,),
         service_annotations=annotations,
         allowed_vip_ranges=ranges,
+        node_overrides=node_overrides,
     )
 
 

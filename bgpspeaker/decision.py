@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from bgpspeaker.cluster.model import EXCLUDE_LABEL, EndpointSlice, Service, Snapshot, is_usable
 from bgpspeaker.config import MAX_PREPEND, Advertisement, PeerConfig, SpeakerConfig
+from bgpspeaker.nodesettings import peers_for_node
 from bgpspeaker.routes import Attributes, IPAddress, Prefix, Reason, RouteKey, Verdict, prefix_order
 from bgpspeaker.values import U32_MAX, matches_any, parse_communities, parse_unsigned_text, show
 
@@ -255,15 +256,16 @@ class _Plan:
         self, config: SpeakerConfig, node_labels: Mapping[str, str], node_addresses: frozenset[IPAddress]
     ) -> None:
         self.config = config
-        self.peers = {peer.name: peer for peer in config.peers if matches_any(peer.node_selectors, node_labels)}
+        self.peers = {name: chosen.peer for name, chosen in peers_for_node(config, node_labels).peers.items()}
         self.all_peers = {peer.name: peer for peer in config.peers}
         self.node_labels = node_labels
         self.node_addresses = node_addresses
         self._own_addresses: dict[tuple[int, int], str] = {
             (address.version, int(address)): "an address of this node (status.addresses)" for address in node_addresses
         }
+        overridden = tuple(o.source_address for o in config.node_overrides)  # nodesettings: per-node sources
         for peer in config.peers:
-            for address in (peer.peer_address, peer.source_address, peer.ipv6_next_hop):
+            for address in (peer.peer_address, peer.source_address, peer.ipv6_next_hop, *overridden):
                 if address is not None:
                     self._own_addresses[(address.version, int(address))] = (
                         "a BGP peer's or session's own address (announcing it would pull the peering toward this node)"

@@ -22,12 +22,12 @@ from bgpspeaker.config import SpeakerConfig
 from bgpspeaker.decision import decide
 from bgpspeaker.journal import Journal
 from bgpspeaker.memory import return_memory
+from bgpspeaker.nodesettings import PeerProblem, node_runtime, peers_for_node, unconditional_peers
 from bgpspeaker.peers import PeerRuntime
 from bgpspeaker.plan import Plan, Planner
 from bgpspeaker.routes import Attributes, IPAddress, Prefix, Reason, RouteKey, Unknown, Withdrawal, WithdrawReason
 from bgpspeaker.session import SessionFactory, SessionStatus
 from bgpspeaker.sessions import Applied, Sessions
-from bgpspeaker.values import matches_any
 
 __all__ = ["MAX_CONSECUTIVE_FAILURES", "RETRY_S", "Reconciler"]
 
@@ -93,6 +93,10 @@ class Reconciler:
         """Passes that looked only at the changed routes (the rest were full passes)."""
         self.on_pass: Callable[[float], None] = lambda _seconds: None
         """Called with each pass's duration (metrics)."""
+        self._peer_problems: frozenset[PeerProblem] = frozenset()
+        """Peers selecting this node that it cannot run (logged once while they last)."""
+        self._node_runtimes: Mapping[str, PeerRuntime] = self._runtimes
+        """The runtimes with this node's overrides, last handed to the planner."""
 
     # -- called from other threads ----------------------------------------------------
 
@@ -139,8 +143,9 @@ class Reconciler:
     def start_unconditional_sessions(self) -> None:
         """Before the first sync: start the peers every node has (no nodeSelectors), so their
         sessions come up while the initial lists are still loading."""
+        unconditional = unconditional_peers(self._config)
         for name, runtime in self._runtimes.items():
-            if not runtime.peer.node_selectors:
+            if name in unconditional:
                 self.sessions.start(name, runtime, self._router_id)
 
     # -- the loop ----------------------------------------------------------------------
@@ -175,12 +180,12 @@ class Reconciler:
         snapshot = self._store.snapshot()
         decision = decide(snapshot, self._config, self._node_name, memo=self._planner.memo)
         self.journal.verdict_problems(decision, self._planner.memo)
-        self._converge_sessions(snapshot)
+        runtimes = self._converge_sessions(snapshot)
         ready = self.sessions.ready()
         plan = self._planner.plan(
             decision,
             snapshot,
-            runtimes=self._runtimes,
+            runtimes=runtimes,
             sessions=self.sessions,
             ready=ready,
             api_outage=self._config.api_outage,
@@ -287,27 +292,50 @@ class Reconciler:
             advertisements=[a.name for a in self._config.advertisements],
         )
 
-    def _converge_sessions(self, snapshot: Snapshot) -> None:
-        """Start, restart or stop sessions so that exactly the peers selecting this node run."""
+    def _converge_sessions(self, snapshot: Snapshot) -> Mapping[str, PeerRuntime]:
+        """Start, restart or stop sessions so that exactly the peers selecting this node run,
+        with this node's settings (bgpspeaker.nodesettings)."""
         node = snapshot.nodes.get(self._node_name)
         labels = node.labels if node is not None else {}
+        chosen = peers_for_node(self._config, labels)
+        self._log_peer_problems(frozenset(chosen.problems))
         wanted = {
-            name: runtime
-            for name, runtime in self._runtimes.items()
-            if matches_any(runtime.peer.node_selectors, labels)
+            name: node_runtime(self._runtimes[name], node_peer, self._router_id)
+            for name, node_peer in chosen.peers.items()
+            if name in self._runtimes
         }
         for name in sorted(self.sessions.names()):
-            runtime = wanted.get(name)
-            if runtime is None:
+            found = wanted.get(name)
+            if found is None:
                 reason: WithdrawReason = (
                     Withdrawal.PEER_REMOVED if name not in self._runtimes else Reason.NODE_NOT_SELECTED
                 )
                 self._retire(name, reason)
             else:
-                self.sessions.restart_if_changed(name, runtime, self._router_id)
-        for name, runtime in wanted.items():
+                self.sessions.restart_if_changed(name, *found)
+        for name, (runtime, router_id) in wanted.items():
             if name not in self.sessions.names():
-                self.sessions.start(name, runtime, self._router_id)
+                self.sessions.start(name, runtime, router_id)
+        return self._node_runtimes_for({name: runtime for name, (runtime, _) in wanted.items()})
+
+    def _node_runtimes_for(self, adjusted: Mapping[str, PeerRuntime]) -> Mapping[str, PeerRuntime]:
+        """The runtimes with this node's overrides (next hops), as the same object while they
+        do not change: the planner rebuilds its routes when it gets another one."""
+        if all(runtime is self._runtimes[name] for name, runtime in adjusted.items()):
+            self._node_runtimes = self._runtimes
+        else:
+            merged = {**self._runtimes, **adjusted}
+            if merged != self._node_runtimes:
+                self._node_runtimes = merged
+        return self._node_runtimes
+
+    def _log_peer_problems(self, problems: frozenset[PeerProblem]) -> None:
+        """Each peer this node cannot run: one error when it starts, one line when it ends."""
+        for problem in sorted(problems - self._peer_problems, key=lambda p: p.peers):
+            log.error(problem.event, node=self._node_name, peers=list(problem.peers), detail=problem.detail)
+        for problem in sorted(self._peer_problems - problems, key=lambda p: p.peers):
+            log.info(f"{problem.event}_resolved", node=self._node_name, peers=list(problem.peers))
+        self._peer_problems = problems
 
     def _retire(self, name: str, reason: WithdrawReason) -> None:
         """Withdraw what this session announced (so a router with graceful restart does not

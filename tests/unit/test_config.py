@@ -190,7 +190,7 @@ CASES = [
         "myAsn",
         1,
         "myAsn: unknown field (allowed: advertisements, allowedVIPRanges, apiOutage, apiVersion, holdDown, kind,"
-        " loadBalancerClass, myASN, peers, routerID, serviceAnnotations, shutdown)",
+        " loadBalancerClass, myASN, nodeOverrides, peers, routerID, serviceAnnotations, shutdown)",
     ),
     ("serviceAnnotations", "yes", "serviceAnnotations: must be true or false, got 'yes'"),
     ("shutdown", "drain", "shutdown: must be a mapping with drainLocalPref, drainSeconds, mode; got 'drain'"),
@@ -378,7 +378,8 @@ def test_all_problems_are_reported_together() -> None:
         "myASN: must be an integer 1..4294967295, got 0",
         "peers[2].peerAddress: must be an IPv4 or IPv6 address, got 'nope'",
         "peers[1].name: duplicate of peers[0], got 'tor-a'",
-        "peers[1].peerAddress: duplicate of peers[0], got '10.0.0.1'",
+        "peers[1].peerAddress: duplicate of peers[0], got '10.0.0.1'"
+        " (the same router twice needs nodeSelectors on every such peer, selecting different nodes)",
     ]
 
 
