@@ -408,6 +408,34 @@ def _explain(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _import_metallb(args: argparse.Namespace) -> int:
+    """MetalLB objects (YAML) in, a SpeakerConfig on stdout, a warning per thing not carried."""
+    import yaml
+
+    from bgpspeaker.metallb import MAX_INPUT_BYTES, convert, read_documents
+
+    source = "(stdin)" if args.file == "-" else args.file
+    try:
+        if args.file == "-":
+            data = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
+        else:
+            with open(args.file, "rb") as handle:
+                data = handle.read(MAX_INPUT_BYTES + 1)
+        conversion = convert(read_documents(data, source))
+    except OSError as error:
+        print(f"{source}: cannot read: {error.strerror or error}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConfigError as error:
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_USAGE
+    for warning in conversion.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    sys.stdout.write(f"# Converted by bgpspeaker import-metallb from {source}\n")
+    sys.stdout.write(yaml.safe_dump(conversion.config, sort_keys=False, default_flow_style=None, width=120))
+    return EXIT_OK
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bgpspeaker", description=__doc__)
     parser.add_argument("--version", action="version", version=f"bgpspeaker {__version__}")
@@ -484,6 +512,17 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a config file; exit 2 listing every problem")
     check.add_argument("file")
     check.set_defaults(func=_check_config)
+
+    metallb = commands.add_parser(
+        "import-metallb",
+        help="convert MetalLB's BGP objects (YAML) into a SpeakerConfig on stdout; warnings on stderr",
+        description="Reads IPAddressPool, BGPPeer, BGPAdvertisement, Community and BFDProfile objects"
+        " (e.g. kubectl get -n metallb-system ipaddresspools,bgppeers,bgpadvertisements,communities,bfdprofiles"
+        " -o yaml) and writes the SpeakerConfig that announces the same routes. Exit 0 when converted (with a"
+        " warning line per field it cannot carry), 2 when the input cannot be read.",
+    )
+    metallb.add_argument("file", nargs="?", default="-", metavar="FILE|-", help="YAML file (default: stdin)")
+    metallb.set_defaults(func=_import_metallb)
     return parser
 
 
