@@ -15,7 +15,9 @@ from typing import Any
 
 import yaml
 
+from bgpspeaker.controller.settings import ControllerConfig, parse_controller
 from bgpspeaker.errors import ConfigError
+from bgpspeaker.pools import AddressPool, parse_pool_names, parse_pools
 from bgpspeaker.routes import IPAddress, Prefix
 from bgpspeaker.values import (
     ASN_MAX,
@@ -121,6 +123,8 @@ class Advertisement:
     local_pref: int | None = None
     med: int | None = None
     as_path_prepend: int = 0
+    address_pools: tuple[str, ...] = ()
+    """Only VIPs from these address pools (``pools.PoolIndex``); empty: any VIP."""
 
 
 DEFAULT_ADVERTISEMENT = Advertisement(name="default")
@@ -179,6 +183,9 @@ class SpeakerConfig:
     allowed_vip_ranges: tuple[Prefix, ...] = ()
     """VIPs outside these are refused (``invalid_ingress_ip``); empty: any unicast address
     that can be a VIP (never loopback, link-local, multicast, a peer's or this node's)."""
+    address_pools: tuple[AddressPool, ...] = ()
+    """Where ``bgpspeaker controller`` allocates VIPs from (the speaker only selects by them)."""
+    controller: ControllerConfig = dataclasses.field(default_factory=ControllerConfig)
 
     def peer(self, name: str) -> PeerConfig | None:
         """The peer called ``name``, if any."""
@@ -199,6 +206,8 @@ _TOP_KEYS = frozenset(
         "apiOutage",
         "holdDown",
         "allowedVIPRanges",
+        "addressPools",
+        "controller",
     }
 )
 _PEER_KEYS = frozenset(
@@ -232,6 +241,7 @@ _ADVERTISEMENT_KEYS = frozenset(
         "localPref",
         "med",
         "asPathPrepend",
+        "addressPools",
     }
 )
 _SECRET_KEYS = frozenset({"name", "namespace", "key"})
@@ -594,6 +604,7 @@ def parse_config(data: Any) -> SpeakerConfig:
         _duplicates(peers, "name", "peers", "name", problems)
         _duplicates(peers, "peer_address", "peers", "peerAddress", problems)
 
+    pools = parse_pools(data.get("addressPools"), "addressPools", problems)
     advertisements: list[tuple[int, Advertisement]] = []
     raw_advertisements = data.get("advertisements")
     if raw_advertisements is not None and not isinstance(raw_advertisements, list):
@@ -605,6 +616,13 @@ def parse_config(data: Any) -> SpeakerConfig:
             if advertisement is not None:
                 advertisements.append((index, advertisement))
         _duplicates(advertisements, "name", "advertisements", "name", problems)
+        selections = {  # addressPools of every advertisement, valid or not (all problems at once)
+            index: parse_pool_names(raw.get("addressPools"), f"advertisements[{index}].addressPools", pools, problems)
+            for index, raw in enumerate(raw_advertisements)
+            if isinstance(raw, Mapping)
+        }
+        advertisements = [(i, dataclasses.replace(a, address_pools=selections.get(i, ()))) for i, a in advertisements]
+    controller = parse_controller(data.get("controller"), "controller", problems)
 
     shutdown, api_outage, hold_down = _lifecycle(data, problems)
     ranges = _ranges(data.get("allowedVIPRanges"), "allowedVIPRanges", problems)
@@ -622,6 +640,8 @@ def parse_config(data: Any) -> SpeakerConfig:
         advertisements=tuple(a for _, a in advertisements) or (DEFAULT_ADVERTISEMENT,),
         service_annotations=annotations,
         allowed_vip_ranges=ranges,
+        address_pools=pools,
+        controller=controller,
     )
 
 
