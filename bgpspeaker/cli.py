@@ -436,6 +436,24 @@ def _import_metallb(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _controller(args: argparse.Namespace) -> int:
+    from bgpspeaker.controller.run import (
+        ControllerOptions,
+        default_identity,
+        default_lease_namespace,
+        run_controller,
+    )
+
+    options = ControllerOptions(
+        config_path=args.config,
+        kubeconfig=args.kubeconfig,
+        lease_namespace=args.lease_namespace or default_lease_namespace(),
+        identity=default_identity(),
+        metrics_address=args.metrics_address,
+    )
+    return run_controller(options, load_config)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bgpspeaker", description=__doc__)
     parser.add_argument("--version", action="version", version=f"bgpspeaker {__version__}")
@@ -509,6 +527,8 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--output", choices=["text", "json"], default="text")
     explain.set_defaults(func=_explain)
 
+    _add_controller(commands)
+
     check = commands.add_parser("check-config", help="validate a config file; exit 2 listing every problem")
     check.add_argument("file")
     check.set_defaults(func=_check_config)
@@ -524,6 +544,36 @@ def _parser() -> argparse.ArgumentParser:
     metallb.add_argument("file", nargs="?", default="-", metavar="FILE|-", help="YAML file (default: stdin)")
     metallb.set_defaults(func=_import_metallb)
     return parser
+
+
+def _add_controller(commands: Any) -> None:
+    controller = commands.add_parser(
+        "controller",
+        help="hand out LoadBalancer VIPs from the config's addressPools (a Deployment, 2 replicas)",
+        description=(
+            "Assign status.loadBalancer.ingress to LoadBalancer Services from the addressPools of the"
+            " SpeakerConfig (the speakers' file). Replicas elect a leader through the Lease"
+            " bgpspeaker-controller; only the leader writes. Identity: $POD_NAME (else the host name"
+            " and a random suffix). SIGTERM releases the Lease, so a standby takes over at once."
+        ),
+    )
+    controller.add_argument("--config", required=True, help="SpeakerConfig YAML file (re-read when it changes)")
+    controller.add_argument(
+        "--kubeconfig", default=None, help="kubeconfig file (default: in-cluster, then ~/.kube/config)"
+    )
+    controller.add_argument(
+        "--lease-namespace",
+        default=None,
+        metavar="NS",
+        help="namespace of the Lease (default: $POD_NAMESPACE, else bgpspeaker-system)",
+    )
+    controller.add_argument(
+        "--metrics-address",
+        default=":7474",
+        metavar="HOST:PORT",
+        help="/metrics, /healthz and /readyz (default :7474, all addresses)",
+    )
+    controller.set_defaults(func=_controller)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

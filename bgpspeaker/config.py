@@ -15,8 +15,10 @@ from typing import Any
 
 import yaml
 
+from bgpspeaker.controller.settings import ControllerConfig, parse_controller
 from bgpspeaker.errors import ConfigError
 from bgpspeaker.nodesettings import NodeOverride, check_duplicate_addresses, parse_node_overrides
+from bgpspeaker.pools import AddressPool, parse_pool_names, parse_pools
 from bgpspeaker.routes import IPAddress, Prefix
 from bgpspeaker.values import (
     ASN_MAX,
@@ -122,6 +124,8 @@ class Advertisement:
     local_pref: int | None = None
     med: int | None = None
     as_path_prepend: int = 0
+    address_pools: tuple[str, ...] = ()
+    """Only VIPs from these address pools (``pools.PoolIndex``); empty: any VIP."""
 
 
 DEFAULT_ADVERTISEMENT = Advertisement(name="default")
@@ -182,6 +186,9 @@ class SpeakerConfig:
     that can be a VIP (never loopback, link-local, multicast, a peer's or this node's)."""
     node_overrides: tuple[NodeOverride, ...] = ()
     """routerID, myASN, sourceAddress by node labels (bgpspeaker.nodesettings)."""
+    address_pools: tuple[AddressPool, ...] = ()
+    """Where ``bgpspeaker controller`` allocates VIPs from (the speaker only selects by them)."""
+    controller: ControllerConfig = dataclasses.field(default_factory=ControllerConfig)
 
     def peer(self, name: str) -> PeerConfig | None:
         """The peer called ``name``, if any."""
@@ -203,6 +210,8 @@ _TOP_KEYS = frozenset(
         "holdDown",
         "allowedVIPRanges",
         "nodeOverrides",
+        "addressPools",
+        "controller",
     }
 )
 _PEER_KEYS = frozenset(
@@ -236,6 +245,7 @@ _ADVERTISEMENT_KEYS = frozenset(
         "localPref",
         "med",
         "asPathPrepend",
+        "addressPools",
     }
 )
 _SECRET_KEYS = frozenset({"name", "namespace", "key"})
@@ -598,6 +608,7 @@ def parse_config(data: Any) -> SpeakerConfig:
         _duplicates(peers, "name", "peers", "name", problems)
         check_duplicate_addresses(peers, problems)
 
+    pools = parse_pools(data.get("addressPools"), "addressPools", problems)
     advertisements: list[tuple[int, Advertisement]] = []
     raw_advertisements = data.get("advertisements")
     if raw_advertisements is not None and not isinstance(raw_advertisements, list):
@@ -609,6 +620,13 @@ def parse_config(data: Any) -> SpeakerConfig:
             if advertisement is not None:
                 advertisements.append((index, advertisement))
         _duplicates(advertisements, "name", "advertisements", "name", problems)
+        selections = {  # addressPools of every advertisement, valid or not (all problems at once)
+            index: parse_pool_names(raw.get("addressPools"), f"advertisements[{index}].addressPools", pools, problems)
+            for index, raw in enumerate(raw_advertisements)
+            if isinstance(raw, Mapping)
+        }
+        advertisements = [(i, dataclasses.replace(a, address_pools=selections.get(i, ()))) for i, a in advertisements]
+    controller = parse_controller(data.get("controller"), "controller", problems)
 
     node_overrides = parse_node_overrides(
         data.get("nodeOverrides"), "nodeOverrides", {peer.name: peer for _, peer in peers}, problems
@@ -630,6 +648,8 @@ def parse_config(data: Any) -> SpeakerConfig:
         service_annotations=annotations,
         allowed_vip_ranges=ranges,
         node_overrides=node_overrides,
+        address_pools=pools,
+        controller=controller,
     )
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from bgpspeaker.cluster.model import EXCLUDE_LABEL, EndpointSlice, Service, Snapshot, is_usable
 from bgpspeaker.config import MAX_PREPEND, Advertisement, PeerConfig, SpeakerConfig
 from bgpspeaker.nodesettings import peers_for_node
+from bgpspeaker.pools import PoolIndex
 from bgpspeaker.routes import Attributes, IPAddress, Prefix, Reason, RouteKey, Verdict, prefix_order
 from bgpspeaker.values import U32_MAX, matches_any, parse_communities, parse_unsigned_text, show
 
@@ -270,6 +271,8 @@ class _Plan:
                     self._own_addresses[(address.version, int(address))] = (
                         "a BGP peer's or session's own address (announcing it would pull the peering toward this node)"
                     )
+        self.pools = PoolIndex(config.address_pools) if any(a.address_pools for a in config.advertisements) else None
+        """Set when some advertisement selects VIPs by address pool."""
         self._by_labels: dict[frozenset[tuple[str, str]], tuple[list[Advertisement], bool]] = {}
         self._for_every_service: tuple[list[Advertisement], bool] | None = None
         if not any(a.service_selectors for a in config.advertisements):
@@ -412,7 +415,22 @@ def decide_service(
         family = f"ipv{ip.version}"
         peers: set[str] = set()
         configured_for_family = False
-        for advertisement in advertisements:
+        pool = plan.pools.pool_of(ip) if plan.pools is not None else None
+        by_pool = [
+            a for a in advertisements if not a.address_pools or (pool is not None and pool.name in a.address_pools)
+        ]
+        if not by_pool:
+            where = f"address pool {pool.name}" if pool is not None else "no address pool"
+            verdicts.append(
+                Verdict(
+                    service=service.key,
+                    reason=Reason.NO_ADVERTISEMENT,
+                    ip=ip,
+                    detail=f"the VIP is in {where}; no advertisement of this service selects it (addressPools)",
+                )
+            )
+            continue
+        for advertisement in by_pool:
             prefix = _aggregate(ip, advertisement)
             for name in advertisement.peers or plan.all_peers:
                 peer = plan.all_peers[name]

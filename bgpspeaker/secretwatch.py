@@ -124,7 +124,7 @@ def _secret_key(ref: SecretRef) -> str:
 
 
 class SecretCache:
-    """The password Secrets as their watchers last saw them (a ``Sink`` for each watcher,
+    """The password Secrets as their watchers last saw them (a ``WatchStore`` for each watcher,
     whose kind is ``secret NAMESPACE/NAME``). Thread-safe; ``on_change`` after a change."""
 
     def __init__(self, on_change: Callable[[], None]) -> None:
@@ -158,7 +158,7 @@ class SecretCache:
             self._secrets[key] = value
         self._on_change()
 
-    # -- Sink (cluster/watch.py) ---------------------------------------------------------
+    # -- WatchStore (cluster/watch.py) ---------------------------------------------------------
 
     def replace(self, kind: str, items: Mapping[str, Any]) -> None:
         """A list: the Secret (one name) or nothing."""

@@ -50,10 +50,10 @@ from bgpspeaker.cluster.model import (
     parse_node,
     parse_service,
 )
-from bgpspeaker.cluster.store import ClusterStore
+from bgpspeaker.cluster.store import ClusterStore, Parsed
 from bgpspeaker.memory import return_memory
 
-__all__ = ["Sink", "WatchSettings", "Watcher", "make_watchers"]
+__all__ = ["WatchSettings", "WatchStore", "Watcher", "make_watchers"]
 
 log = structlog.get_logger("bgpspeaker.cluster")
 
@@ -82,9 +82,8 @@ class WatchSettings:
     """``limit`` of each list page, as client-go's reflector."""
 
 
-class Sink(Protocol):
-    """Where a watcher puts what it parsed: the ClusterStore, or a smaller cache of its own
-    (the password Secrets, bgpspeaker.secretwatch)."""
+class WatchStore(Protocol):
+    """Where a Watcher puts what it parses: the speaker's ClusterStore, the controller's ClaimStore."""
 
     def replace(self, kind: str, items: Mapping[str, Any]) -> None: ...
     def upsert(self, kind: str, key: str, value: Any) -> None: ...
@@ -107,7 +106,7 @@ class _Parser:
         self._reported: dict[str, str] = {}
         self.internal_errors = 0
 
-    def __call__(self, obj: Any) -> tuple[str, Any] | None:
+    def __call__(self, obj: Any) -> tuple[str, Parsed] | None:
         try:
             key = object_key(obj)
         except ObjectInvalid as error:
@@ -187,7 +186,7 @@ class Watcher:
         api: ApiPaths,
         path: str,
         parse: Callable[[Any], Any],
-        store: Sink,
+        store: WatchStore,
         *,
         settings: WatchSettings,
         stop: threading.Event,
@@ -300,7 +299,7 @@ class Watcher:
         return True
 
     def _list(self) -> str:
-        items: dict[str, Any] = {}
+        items: dict[str, Parsed] = {}
         token: str | None = None
         while True:
             query = [*self._selector(), ("limit", self._settings.page_size)]

@@ -189,8 +189,9 @@ CASES = [
     (
         "myAsn",
         1,
-        "myAsn: unknown field (allowed: advertisements, allowedVIPRanges, apiOutage, apiVersion, holdDown, kind,"
-        " loadBalancerClass, myASN, nodeOverrides, peers, routerID, serviceAnnotations, shutdown)",
+        "myAsn: unknown field (allowed: addressPools, advertisements, allowedVIPRanges, apiOutage, apiVersion,"
+        " controller, holdDown, kind, loadBalancerClass, myASN, nodeOverrides, peers, routerID, serviceAnnotations,"
+        " shutdown)",
     ),
     ("serviceAnnotations", "yes", "serviceAnnotations: must be true or false, got 'yes'"),
     ("shutdown", "drain", "shutdown: must be a mapping with drainLocalPref, drainSeconds, mode; got 'drain'"),
@@ -348,7 +349,7 @@ CASES = [
     (
         "advertisements.0.servicSelectors",
         [],
-        "advertisements[0].servicSelectors: unknown field (allowed:"
+        "advertisements[0].servicSelectors: unknown field (allowed: addressPools,"
         " aggregationLength, aggregationLengthV6, asPathPrepend, communities, localPref, med, name, nodeSelectors,"
         " peers, serviceSelectors)",
     ),

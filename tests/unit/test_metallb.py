@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from bgpspeaker.cli import main
 from bgpspeaker.errors import ConfigError
 from bgpspeaker.metallb import convert, read_documents
 
@@ -382,20 +383,30 @@ def test_unreadable_input_is_a_precise_error(data: bytes, message: str) -> None:
     assert any(problem.startswith(message) for problem in raised.value.problems), raised.value.problems
 
 
-def test_cli_exit_codes_and_streams(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def import_metallb(path: Path) -> subprocess.CompletedProcess[str]:
+    """The command as an operator runs it (its own process: the CLI configures logging globally)."""
+    return subprocess.run(
+        [sys.executable, "-m", "bgpspeaker.cli", "import-metallb", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_cli_exit_codes_and_streams(tmp_path: Path) -> None:
     """0 with the config on stdout and warnings on stderr; 2 with the problem on stderr only."""
     good = tmp_path / "metallb.yaml"
     good.write_text("---\n".join([peer(vrf="red"), ADV_ALL]))
-    assert main(["import-metallb", str(good)]) == 0
-    out, err = capsys.readouterr()
-    assert yaml.safe_load(out)["peers"] == [TOR_A]
-    assert err.splitlines() == [
+    done = import_metallb(good)
+    assert done.returncode == 0, done.stderr
+    assert yaml.safe_load(done.stdout)["peers"] == [TOR_A]
+    assert done.stderr.splitlines() == [
         "warning: BGPPeer tor-a: spec.vrf: not carried (bgpspeaker peers in the node's default VRF)"
     ]
     bad = tmp_path / "bad.yaml"
     bad.write_bytes(b"a: [")
-    assert main(["import-metallb", str(bad)]) == 2
-    out, err = capsys.readouterr()
-    assert out == "" and err.startswith(f"{bad}: not valid YAML")
-    assert main(["import-metallb", str(tmp_path / "missing.yaml")]) == 2
-    assert "cannot read: No such file or directory" in capsys.readouterr().err
+    done = import_metallb(bad)
+    assert (done.returncode, done.stdout) == (2, "") and done.stderr.startswith(f"{bad}: not valid YAML")
+    done = import_metallb(tmp_path / "missing.yaml")
+    assert done.returncode == 2 and "cannot read: No such file or directory" in done.stderr
