@@ -311,6 +311,7 @@ def _peer(
     path: str,
     top_asn: int,
     problems: list[str],
+    *,
     bfd_profiles: Mapping[str, BfdProfile] | None = None,
     raw_bfd_profiles: Any = None,
 ) -> PeerConfig | None:
@@ -611,7 +612,14 @@ def parse_config(data: Any) -> SpeakerConfig:
     else:
         for index, raw_peer in enumerate(raw_peers):
             # Without a valid top-level myASN, per-peer checks that need it use 0 (never a real AS).
-            peer = _peer(raw_peer, f"peers[{index}]", my_asn or 0, problems, bfd_profiles, data.get("bfdProfiles"))
+            peer = _peer(
+                raw_peer,
+                f"peers[{index}]",
+                my_asn or 0,
+                problems,
+                bfd_profiles=bfd_profiles,
+                raw_bfd_profiles=data.get("bfdProfiles"),
+            )
             if peer is not None:
                 peers.append((index, peer))
         _duplicates(peers, "name", "peers", "name", problems)

@@ -15,7 +15,9 @@ from lab.netns import stop_pid, wait_until
 __all__ = ["BfdChild", "session_json"]
 
 
-def session_json(peer: str, local: str, remote: str, *, tx_ms: float = 300, rx_ms: float = 300, mult: int = 3, **extra: Any) -> dict[str, Any]:
+def session_json(
+    peer: str, local: str, remote: str, *, tx_ms: float = 300, rx_ms: float = 300, mult: int = 3, **extra: Any
+) -> dict[str, Any]:
     """One session as the child's ``set`` command takes it."""
     return {"peer": peer, "local": local, "remote": remote, "tx_ms": tx_ms, "rx_ms": rx_ms, "multiplier": mult, **extra}
 

@@ -62,10 +62,13 @@ def parse_profiles(value: Any, problems: list[str]) -> dict[str, BfdProfile]:
             continue
         before = len(problems)
         for key in sorted(set(data) - PROFILE_KEYS, key=str):
-            problems.append(f"{path}.{show(key)[:80] if not isinstance(key, str) else key[:80]}: unknown field (allowed: {', '.join(sorted(PROFILE_KEYS))})")
+            shown = str(key) if len(str(key)) <= 80 else show(str(key))
+            problems.append(f"{path}.{shown}: unknown field (allowed: {', '.join(sorted(PROFILE_KEYS))})")
         name = data.get("name")
         if not isinstance(name, str) or not _NAME.match(name):
-            problems.append(f"{path}.name: must be a DNS label (lowercase letters, digits, '-', at most 63), got {show(name)}")
+            problems.append(
+                f"{path}.name: must be a DNS label (lowercase letters, digits, '-', at most 63), got {show(name)}"
+            )
         elif name in profiles:
             problems.append(f"{path}.name: duplicate profile name {show(name)}")
         receive = _interval(data, "receiveInterval", path, problems)

@@ -52,7 +52,7 @@ class SessionSpec:
     remote: IPAddress
     multihop: bool = False
     interface: str | None = None
-    timers: Timers = Timers()
+    timers: Timers = dataclasses.field(default_factory=Timers)
     passive: bool = False
     minimum_ttl: int = 254
     """Multihop only: packets with a lower TTL are discarded."""
@@ -246,7 +246,14 @@ class Engine:
             self._datagram(data, ancillary, source, local=local, multihop=multihop, now=now)
 
     def _datagram(
-        self, data: bytes, ancillary: list[tuple[int, int, bytes]], source: Any, *, local: IPAddress, multihop: bool, now: float
+        self,
+        data: bytes,
+        ancillary: list[tuple[int, int, bytes]],
+        source: Any,
+        *,
+        local: IPAddress,
+        multihop: bool,
+        now: float,
     ) -> None:
         try:
             packet = decode(data)

@@ -270,7 +270,7 @@ class Session:
             self.diag = Diag.NONE
         elif diag != Diag.NONE:
             self.diag = diag
-        if old == State.UP or new == State.UP:
+        if State.UP in (old, new):
             self._polling = False  # a Poll of the old session state ends with it
             self._advertise(now)
         return Transition(

@@ -56,16 +56,28 @@ def test_defaults_and_no_bfd() -> None:
 @pytest.mark.parametrize(
     ("profiles", "peer", "want"),
     [
-        ([{"name": "fast"}], {"bfdProfile": "slow"}, "peers[0].bfdProfile: no BFD profile named 'slow' (bfdProfiles: fast)"),
+        (
+            [{"name": "fast"}],
+            {"bfdProfile": "slow"},
+            "peers[0].bfdProfile: no BFD profile named 'slow' (bfdProfiles: fast)",
+        ),
         (None, {"bfdProfile": "fast"}, "peers[0].bfdProfile: no BFD profile named 'fast' (bfdProfiles: none)"),
         ([{"name": "f", "receiveInterval": "5ms"}], {}, "bfdProfiles[0].receiveInterval: must be 10ms..60s, got '5ms'"),
-        ([{"name": "f", "transmitInterval": "61s"}], {}, "bfdProfiles[0].transmitInterval: must be 10ms..60s, got '61s'"),
+        (
+            [{"name": "f", "transmitInterval": "61s"}],
+            {},
+            "bfdProfiles[0].transmitInterval: must be 10ms..60s, got '61s'",
+        ),
         (
             [{"name": "f", "receiveInterval": 300}],
             {},
             "bfdProfiles[0].receiveInterval: must be 10ms..60s (a bare number is seconds: write 300ms), got 300",
         ),
-        ([{"name": "f", "receiveInterval": "fast"}], {}, "bfdProfiles[0].receiveInterval: must be a duration like 300ms"),
+        (
+            [{"name": "f", "receiveInterval": "fast"}],
+            {},
+            "bfdProfiles[0].receiveInterval: must be a duration like 300ms",
+        ),
         ([{"name": "f", "detectMultiplier": 1}], {}, "bfdProfiles[0].detectMultiplier: must be"),
         ([{"name": "f", "detectMultiplier": 256}], {}, "bfdProfiles[0].detectMultiplier: must be"),
         ([{"name": "f", "minimumTtl": 255}], {}, "bfdProfiles[0].minimumTtl: must be"),

@@ -61,7 +61,9 @@ def test_round_trip(packet: ControlPacket) -> None:
 
 def test_wire_layout() -> None:
     """The fields sit where RFC 5880 section 4.1 puts them (version 1, Up, P bit, lengths)."""
-    data = encode(ControlPacket(state=State.UP, my_discriminator=1, your_discriminator=2, poll=True, diag=Diag.PATH_DOWN))
+    data = encode(
+        ControlPacket(state=State.UP, my_discriminator=1, your_discriminator=2, poll=True, diag=Diag.PATH_DOWN)
+    )
     assert data[0] == (1 << 5) | 5
     assert data[1] == (3 << 6) | 0x20
     assert data[2:4] == b"\x03\x18"

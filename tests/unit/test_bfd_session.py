@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import pytest
 
@@ -244,5 +245,5 @@ def test_jitter_of_a_running_session_stays_in_bounds() -> None:
         now = deadline
         if s.outgoing(now) is not None:
             sent.append(now)
-    gaps = [b - a for a, b in zip(sent, sent[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(sent)]
     assert min(gaps) >= 0.75 and max(gaps) <= 1.0  # Down: the 1 s slow rate
