@@ -238,7 +238,8 @@ def _run_daemon(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
             exabgp_log_level="INFO" if args.log_level == "debug" else "WARNING",
         )
 
-    bfd = BfdClient(on_change=mark_dirty)  # its child starts with the first peer that names a bfdProfile
+    # The BFD child starts with the first peer that names a bfdProfile.
+    bfd = BfdClient(on_change=mark_dirty, never_up_warn_s=args.bfd_never_up_warning)
     reconciler = Reconciler(
         config,
         runtimes,
@@ -425,6 +426,13 @@ def _parser() -> argparse.ArgumentParser:
         default=10.0,
         metavar="SECONDS",
         help="restart ExaBGP when it leaves commands unacknowledged this long",
+    )
+    run.add_argument(
+        "--bfd-never-up-warning",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="warn once (bfd_never_up) when a peer's BFD session has not come up this long",
     )
     run.add_argument(
         "--config-poll-interval",
