@@ -188,3 +188,110 @@ def test_router_without_bfd_keeps_bgp_and_warns_once(lab: Lab) -> None:
         assert not rig.speaker.events("session_stopping") and not rig.speaker.events("bfd_down")
     finally:
         rig.close()
+
+
+GR_SPEAKER = SPEAKER.format(peer_extra="    gracefulRestart: 120s\n", extra="shutdown: {mode: keep}\n")
+GR_ROUTER = BGPD.format(global_extra=" bgp graceful-restart\n", neighbor_extra=" neighbor 10.0.0.2 bfd profile fast\n")
+
+
+def test_keep_restart_with_bfd_and_graceful_restart_never_drops_a_route(lab: Lab) -> None:
+    """SIGTERM with shutdown keep + graceful restart + BFD: BGP closes first (the router keeps the
+    routes as stale), then AdminDown; a new speaker comes up. FRR's table sampled throughout."""
+    rig = Rig(lab, router=GR_ROUTER, speaker=GR_SPEAKER)
+    try:
+        rig.start()
+        wait_until(lambda: rig.routes() == VIPS, timeout_s=30, desc=f"routes at FRR; {rig.speaker.tail(5)}")
+        wait_until(
+            lambda: (p := rig.bfd.bfd_peer("10.0.0.2")) and p.get("status") == "up",
+            timeout_s=20,
+            desc="FRR's BFD peer up",
+        )
+        before = rig.frr.neighbor("10.0.0.2")
+        drops = int(before.get("connectionsDropped", 0))
+        with PathSampler(rig.frr, VIPS) as sampler:
+            code, stop_s = rig.speaker.terminate()
+            assert code == 0, rig.speaker.tail()
+            assert rig.speaker.events("bfd_admin_down_sent", confirmed=True), rig.speaker.tail()
+            wait_until(
+                lambda: (p := rig.bfd.bfd_peer("10.0.0.2")) and p.get("status") == "down" and p,
+                timeout_s=5,
+                desc="FRR's BFD session down (AdminDown received)",
+            )
+            after_stop = rig.frr.neighbor("10.0.0.2")
+            rig.speaker.start("--bfd-never-up-warning", "30")
+            wait_until(
+                lambda: int(rig.frr.neighbor("10.0.0.2").get("connectionsEstablished", 0)) >= 2,
+                timeout_s=30,
+                desc="BGP re-established",
+            )
+            rig.speaker.wait_event("end_of_rib_sent", timeout_s=20)
+            wait_until(
+                lambda: not any(path.get("stale") for path in rig.frr.best_paths().values()),
+                timeout_s=10,
+                desc="stale flags cleared",
+            )
+        print(
+            f"keep + GR + BFD restart: stop {stop_s:.2f} s; FRR after the stop: bgpState {after_stop.get('bgpState')},"
+            f" lastReset {after_stop.get('lastResetDueTo')!r}; fewest routes best {sampler.fewest}/{len(VIPS)}"
+            f" over {sampler.samples} samples"
+        )
+        assert int(rig.frr.neighbor("10.0.0.2").get("connectionsDropped", 0)) == drops + 1
+        # The session closed without a NOTIFICATION from FRR: graceful restart held.
+        assert after_stop["messageStats"]["notificationsSent"] == before["messageStats"]["notificationsSent"]
+        assert sampler.samples > 10
+        assert sampler.fewest == len(VIPS), sampler.missing[:3]
+    finally:
+        rig.close()
+
+
+def test_frr_8_4_resets_an_established_session_on_bfd_admin_down(lab: Lab) -> None:
+    """Why the speaker closes BGP before it sends AdminDown: FRR 8.4's bfdd hands a received
+    AdminDown to bgpd as Down (bfdd/bfd.c bs_up_handler -> ptm_bfd_sess_dn), and bgpd resets the
+    Established session with NOTIFICATION Cease/BFD Down (bgpd/bgp_bfd.c), which ends graceful
+    restart (no N-bit from ExaBGP) and clears the routes. A bare BFD child (not the speaker's)
+    sends AdminDown while BGP is Established with graceful restart; bgpd's debug log says what
+    it did (a poll of the table misses it: ExaBGP reconnects and re-announces within ~20 ms)."""
+    from lab.bfdchild import BfdChild, session_json
+
+    rig = Rig(lab, router=GR_ROUTER, speaker=GR_SPEAKER.replace("    bfdProfile: fast\n", ""))
+    child = BfdChild(rig.node)
+    try:
+        child.send({"op": "set", "sessions": [session_json("tor-a", "10.0.0.2", "10.0.0.1")]})
+        rig.start()
+        wait_until(lambda: rig.routes() == VIPS, timeout_s=30, desc=f"routes at FRR; {rig.speaker.tail(5)}")
+        # bgpd acts only on an Up -> Down change of its own view (through zebra).
+        before = wait_until(
+            lambda: (
+                (n := rig.frr.neighbor("10.0.0.2")).get("bgpState") == "Established"
+                and n.get("peerBfdInfo", {}).get("status") == "Up"
+                and n
+            ),
+            timeout_s=20,
+            desc="Established with BFD Up in bgpd",
+        )
+        logfile = rig.frr.workdir / "debug.log"
+        rig.frr.vtysh(f"configure terminal\nlog file {logfile} debugging")
+        rig.frr.vtysh("debug bgp neighbor-events")
+        rig.frr.vtysh("debug bgp bfd")
+        sent = time.monotonic()
+        child.send({"op": "admin-down"})
+        wait_until(
+            lambda: (
+                rig.frr.neighbor("10.0.0.2")["messageStats"]["notificationsSent"]
+                > before["messageStats"]["notificationsSent"]
+            ),
+            timeout_s=5,
+            desc="bgpd sends a NOTIFICATION",
+        )
+        reset_s = time.monotonic() - sent
+        text = wait_until(
+            lambda: (t := logfile.read_text()) and "went from Established to Clearing" in t and t,
+            timeout_s=5,
+            desc="bgpd's log of the reset",
+        )
+        assert "bfd state Up -> Down" in text
+        assert "6/10 (Cease/BFD Down)" in text
+        print(f"FRR 8.4 on BFD AdminDown: NOTIFICATION Cease/BFD Down and Established -> Clearing, {reset_s:.2f} s")
+    finally:
+        child.close()
+        rig.close()
