@@ -182,16 +182,16 @@ CASES = [
     (
         "peers.0.holdtime",
         "90s",
-        "peers[0].holdtime: unknown field (allowed: ebgpMultiHop, families, gracefulRestart, holdTime, ipv6NextHop,"
-        " keepaliveTime, myASN, name, nodeSelectors, passwordFile, passwordSecret, peerASN, peerAddress, peerPort,"
-        " sourceAddress)",
+        "peers[0].holdtime: unknown field (allowed: bfdProfile, ebgpMultiHop, families, gracefulRestart, holdTime,"
+        " ipv6NextHop, keepaliveTime, myASN, name, nodeSelectors, passwordFile, passwordSecret, peerASN, peerAddress,"
+        " peerPort, sourceAddress)",
     ),
     (
         "myAsn",
         1,
         "myAsn: unknown field (allowed: addressPools, advertisements, allowedVIPRanges, apiOutage, apiVersion,"
-        " controller, holdDown, kind, loadBalancerClass, myASN, nodeOverrides, peers, routerID, serviceAnnotations,"
-        " shutdown)",
+        " bfdProfiles, controller, holdDown, kind, loadBalancerClass, myASN, nodeOverrides, peers, routerID,"
+        " serviceAnnotations, shutdown)",
     ),
     ("serviceAnnotations", "yes", "serviceAnnotations: must be true or false, got 'yes'"),
     ("shutdown", "drain", "shutdown: must be a mapping with drainLocalPref, drainSeconds, mode; got 'drain'"),

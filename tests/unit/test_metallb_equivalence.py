@@ -24,7 +24,6 @@ from typing import Any
 import pytest
 import yaml
 
-from bgpspeaker import config as config_module
 from bgpspeaker.config import parse_config
 from bgpspeaker.decision import decide
 from bgpspeaker.metallb import convert
@@ -225,21 +224,9 @@ def metallb_routes(objects: list[dict[str, Any]], cluster: list[dict[str, Any]],
     return routes
 
 
-def supported(converted: dict[str, Any]) -> dict[str, Any]:
-    """The converted config without the keys this tree's config does not know yet (issues 13
-    and 14 add them); with them known, the config is taken whole."""
-    result = dict(converted)
-    if "addressPools" not in config_module._TOP_KEYS:
-        result.pop("addressPools", None)
-        result["advertisements"] = [
-            {k: v for k, v in adv.items() if k != "addressPools"} for adv in converted["advertisements"]
-        ]
-    return result
-
-
 def bgpspeaker_routes(converted: dict[str, Any], node_name: str) -> dict[Route, Attrs]:
     """What bgpspeaker announces from ``node_name`` with the converted config."""
-    cfg = parse_config(supported(converted))
+    cfg = parse_config(converted)
     decision = decide(snapshot(*CLUSTER), cfg, node_name)
     return {
         (peer, str(prefix)): (frozenset(a.communities), frozenset(a.large_communities), a.local_pref)
@@ -248,20 +235,12 @@ def bgpspeaker_routes(converted: dict[str, Any], node_name: str) -> dict[Route, 
     }
 
 
-POOLS_KNOWN = "addressPools" in config_module._TOP_KEYS
-
-
 @pytest.mark.parametrize("node_name", ["node-a", "node-b", "node-c"])
 def test_converted_config_announces_what_metallb_would(node_name: str) -> None:
     """Per node: the same (peer, prefix) pairs with the same communities and local-pref."""
     conversion = convert([("t", o) for o in METALLB])
     metallb = metallb_routes(METALLB, CLUSTER, node_name)
     ours = bgpspeaker_routes(conversion.config, node_name)
-    if not POOLS_KNOWN:
-        # TODO(merge of issue 14): advertisements[].addressPools narrows by pool; without it the
-        # pool-restricted advertisements reach more VIPs. Compare the pool-free part only.
-        metallb = {k: v for k, v in metallb.items() if k[0] in ("spine-r1", "spine-r2", "tor-v6")}
-        ours = {k: v for k, v in ours.items() if k[0] in ("spine-r1", "spine-r2", "tor-v6")}
     assert ours == metallb
     assert metallb, "the table must announce something from every node"
 
@@ -283,9 +262,15 @@ def test_the_table_exercises_each_rule() -> None:
     assert not any(prefix == "198.51.100.4/32" for _, prefix in c)  # no endpoints
 
 
-def test_converted_config_is_valid_as_a_whole_when_every_key_is_known() -> None:
-    """With the pools and BFD keys known to the config, the converter's output passes check-config."""
-    conversion = convert([("t", o) for o in METALLB])
-    text = yaml.safe_dump(conversion.config, sort_keys=False)
-    parsed = parse_config(supported(yaml.safe_load(text)))
+def test_converted_config_passes_check_config_whole() -> None:
+    """The converter's YAML (pools, BFD profiles, a peer's profile included) is a valid SpeakerConfig."""
+    bfd = obj("BFDProfile", "fast", {"receiveInterval": 300, "transmitInterval": 300, "detectMultiplier": 3})
+    with_bfd = [*METALLB, bfd]
+    with_bfd[3] = {**with_bfd[3], "spec": {**with_bfd[3]["spec"], "bfdProfile": "fast"}}
+    conversion = convert([("t", o) for o in with_bfd])
+    parsed = parse_config(yaml.safe_load(yaml.safe_dump(conversion.config, sort_keys=False)))
     assert {peer.name for peer in parsed.peers} == {"tor-a", "tor-b", "spine-r1", "spine-r2", "tor-v6"}
+    assert [pool.name for pool in parsed.address_pools] == ["public", "internal"]
+    assert [profile.name for profile in parsed.bfd_profiles] == ["fast"]
+    tor_a = parsed.peer("tor-a")
+    assert tor_a is not None and tor_a.bfd is not None
