@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -84,6 +85,7 @@ def test_rotated_secret_rekeys_only_that_session_and_a_missing_one_keeps_it(lab:
         # An unrelated key of the same Secret changes: no restart.
         peering.api.apply(secret("bgpspeaker-system", "bgp-auth", {"tor-b": OLD, "unrelated": b"y"}))
         set_router_password(tor_b, NEW)
+        started = time.monotonic()
         peering.api.apply(secret("bgpspeaker-system", "bgp-auth", {"tor-b": NEW, "unrelated": b"y"}))
         rotated = peering.speaker.wait_event("password_secret_rotated", peer="tor-b")
         assert rotated["secret"] == "bgpspeaker-system/bgp-auth" and NEW.decode() not in str(rotated)
@@ -95,6 +97,7 @@ def test_rotated_secret_rekeys_only_that_session_and_a_missing_one_keeps_it(lab:
             timeout_s=30,
             desc=f"tor-b re-established with the new key; speaker: {peering.speaker.tail(8)}",
         )
+        rotation_s = time.monotonic() - started
         wait_path(tor_b, "192.0.2.10/32")
         assert len(exabgp_pids(peering, "tor-b")) == 2  # exactly one restart, for the new key
         assert exabgp_pids(peering, "tor-a") == a_pids
@@ -103,7 +106,24 @@ def test_rotated_secret_rekeys_only_that_session_and_a_missing_one_keeps_it(lab:
         assert not peering.speaker.events("config_reloading")
         assert len(peering.speaker.events("password_secret_rotated")) == 1
 
+        # Anchor, same run, measured the same way: a session setting changed by SIGHUP reload.
+        b_connections = tor_b.neighbor("10.0.1.2")["connectionsEstablished"]
+        started = time.monotonic()
+        peering.speaker.reload(CONFIG.replace("    passwordSecret:", "    holdTime: 30s\n    passwordSecret:"))
+        wait_until(
+            lambda: (
+                tor_b.neighbor("10.0.1.2").get("connectionsEstablished", 0) > b_connections
+                and established(tor_b, "10.0.1.2")
+            ),
+            timeout_s=30,
+            desc="tor-b re-established after the reload",
+        )
+        reload_s = time.monotonic() - started
+        print(f"Secret rotated -> tor-b re-established: {rotation_s:.2f} s; SIGHUP reload anchor: {reload_s:.2f} s")
+        assert exabgp_pids(peering, "tor-a") == a_pids
+
         # The Secret goes away: the running session keeps its key.
+        wait_path(tor_b, "192.0.2.10/32")
         b_connections = tor_b.neighbor("10.0.1.2")["connectionsEstablished"]
         peering.api.delete("secrets", "bgpspeaker-system/bgp-auth")
         unusable = peering.speaker.wait_event("password_secret_unusable", peer="tor-b")
@@ -113,7 +133,7 @@ def test_rotated_secret_rekeys_only_that_session_and_a_missing_one_keeps_it(lab:
         wait_path(tor_b, "192.0.2.11/32")
         wait_established(peering, tor_b, "10.0.1.2")
         assert tor_b.neighbor("10.0.1.2")["connectionsEstablished"] == b_connections
-        assert len(exabgp_pids(peering, "tor-b")) == 2
+        assert len(exabgp_pids(peering, "tor-b")) == 3  # start, rotation, reload
         assert len(peering.speaker.events("password_secret_unusable")) == 1
     finally:
         peering.close()
