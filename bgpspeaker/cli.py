@@ -177,6 +177,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _run_daemon(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     # Imported here so check-config stays fast and works without the kubernetes client.
+    from bgpspeaker.bfd.client import BfdClient
     from bgpspeaker.cluster.api import ApiPaths, api_client
     from bgpspeaker.cluster.store import ClusterStore
     from bgpspeaker.cluster.watch import WatchSettings, make_watchers
@@ -184,6 +185,7 @@ def _run_daemon(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     from bgpspeaker.lifecycle import ACK_TIMEOUT_S, shut_down
     from bgpspeaker.peers import PeerRuntime, read_secret_with
     from bgpspeaker.reconciler import Reconciler
+    from bgpspeaker.secretwatch import Rekeyer, SecretWatches
     from bgpspeaker.workdir import create_workdir, remove_stale_workdirs, remove_workdir
 
     node_name = args.node_name or os.environ.get("NODE_NAME", "")
@@ -225,6 +227,12 @@ def _run_daemon(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     except ConfigError as error:
         log.error("config_invalid", path=args.config, problems=error.problems)
         return EXIT_USAGE
+    # A rotated passwordSecret re-keys its session without SIGHUP (bgpspeaker.secretwatch).
+    secret_changed = threading.Event()
+    secret_watches = SecretWatches(ApiPaths(api), settings=settings, on_change=secret_changed.set)
+    cleanup.callback(secret_watches.stop)
+    rekeyer = Rekeyer(secret_watches)
+    rekeyer.loaded((config, runtimes, router_id))
 
     reload_requested = threading.Event()
     signals_seen: list[int] = []
@@ -263,8 +271,16 @@ def _run_daemon(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
             exabgp_log_level="INFO" if args.log_level == "debug" else "WARNING",
         )
 
+    # The BFD child starts with the first peer that names a bfdProfile.
+    bfd = BfdClient(on_change=mark_dirty, never_up_warn_s=args.bfd_never_up_warning)
     reconciler = Reconciler(
-        config, runtimes, router_id=router_id, node_name=node_name, store=store, session_factory=new_session
+        config,
+        runtimes,
+        router_id=router_id,
+        node_name=node_name,
+        store=store,
+        session_factory=new_session,
+        bfd=bfd,
     )
     log.info(
         "speaker_starting",
@@ -286,9 +302,11 @@ def _run_daemon(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
             watchers=watchers,
             config_valid=lambda: source.valid,
             threads_alive=lambda: not crashed.is_set(),
+            bfd=lambda: {peer: status.document() for peer, status in bfd.statuses().items()},
             internal_errors=lambda: {
                 "reconciler": reconciler.internal_errors,
                 **{f"watch-{w.kind}": w.internal_errors for w in watchers},
+                "watch-secrets": secret_watches.internal_errors,
             },
             config_text=lambda: source.config_text,
         ),
@@ -326,7 +344,15 @@ def _run_daemon(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
             reload_requested.clear()
             next_check = time.monotonic() + args.config_poll_interval
             if forced or source.read() != source.last_text:
-                _reload(source, reconciler, forced=forced)
+                loaded = _reload(source, reconciler, forced=forced)
+                if loaded is not None:
+                    rekeyer.loaded(loaded)
+                    secret_changed.set()  # compare with what the watchers saw since
+        if secret_changed.is_set():
+            secret_changed.clear()
+            rekeyed = rekeyer.poll()
+            if rekeyed is not None:
+                reconciler.request_config(*rekeyed)
 
     started = time.monotonic()
     # A failure leaves by the same path as SIGTERM: with mode keep (graceful restart for
@@ -349,7 +375,9 @@ def _run_daemon(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
         reconciler_stopped=not reconcile_thread.is_alive(),
         interrupted=interrupted,
         started=started,
+        bfd_admin_down=bfd.admin_down,
     )
+    bfd.stop(linger_s=0.3)  # AdminDown packets go on a little (RFC 5880 6.8.16)
     observer.stop()
     log.info(
         "speaker_stopped",
@@ -360,9 +388,10 @@ def _run_daemon(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     return exit_code
 
 
-def _reload(source: _ConfigSource, reconciler: Any, *, forced: bool) -> None:
-    """Re-read the config; hand a valid one to the reconciler, keep the old one otherwise.
-    Nothing a file holds may end the running speaker: any failure keeps the old config."""
+def _reload(source: _ConfigSource, reconciler: Any, *, forced: bool) -> tuple[SpeakerConfig, Any, Any] | None:
+    """Re-read the config; hand a valid one to the reconciler (and return it), keep the old
+    one otherwise. Nothing a file holds may end the running speaker: any failure keeps the
+    old config."""
     try:
         config, runtimes, router_id = source.load()
     except Exception as error:  # noqa: BLE001  # ConfigError, or a bug: either way the running config stays
@@ -377,10 +406,11 @@ def _reload(source: _ConfigSource, reconciler: Any, *, forced: bool) -> None:
             source.last_text = None
         source.valid = False
         log.error("config_reload_failed", path=source.path, problems=problems, kept="running config")
-        return
+        return None
     source.valid = True
     log.info("config_reloading", path=source.path, trigger="sighup" if forced else "file_changed")
     reconciler.request_config(config, runtimes, router_id)
+    return config, runtimes, router_id
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -471,6 +501,52 @@ def _explain(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _import_metallb(args: argparse.Namespace) -> int:
+    """MetalLB objects (YAML) in, a SpeakerConfig on stdout, a warning per thing not carried."""
+    import yaml
+
+    from bgpspeaker.metallb import MAX_INPUT_BYTES, convert, read_documents
+
+    source = "(stdin)" if args.file == "-" else args.file
+    try:
+        if args.file == "-":
+            data = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
+        else:
+            with open(args.file, "rb") as handle:
+                data = handle.read(MAX_INPUT_BYTES + 1)
+        conversion = convert(read_documents(data, source))
+    except OSError as error:
+        print(f"{source}: cannot read: {error.strerror or error}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConfigError as error:
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_USAGE
+    for warning in conversion.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    sys.stdout.write(f"# Converted by bgpspeaker import-metallb from {source}\n")
+    sys.stdout.write(yaml.safe_dump(conversion.config, sort_keys=False, default_flow_style=None, width=120))
+    return EXIT_OK
+
+
+def _controller(args: argparse.Namespace) -> int:
+    from bgpspeaker.controller.run import (
+        ControllerOptions,
+        default_identity,
+        default_lease_namespace,
+        run_controller,
+    )
+
+    options = ControllerOptions(
+        config_path=args.config,
+        kubeconfig=args.kubeconfig,
+        lease_namespace=args.lease_namespace or default_lease_namespace(),
+        identity=default_identity(),
+        metrics_address=args.metrics_address,
+    )
+    return run_controller(options, load_config)
+
+
 _DESCRIPTION = """\
 Announce the VIPs of Kubernetes LoadBalancer Services to your routers over BGP, from the
 nodes that should receive their traffic. Runs on every node (DaemonSet, `run`); the
@@ -531,6 +607,13 @@ def _parser() -> argparse.ArgumentParser:
         default=10.0,
         metavar="SECONDS",
         help="restart a peer's BGP process when it leaves a route unacknowledged this long (default 10)",
+    )
+    run.add_argument(
+        "--bfd-never-up-warning",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="warn once (bfd_never_up) when a peer's BFD session has not come up this long",
     )
     run.add_argument(
         "--config-poll-interval",
@@ -615,6 +698,8 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--output", choices=["text", "json"], default="text")
     explain.set_defaults(func=_explain)
 
+    _add_controller(commands)
+
     check = commands.add_parser(
         "check-config",
         help="validate a config file; exit 2 listing every problem",
@@ -624,7 +709,48 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("file", metavar="FILE")
     check.set_defaults(func=_check_config)
+
+    metallb = commands.add_parser(
+        "import-metallb",
+        help="convert MetalLB's BGP objects (YAML) into a SpeakerConfig on stdout; warnings on stderr",
+        description="Reads IPAddressPool, BGPPeer, BGPAdvertisement, Community and BFDProfile objects"
+        " (e.g. kubectl get -n metallb-system ipaddresspools,bgppeers,bgpadvertisements,communities,bfdprofiles"
+        " -o yaml) and writes the SpeakerConfig that announces the same routes. Exit 0 when converted (with a"
+        " warning line per field it cannot carry), 2 when the input cannot be read.",
+    )
+    metallb.add_argument("file", nargs="?", default="-", metavar="FILE|-", help="YAML file (default: stdin)")
+    metallb.set_defaults(func=_import_metallb)
     return parser
+
+
+def _add_controller(commands: Any) -> None:
+    controller = commands.add_parser(
+        "controller",
+        help="hand out LoadBalancer VIPs from the config's addressPools (a Deployment, 2 replicas)",
+        description=(
+            "Assign status.loadBalancer.ingress to LoadBalancer Services from the addressPools of the"
+            " SpeakerConfig (the speakers' file). Replicas elect a leader through the Lease"
+            " bgpspeaker-controller; only the leader writes. Identity: $POD_NAME (else the host name"
+            " and a random suffix). SIGTERM releases the Lease, so a standby takes over at once."
+        ),
+    )
+    controller.add_argument("--config", required=True, help="SpeakerConfig YAML file (re-read when it changes)")
+    controller.add_argument(
+        "--kubeconfig", default=None, help="kubeconfig file (default: in-cluster, then ~/.kube/config)"
+    )
+    controller.add_argument(
+        "--lease-namespace",
+        default=None,
+        metavar="NS",
+        help="namespace of the Lease (default: $POD_NAMESPACE, else bgpspeaker-system)",
+    )
+    controller.add_argument(
+        "--metrics-address",
+        default=":7474",
+        metavar="HOST:PORT",
+        help="/metrics, /healthz and /readyz (default :7474, all addresses)",
+    )
+    controller.set_defaults(func=_controller)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,7 +15,11 @@ from typing import Any
 
 import yaml
 
+from bgpspeaker.bfd.config import BfdProfile, parse_peer_profile, parse_profiles
+from bgpspeaker.controller.settings import ControllerConfig, parse_controller
 from bgpspeaker.errors import ConfigError
+from bgpspeaker.nodesettings import NodeOverride, check_duplicate_addresses, parse_node_overrides
+from bgpspeaker.pools import AddressPool, parse_pool_names, parse_pools
 from bgpspeaker.routes import IPAddress, Prefix
 from bgpspeaker.values import (
     ASN_MAX,
@@ -99,6 +103,8 @@ class PeerConfig:
     IPv6 on the interface toward the peer)."""
     graceful_restart_s: int | None = None
     node_selectors: tuple[LabelSelector, ...] = ()
+    bfd: BfdProfile | None = None
+    """The BFD profile this peer names (``bfdProfile``); None: no BFD."""
 
     @property
     def ebgp(self) -> bool:
@@ -122,6 +128,8 @@ class Advertisement:
     local_pref: int | None = None
     med: int | None = None
     as_path_prepend: int = 0
+    address_pools: tuple[str, ...] = ()
+    """Only VIPs from these address pools (``pools.PoolIndex``); empty: any VIP."""
 
 
 DEFAULT_ADVERTISEMENT = Advertisement(name="default")
@@ -180,6 +188,12 @@ class SpeakerConfig:
     allowed_vip_ranges: tuple[Prefix, ...] = ()
     """VIPs outside these are refused (``invalid_ingress_ip``); empty: any unicast address
     that can be a VIP (never loopback, link-local, multicast, a peer's or this node's)."""
+    node_overrides: tuple[NodeOverride, ...] = ()
+    """routerID, myASN, sourceAddress by node labels (bgpspeaker.nodesettings)."""
+    address_pools: tuple[AddressPool, ...] = ()
+    """Where ``bgpspeaker controller`` allocates VIPs from (the speaker only selects by them)."""
+    controller: ControllerConfig = dataclasses.field(default_factory=ControllerConfig)
+    bfd_profiles: tuple[BfdProfile, ...] = ()
 
     def peer(self, name: str) -> PeerConfig | None:
         """The peer called ``name``, if any."""
@@ -200,6 +214,10 @@ _TOP_KEYS = frozenset(
         "apiOutage",
         "holdDown",
         "allowedVIPRanges",
+        "nodeOverrides",
+        "addressPools",
+        "controller",
+        "bfdProfiles",
     }
 )
 _PEER_KEYS = frozenset(
@@ -219,6 +237,7 @@ _PEER_KEYS = frozenset(
         "ipv6NextHop",
         "gracefulRestart",
         "nodeSelectors",
+        "bfdProfile",
     }
 )
 _ADVERTISEMENT_KEYS = frozenset(
@@ -233,6 +252,7 @@ _ADVERTISEMENT_KEYS = frozenset(
         "localPref",
         "med",
         "asPathPrepend",
+        "addressPools",
     }
 )
 _SECRET_KEYS = frozenset({"name", "namespace", "key"})
@@ -301,7 +321,15 @@ def _timers(data: Mapping[str, Any], path: str, problems: list[str]) -> tuple[in
     return hold, keepalive
 
 
-def _peer(data: Any, path: str, top_asn: int, problems: list[str]) -> PeerConfig | None:
+def _peer(
+    data: Any,
+    path: str,
+    top_asn: int,
+    problems: list[str],
+    *,
+    bfd_profiles: Mapping[str, BfdProfile] | None = None,
+    raw_bfd_profiles: Any = None,
+) -> PeerConfig | None:
     if not isinstance(data, Mapping):
         problems.append(f"{path}: must be a mapping, got {show(data)}")
         return None
@@ -396,6 +424,14 @@ def _peer(data: Any, path: str, top_asn: int, problems: list[str]) -> PeerConfig
             )
             graceful = None
     selectors = parse_selectors(data.get("nodeSelectors"), f"{path}.nodeSelectors", problems)
+    bfd = parse_peer_profile(
+        data,
+        path,
+        profiles=bfd_profiles or {},
+        raw_profiles=raw_bfd_profiles,
+        multihop=data.get("ebgpMultiHop") is not None,
+        problems=problems,
+    )
 
     if len(problems) != before or None in (name, address, peer_asn, my_asn, port, families):
         return None
@@ -417,6 +453,7 @@ def _peer(data: Any, path: str, top_asn: int, problems: list[str]) -> PeerConfig
         ipv6_next_hop=next_hop,
         graceful_restart_s=graceful,
         node_selectors=selectors,
+        bfd=bfd,
     )
 
 
@@ -582,6 +619,7 @@ def parse_config(data: Any) -> SpeakerConfig:
         problems.append(f"serviceAnnotations: must be true or false, got {show(annotations)}")
         annotations = False
 
+    bfd_profiles = parse_profiles(data.get("bfdProfiles"), problems)
     peers: list[tuple[int, PeerConfig]] = []
     raw_peers = data.get("peers")
     if not isinstance(raw_peers, list) or not raw_peers:
@@ -589,12 +627,20 @@ def parse_config(data: Any) -> SpeakerConfig:
     else:
         for index, raw_peer in enumerate(raw_peers):
             # Without a valid top-level myASN, per-peer checks that need it use 0 (never a real AS).
-            peer = _peer(raw_peer, f"peers[{index}]", my_asn or 0, problems)
+            peer = _peer(
+                raw_peer,
+                f"peers[{index}]",
+                my_asn or 0,
+                problems,
+                bfd_profiles=bfd_profiles,
+                raw_bfd_profiles=data.get("bfdProfiles"),
+            )
             if peer is not None:
                 peers.append((index, peer))
         _duplicates(peers, "name", "peers", "name", problems)
-        _duplicates(peers, "peer_address", "peers", "peerAddress", problems)
+        check_duplicate_addresses(peers, problems)
 
+    pools = parse_pools(data.get("addressPools"), "addressPools", problems)
     advertisements: list[tuple[int, Advertisement]] = []
     raw_advertisements = data.get("advertisements")
     if raw_advertisements is not None and not isinstance(raw_advertisements, list):
@@ -606,7 +652,17 @@ def parse_config(data: Any) -> SpeakerConfig:
             if advertisement is not None:
                 advertisements.append((index, advertisement))
         _duplicates(advertisements, "name", "advertisements", "name", problems)
+        selections = {  # addressPools of every advertisement, valid or not (all problems at once)
+            index: parse_pool_names(raw.get("addressPools"), f"advertisements[{index}].addressPools", pools, problems)
+            for index, raw in enumerate(raw_advertisements)
+            if isinstance(raw, Mapping)
+        }
+        advertisements = [(i, dataclasses.replace(a, address_pools=selections.get(i, ()))) for i, a in advertisements]
+    controller = parse_controller(data.get("controller"), "controller", problems)
 
+    node_overrides = parse_node_overrides(
+        data.get("nodeOverrides"), "nodeOverrides", {peer.name: peer for _, peer in peers}, problems
+    )
     shutdown, api_outage, hold_down = _lifecycle(data, problems)
     ranges = _ranges(data.get("allowedVIPRanges"), "allowedVIPRanges", problems)
     if problems:
@@ -623,6 +679,10 @@ def parse_config(data: Any) -> SpeakerConfig:
         advertisements=tuple(a for _, a in advertisements) or (DEFAULT_ADVERTISEMENT,),
         service_annotations=annotations,
         allowed_vip_ranges=ranges,
+        node_overrides=node_overrides,
+        address_pools=pools,
+        controller=controller,
+        bfd_profiles=tuple(bfd_profiles.values()),
     )
 
 

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from bgpspeaker.cluster.model import EXCLUDE_LABEL, EndpointSlice, Service, Snapshot, is_usable
 from bgpspeaker.config import MAX_PREPEND, Advertisement, PeerConfig, SpeakerConfig
+from bgpspeaker.nodesettings import peers_for_node
+from bgpspeaker.pools import PoolIndex
 from bgpspeaker.routes import Attributes, IPAddress, Prefix, Reason, RouteKey, Verdict, prefix_order
 from bgpspeaker.values import U32_MAX, matches_any, parse_communities, parse_unsigned_text, show
 
@@ -255,19 +257,22 @@ class _Plan:
         self, config: SpeakerConfig, node_labels: Mapping[str, str], node_addresses: frozenset[IPAddress]
     ) -> None:
         self.config = config
-        self.peers = {peer.name: peer for peer in config.peers if matches_any(peer.node_selectors, node_labels)}
+        self.peers = {name: chosen.peer for name, chosen in peers_for_node(config, node_labels).peers.items()}
         self.all_peers = {peer.name: peer for peer in config.peers}
         self.node_labels = node_labels
         self.node_addresses = node_addresses
         self._own_addresses: dict[tuple[int, int], str] = {
             (address.version, int(address)): "an address of this node (status.addresses)" for address in node_addresses
         }
+        overridden = tuple(o.source_address for o in config.node_overrides)  # nodesettings: per-node sources
         for peer in config.peers:
-            for address in (peer.peer_address, peer.source_address, peer.ipv6_next_hop):
+            for address in (peer.peer_address, peer.source_address, peer.ipv6_next_hop, *overridden):
                 if address is not None:
                     self._own_addresses[(address.version, int(address))] = (
                         "a BGP peer's or session's own address (announcing it would pull the peering toward this node)"
                     )
+        self.pools = PoolIndex(config.address_pools) if any(a.address_pools for a in config.advertisements) else None
+        """Set when some advertisement selects VIPs by address pool."""
         self._by_labels: dict[frozenset[tuple[str, str]], tuple[list[Advertisement], bool]] = {}
         self._for_every_service: tuple[list[Advertisement], bool] | None = None
         if not any(a.service_selectors for a in config.advertisements):
@@ -410,7 +415,22 @@ def decide_service(
         family = f"ipv{ip.version}"
         peers: set[str] = set()
         configured_for_family = False
-        for advertisement in advertisements:
+        pool = plan.pools.pool_of(ip) if plan.pools is not None else None
+        by_pool = [
+            a for a in advertisements if not a.address_pools or (pool is not None and pool.name in a.address_pools)
+        ]
+        if not by_pool:
+            where = f"address pool {pool.name}" if pool is not None else "no address pool"
+            verdicts.append(
+                Verdict(
+                    service=service.key,
+                    reason=Reason.NO_ADVERTISEMENT,
+                    ip=ip,
+                    detail=f"the VIP is in {where}; no advertisement of this service selects it (addressPools)",
+                )
+            )
+            continue
+        for advertisement in by_pool:
             prefix = _aggregate(ip, advertisement)
             for name in advertisement.peers or plan.all_peers:
                 peer = plan.all_peers[name]

@@ -13,21 +13,23 @@ import gc
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 import structlog
 
+from bgpspeaker.bfd.client import session_spec
 from bgpspeaker.cluster.model import Snapshot
 from bgpspeaker.cluster.store import ClusterStore
 from bgpspeaker.config import SpeakerConfig
 from bgpspeaker.decision import decide
 from bgpspeaker.journal import Journal
 from bgpspeaker.memory import return_memory
+from bgpspeaker.nodesettings import PeerProblem, node_runtime, peers_for_node, unconditional_peers
 from bgpspeaker.peers import PeerRuntime
 from bgpspeaker.plan import Plan, Planner
 from bgpspeaker.routes import Attributes, IPAddress, Prefix, Reason, RouteKey, Unknown, Withdrawal, WithdrawReason
 from bgpspeaker.session import SessionFactory, SessionStatus
 from bgpspeaker.sessions import Applied, Sessions
-from bgpspeaker.values import matches_any
 
 __all__ = ["MAX_CONSECUTIVE_FAILURES", "RETRY_S", "Reconciler"]
 
@@ -48,6 +50,16 @@ the memo and the acknowledged routes live as long as the process, and the cyclic
 would rescan them every pass (measured 300 -> 40 ms a pass at 10,000 services)."""
 
 
+class BfdLink(Protocol):
+    """The BFD sessions as the reconciler sees them (``bgpspeaker.bfd.client.BfdClient``)."""
+
+    def want(self, sessions: Mapping[str, dict[str, Any]]) -> None:
+        """Exactly these BFD sessions (peer -> session spec)."""
+
+    def blocked(self) -> frozenset[str]:
+        """Peers whose BGP session must be down now (BFD Down after Up)."""
+
+
 class Reconciler:
     """The loop that converges the sessions on the decision, and its state between passes."""
 
@@ -61,7 +73,9 @@ class Reconciler:
         store: ClusterStore,
         session_factory: SessionFactory,
         retry_s: Sequence[float] = RETRY_S,
+        bfd: BfdLink | None = None,
     ) -> None:
+        self._bfd = bfd
         self._config, self._runtimes, self._router_id = config, dict(runtimes), router_id
         self._pending: tuple[SpeakerConfig, dict[str, PeerRuntime], IPAddress] | None = None
         self._node_name = node_name
@@ -93,6 +107,10 @@ class Reconciler:
         """Passes that looked only at the changed routes (the rest were full passes)."""
         self.on_pass: Callable[[float], None] = lambda _seconds: None
         """Called with each pass's duration (metrics)."""
+        self._peer_problems: frozenset[PeerProblem] = frozenset()
+        """Peers selecting this node that it cannot run (logged once while they last)."""
+        self._node_runtimes: Mapping[str, PeerRuntime] = self._runtimes
+        """The runtimes with this node's overrides, last handed to the planner."""
 
     # -- called from other threads ----------------------------------------------------
 
@@ -139,8 +157,9 @@ class Reconciler:
     def start_unconditional_sessions(self) -> None:
         """Before the first sync: start the peers every node has (no nodeSelectors), so their
         sessions come up while the initial lists are still loading."""
+        unconditional = unconditional_peers(self._config)
         for name, runtime in self._runtimes.items():
-            if not runtime.peer.node_selectors:
+            if name in unconditional:
                 self.sessions.start(name, runtime, self._router_id)
 
     # -- the loop ----------------------------------------------------------------------
@@ -175,12 +194,12 @@ class Reconciler:
         snapshot = self._store.snapshot()
         decision = decide(snapshot, self._config, self._node_name, memo=self._planner.memo)
         self.journal.verdict_problems(decision, self._planner.memo)
-        self._converge_sessions(snapshot)
+        runtimes = self._converge_sessions(snapshot)
         ready = self.sessions.ready()
         plan = self._planner.plan(
             decision,
             snapshot,
-            runtimes=self._runtimes,
+            runtimes=runtimes,
             sessions=self.sessions,
             ready=ready,
             api_outage=self._config.api_outage,
@@ -287,27 +306,64 @@ class Reconciler:
             advertisements=[a.name for a in self._config.advertisements],
         )
 
-    def _converge_sessions(self, snapshot: Snapshot) -> None:
-        """Start, restart or stop sessions so that exactly the peers selecting this node run."""
+    def _converge_sessions(self, snapshot: Snapshot) -> Mapping[str, PeerRuntime]:
+        """Start, restart or stop sessions so that exactly the peers selecting this node run,
+        with this node's settings (bgpspeaker.nodesettings)."""
         node = snapshot.nodes.get(self._node_name)
         labels = node.labels if node is not None else {}
+        chosen = peers_for_node(self._config, labels)
+        self._log_peer_problems(frozenset(chosen.problems))
         wanted = {
-            name: runtime
-            for name, runtime in self._runtimes.items()
-            if matches_any(runtime.peer.node_selectors, labels)
+            name: node_runtime(self._runtimes[name], node_peer, self._router_id)
+            for name, node_peer in chosen.peers.items()
+            if name in self._runtimes
         }
+        blocked: frozenset[str] = frozenset()
+        if self._bfd is not None:
+            self._bfd.want(bfd_sessions({name: runtime for name, (runtime, _) in wanted.items()}))
+            blocked = self._bfd.blocked()
         for name in sorted(self.sessions.names()):
-            runtime = wanted.get(name)
-            if runtime is None:
+            if name in blocked:
+                self._bfd_down(name)
+                continue
+            found = wanted.get(name)
+            if found is None:
                 reason: WithdrawReason = (
                     Withdrawal.PEER_REMOVED if name not in self._runtimes else Reason.NODE_NOT_SELECTED
                 )
                 self._retire(name, reason)
             else:
-                self.sessions.restart_if_changed(name, runtime, self._router_id)
-        for name, runtime in wanted.items():
-            if name not in self.sessions.names():
-                self.sessions.start(name, runtime, self._router_id)
+                self.sessions.restart_if_changed(name, *found)
+        for name, (runtime, router_id) in wanted.items():
+            if name not in self.sessions.names() and name not in blocked:
+                self.sessions.start(name, runtime, router_id)
+        return self._node_runtimes_for({name: runtime for name, (runtime, _) in wanted.items()})
+
+    def _node_runtimes_for(self, adjusted: Mapping[str, PeerRuntime]) -> Mapping[str, PeerRuntime]:
+        """The runtimes with this node's overrides (next hops), as the same object while they
+        do not change: the planner rebuilds its routes when it gets another one."""
+        if all(runtime is self._runtimes[name] for name, runtime in adjusted.items()):
+            self._node_runtimes = self._runtimes
+        else:
+            merged = {**self._runtimes, **adjusted}
+            if merged != self._node_runtimes:
+                self._node_runtimes = merged
+        return self._node_runtimes
+
+    def _log_peer_problems(self, problems: frozenset[PeerProblem]) -> None:
+        """Each peer this node cannot run: one error when it starts, one line when it ends."""
+        for problem in sorted(problems - self._peer_problems, key=lambda p: p.peers):
+            log.error(problem.event, node=self._node_name, peers=list(problem.peers), detail=problem.detail)
+        for problem in sorted(self._peer_problems - problems, key=lambda p: p.peers):
+            log.info(f"{problem.event}_resolved", node=self._node_name, peers=list(problem.peers))
+        self._peer_problems = problems
+
+    def _bfd_down(self, name: str) -> None:
+        """BFD says the path to this peer is gone: close its BGP session now (no withdraw:
+        nothing would arrive). It starts again once BFD is Up."""
+        routes = sum(1 for peer, _ in self.sessions.acknowledged if peer == name)
+        log.warning("session_stopping", peer=name, reason=str(Withdrawal.BFD_DOWN), routes=routes)
+        self.sessions.stop(name, timeout_s=1.0)
 
     def _retire(self, name: str, reason: WithdrawReason) -> None:
         """Withdraw what this session announced (so a router with graceful restart does not
@@ -318,3 +374,20 @@ class Reconciler:
             self.journal.withdrawn(applied.withdrawn, peers=applied.withdrawn, reason=reason)
         log.info("session_stopping", peer=name, reason=str(reason))
         self.sessions.stop(name, timeout_s=2.0)
+
+
+def bfd_sessions(runtimes: Mapping[str, PeerRuntime]) -> dict[str, dict[str, Any]]:
+    """The BFD sessions for the peers that name a BFD profile and have a source address."""
+    sessions = {}
+    for name, runtime in runtimes.items():
+        peer = runtime.peer
+        if peer.bfd is None or peer.source_address is None:
+            continue
+        sessions[name] = session_spec(
+            name,
+            local=str(peer.source_address),
+            remote=str(peer.peer_address),
+            profile=peer.bfd,
+            multihop=peer.ebgp_multihop is not None,
+        )
+    return sessions

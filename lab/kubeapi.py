@@ -13,7 +13,15 @@ Faults for tests: ``drop_watches()`` cuts every open stream mid-flight,
 every request with an error, ``stop()``/``start()`` make it unreachable;
 ``inject_list()`` answers the next list of a kind with a given raw body and
 ``inject_watch_line()`` slips a given raw line into a kind's watch stream (malformed
-data from the server).
+data from the server); ``inject_conflicts()`` makes the next writes of a kind lose a
+race (another writer updates the object first: 409 Conflict).
+
+Writes as kube-apiserver does them: ``PUT`` replaces an object (its ``status`` is
+kept: for Services the status belongs to the subresource), ``PUT``/``PATCH`` on
+``services/NAME/status`` change only the status, and a ``metadata.resourceVersion`` in
+a PUT body or a merge patch that is not the current one is refused with 409 Conflict
+(a ``Status`` with reason Conflict); a create of an existing name is 409 AlreadyExists.
+Leases (``coordination.k8s.io/v1``) and Events are served like the rest.
 
 The server can listen inside a network namespace (``netns=``), so a speaker in that
 namespace reaches it on its own loopback while the test drives it from here.
@@ -45,7 +53,10 @@ _RESOURCES = {
     "nodes": ("/api/v1", "nodes", False, "v1", "Node"),
     "secrets": ("/api/v1", "secrets", True, "v1", "Secret"),
     "events": ("/api/v1", "events", True, "v1", "Event"),
+    "leases": ("/apis/coordination.k8s.io/v1", "leases", True, "coordination.k8s.io/v1", "Lease"),
 }
+_STATUS_SUBRESOURCE = frozenset({"services"})
+"""Kinds whose ``status`` is written only through ``/status`` (a PUT of the object keeps it)."""
 
 
 def service(
@@ -200,6 +211,7 @@ class FakeKubeApi:
         self._outage: int | None = None
         self._injected_lists: dict[str, collections.deque[bytes]] = collections.defaultdict(collections.deque)
         self._injected_lines: dict[str, collections.deque[bytes]] = collections.defaultdict(collections.deque)
+        self._injected_conflicts: dict[str, int] = collections.defaultdict(int)
         self.requests: list[tuple[str, str]] = []
         """(method, path?query) of every request received, in order."""
         self._server: ThreadingHTTPServer | None = None
@@ -269,7 +281,9 @@ class FakeKubeApi:
             old = self._objects[kind].get(key)
             meta["resourceVersion"] = str(self._rv)
             meta["uid"] = old["metadata"]["uid"] if old else str(uuid.uuid4())
-            meta.setdefault("creationTimestamp", "2026-01-01T00:00:00Z")
+            if old is not None:
+                meta["creationTimestamp"] = old["metadata"].get("creationTimestamp")
+            meta.setdefault("creationTimestamp", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
             self._objects[kind][key] = stored
             self._events.append((self._rv, kind, "MODIFIED" if old else "ADDED", stored))
             self._cond.notify_all()
@@ -344,6 +358,58 @@ class FakeKubeApi:
         with self._cond:
             self._injected_lines[kind].append(line)
             self._cond.notify_all()
+
+    def inject_conflicts(self, kind: str, times: int = 1) -> None:
+        """The next ``times`` writes (PUT or PATCH) of ``kind`` lose a race: another writer
+        updates the object first (a new resourceVersion, a MODIFIED event), so the write is
+        answered 409 Conflict as the API server answers a stale resourceVersion."""
+        with self._cond:
+            self._injected_conflicts[kind] += times
+
+    def _take_conflict(self, kind: str) -> bool:
+        with self._cond:
+            if self._injected_conflicts[kind] <= 0:
+                return False
+            self._injected_conflicts[kind] -= 1
+            return True
+
+    def update(
+        self, kind: str, key: str, body: dict[str, Any], *, subresource: str | None, patch: bool
+    ) -> tuple[int, dict[str, Any]]:
+        """A PUT or merge PATCH of an object or its status, as kube-apiserver applies it:
+        (HTTP code, the stored object or a Status). The resourceVersion check and the write
+        are one step under the lock, so two writers from the same version cannot both win."""
+        _, plural, _, _, kind_name = _RESOURCES[kind]
+        name = key.rpartition("/")[2]
+        if self._take_conflict(kind):
+            current = self.get(kind, key)
+            if current is not None:
+                self.apply(current)  # another writer got there first
+        with self._cond:
+            current = self._objects[kind].get(key)
+            if current is None:
+                return 404, _status_body(404, "NotFound", f'{plural} "{name}" not found', name=name, kind=plural)
+            meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+            wanted = meta.get("resourceVersion") if meta else None
+            if wanted and wanted != current["metadata"]["resourceVersion"]:
+                return 409, _conflict(kind, name)
+            if patch:
+                merged = _merge(copy.deepcopy(current), body)
+            else:
+                merged = copy.deepcopy(body)
+                merged["metadata"] = {**merged.get("metadata", {}), "namespace": current["metadata"].get("namespace")}
+                merged["kind"], merged["apiVersion"] = kind_name, current.get("apiVersion")
+            if subresource == "status":  # only the status changes
+                result = copy.deepcopy(current)
+                result["status"] = merged.get("status", {})
+            else:
+                result = merged
+                if kind in _STATUS_SUBRESOURCE:  # the status belongs to the subresource
+                    result["status"] = copy.deepcopy(current.get("status", {}))
+                for field in ("uid", "creationTimestamp"):
+                    result.setdefault("metadata", {})[field] = current["metadata"].get(field)
+            result.setdefault("metadata", {})["name"] = current["metadata"]["name"]
+            return 200, self.apply(result)
 
     @property
     def open_watches(self) -> int:
@@ -474,6 +540,47 @@ def _expired(since: int, compacted: int) -> dict[str, Any]:
     }
 
 
+def _status_body(code: int, reason: str, message: str, **details: str) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
+    if details:
+        body["details"] = details
+    return body
+
+
+def _resource_name(kind: str) -> tuple[str, str]:
+    """(group, ``plural.group`` as the API server names the resource in messages)."""
+    prefix, plural, _, _, _ = _RESOURCES[kind]
+    group = prefix.split("/")[2] if prefix.startswith("/apis/") else ""
+    return group, f"{plural}.{group}" if group else plural
+
+
+def _conflict(kind: str, name: str) -> dict[str, Any]:
+    """kube-apiserver's answer to a stale resourceVersion."""
+    group, resource = _resource_name(kind)
+    details = {"name": name, "kind": _RESOURCES[kind][1], **({"group": group} if group else {})}
+    return _status_body(
+        409,
+        "Conflict",
+        f'Operation cannot be fulfilled on {resource} "{name}": the object has been modified;'
+        " please apply your changes to the latest version and try again",
+        **details,
+    )
+
+
+def _already_exists(kind: str, name: str) -> dict[str, Any]:
+    group, resource = _resource_name(kind)
+    details = {"name": name, "kind": _RESOURCES[kind][1], **({"group": group} if group else {})}
+    return _status_body(409, "AlreadyExists", f'{resource} "{name}" already exists', **details)
+
+
 def _bookmark(kind: str, rv: int) -> dict[str, Any]:
     _, _, _, api_version, kind_name = _RESOURCES[kind]
     return {
@@ -527,6 +634,21 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route(self, path: str) -> tuple[str, str | None, str | None] | None:
         """(kind, namespace, name) for a collection or object path."""
+        if path.endswith("/status"):
+            return None  # a subresource: see _subresource_route
+        return self._object_route(path)
+
+    def _subresource_route(self, path: str) -> tuple[str, str | None, str, str | None] | None:
+        """(kind, namespace, name, subresource or None) for an object or its ``/status``."""
+        subresource = None
+        if path.endswith("/status"):
+            path, subresource = path[: -len("/status")], "status"
+        route = self._object_route(path)
+        if route is None or route[2] is None:
+            return None
+        return route[0], route[1], route[2], subresource
+
+    def _object_route(self, path: str) -> tuple[str, str | None, str | None] | None:
         for kind, (prefix, plural, namespaced, _, _) in _RESOURCES.items():
             if not path.startswith(prefix + "/"):
                 continue
@@ -615,25 +737,45 @@ class _Handler(BaseHTTPRequestHandler):
             meta["namespace"] = namespace
         if not meta.get("name"):
             meta["name"] = f"{meta.get('generateName', 'obj-')}{uuid.uuid4().hex[:5]}"
-        if api.get(kind, _key(body)) is not None:
-            self._status(409, "AlreadyExists", f"{kind} {meta['name']!r} already exists")
-            return
-        self._send_json(201, api.apply(body))
+        meta.pop("resourceVersion", None)  # a create ignores it, as the API server does
+        with api._cond:  # the existence check and the create are one step
+            if api.get(kind, _key(body)) is not None:
+                self._send_json(409, _already_exists(kind, meta["name"]))
+                return
+            created = api.apply(body)
+        self._send_json(201, created)
 
     def do_PATCH(self) -> None:  # http.server's naming: merge patch
+        self._write("PATCH", patch=True)
+
+    def do_PUT(self) -> None:  # http.server's naming: replace
+        self._write("PUT", patch=False)
+
+    def _write(self, method: str, *, patch: bool) -> None:
         api = self.server_api
-        api.requests.append(("PATCH", self.path))
-        route = self._route(urlsplit(self.path).path)
+        api.requests.append((method, self.path))
+        route = self._subresource_route(urlsplit(self.path).path)
         body = self._body()
-        if route is None or route[2] is None or not isinstance(body, dict):
-            self._status(404 if route is None else 400, "BadRequest", f"cannot patch {self.path}")
+        if route is None or not isinstance(body, dict):
+            self._status(404 if route is None else 400, "BadRequest", f"cannot {method} {self.path}")
             return
-        kind, namespace, name = route
-        current = api.get(kind, f"{namespace}/{name}" if namespace else name)
-        if current is None:
-            self._status(404, "NotFound", f"{kind} {name!r} not found")
+        with api._cond:
+            outage = api._outage
+        if outage is not None:
+            self._status(outage, "ServiceUnavailable", "injected outage")
             return
-        self._send_json(200, api.apply(_merge(current, body)))
+        kind, namespace, name, subresource = route
+        if patch and "merge-patch" not in (self.headers.get("Content-Type") or ""):
+            self._status(415, "UnsupportedMediaType", "only application/merge-patch+json is served here")
+            return
+        body_name = (body.get("metadata") or {}).get("name") if isinstance(body.get("metadata"), dict) else None
+        if not patch and body_name not in (None, name):
+            self._status(400, "BadRequest", f"the name of the object ({body_name}) does not match the URL ({name})")
+            return
+        code, result = api.update(
+            kind, f"{namespace}/{name}" if namespace else name, body, subresource=subresource, patch=patch
+        )
+        self._send_json(code, result)
 
     def _stream(self, kind: str, query: dict[str, str]) -> None:
         api = self.server_api

@@ -24,9 +24,9 @@ import dataclasses
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 import urllib3
@@ -54,7 +54,7 @@ from bgpspeaker.cluster.model import (
 from bgpspeaker.cluster.store import ClusterStore, Parsed
 from bgpspeaker.memory import return_memory
 
-__all__ = ["WatchSettings", "Watcher", "make_watchers"]
+__all__ = ["WatchSettings", "WatchStore", "Watcher", "make_watchers"]
 
 log = structlog.get_logger("bgpspeaker.cluster")
 
@@ -90,6 +90,17 @@ class WatchSettings:
     """``limit`` of each list page, as client-go's reflector."""
 
 
+class WatchStore(Protocol):
+    """Where a Watcher puts what it parses: the speaker's ClusterStore, the controller's ClaimStore."""
+
+    def replace(self, kind: str, items: Mapping[str, Any]) -> None: ...
+    def upsert(self, kind: str, key: str, value: Any) -> None: ...
+    def delete(self, kind: str, key: str) -> None: ...
+    def mark_synced(self, kind: str) -> None: ...
+    def report_ok(self, kind: str) -> None: ...
+    def report_failure(self, kind: str, error: str) -> None: ...
+
+
 class _Parser:
     """Parses one kind's objects and logs each distinct problem once.
 
@@ -97,7 +108,7 @@ class _Parser:
     object's: it is logged as ``watch_internal_error`` (once per object and error),
     counted in ``internal_errors``, and the object is skipped like an invalid one."""
 
-    def __init__(self, kind: str, parse: Callable[[Any], Parsed]) -> None:
+    def __init__(self, kind: str, parse: Callable[[Any], Any]) -> None:
         self.kind = kind
         self._parse = parse
         self._reported: dict[str, str] = {}
@@ -182,8 +193,8 @@ class Watcher:
         kind: str,
         api: ApiPaths,
         path: str,
-        parse: Callable[[Any], Parsed],
-        store: ClusterStore,
+        parse: Callable[[Any], Any],
+        store: WatchStore,
         *,
         settings: WatchSettings,
         stop: threading.Event,

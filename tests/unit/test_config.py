@@ -182,15 +182,16 @@ CASES = [
     (
         "peers.0.holdtime",
         "90s",
-        "peers[0].holdtime: unknown field (allowed: ebgpMultiHop, families, gracefulRestart, holdTime, ipv6NextHop,"
-        " keepaliveTime, myASN, name, nodeSelectors, passwordFile, passwordSecret, peerASN, peerAddress, peerPort,"
-        " sourceAddress)",
+        "peers[0].holdtime: unknown field (allowed: bfdProfile, ebgpMultiHop, families, gracefulRestart, holdTime,"
+        " ipv6NextHop, keepaliveTime, myASN, name, nodeSelectors, passwordFile, passwordSecret, peerASN, peerAddress,"
+        " peerPort, sourceAddress)",
     ),
     (
         "myAsn",
         1,
-        "myAsn: unknown field (allowed: advertisements, allowedVIPRanges, apiOutage, apiVersion, holdDown, kind,"
-        " loadBalancerClass, myASN, peers, routerID, serviceAnnotations, shutdown)",
+        "myAsn: unknown field (allowed: addressPools, advertisements, allowedVIPRanges, apiOutage, apiVersion,"
+        " bfdProfiles, controller, holdDown, kind, loadBalancerClass, myASN, nodeOverrides, peers, routerID,"
+        " serviceAnnotations, shutdown)",
     ),
     ("serviceAnnotations", "yes", "serviceAnnotations: must be true or false, got 'yes'"),
     ("shutdown", "drain", "shutdown: must be a mapping with drainLocalPref, drainSeconds, mode; got 'drain'"),
@@ -348,7 +349,7 @@ CASES = [
     (
         "advertisements.0.servicSelectors",
         [],
-        "advertisements[0].servicSelectors: unknown field (allowed:"
+        "advertisements[0].servicSelectors: unknown field (allowed: addressPools,"
         " aggregationLength, aggregationLengthV6, asPathPrepend, communities, localPref, med, name, nodeSelectors,"
         " peers, serviceSelectors)",
     ),
@@ -378,7 +379,8 @@ def test_all_problems_are_reported_together() -> None:
         "myASN: must be an integer 1..4294967295, got 0",
         "peers[2].peerAddress: must be an IPv4 or IPv6 address, got 'nope'",
         "peers[1].name: duplicate of peers[0], got 'tor-a'",
-        "peers[1].peerAddress: duplicate of peers[0], got '10.0.0.1'",
+        "peers[1].peerAddress: duplicate of peers[0], got '10.0.0.1'"
+        " (the same router twice needs nodeSelectors on every such peer, selecting different nodes)",
     ]
 
 
