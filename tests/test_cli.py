@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from bgpspeaker.cli import DEFAULT_CONFIG_PATH
+from bgpspeaker.config import _TOP_KEYS
 from bgpspeaker.observe import DEFAULT_STATUS_ADDRESS, Observer
 from lab.kubeapi import FakeKubeApi, endpoint_slice, node, service
 
@@ -52,8 +53,7 @@ def test_invalid_file_lists_every_problem_and_exits_2(tmp_path: Path) -> None:
     result = check_config(path)
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        "extra: unknown field (allowed: advertisements, allowedVIPRanges, apiOutage, apiVersion, holdDown, kind,"
-        " loadBalancerClass, myASN, peers, routerID, serviceAnnotations, shutdown)",
+        f"extra: unknown field (allowed: {', '.join(sorted(_TOP_KEYS))})",
         "myASN: must be an integer 1..4294967295, got 0",
         "peers[0].peerAddress: must be an IPv4 or IPv6 address, got '10.0.0.256'",
     ]
