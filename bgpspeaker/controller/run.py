@@ -160,11 +160,12 @@ class Controller:
                     items[claim.key] = claim
                 token = page.continue_token
                 if token is None:
+                    resource_version = page.resource_version
                     break
         except Exception as error:  # noqa: BLE001  # unreachable or a bad page: no pass until it works
             log.warning("relist_failed", error=str(error)[:300])
             return False
-        self.store.replace("services", items)
+        self.store.refresh(items, resource_version)
         log.info("services_reread", services=len(items), term=self.elector.term)
         return True
 
@@ -348,7 +349,8 @@ def run_controller(options: ControllerOptions, load_config: Callable[[str], Spea
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     loop = _guarded(controller.run, "allocate", crashed)
-    threads = [_guarded(watcher.run, "watch-services", crashed), _guarded(elector.run, "lease", crashed), loop]
+    lease = _guarded(elector.run, "lease", crashed)
+    threads = [_guarded(watcher.run, "watch-services", crashed), lease, loop]
     threads.append(_guarded(events.run, "events", crashed))
     log.info(
         "controller_starting",
@@ -387,6 +389,7 @@ def run_controller(options: ControllerOptions, load_config: Callable[[str], Spea
     stop.set()
     dirty.set()
     loop.join(timeout=20.0)  # the pass in flight finishes its writes
+    lease.join(timeout=12.0)  # an acquire in flight completes (then it is ours to release)
     released = elector.release()
     server.stop()
     log.info("controller_stopped", exit_code=exit_code, lease_released=released)
