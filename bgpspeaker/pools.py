@@ -144,12 +144,15 @@ class PoolIndex:
 
     def pool_of(self, ip: IPAddress) -> AddressPool | None:
         """The pool whose ranges hold ``ip`` (None: no pool, or a buggy address its pool avoids)."""
-        value = int(ip)
-        index = bisect.bisect_right(self._starts, (ip.version, value)) - 1
+        return self.pool_of_int(ip.version, int(ip))
+
+    def pool_of_int(self, family: int, value: int) -> AddressPool | None:
+        """``pool_of`` for an address given as (version, integer)."""
+        index = bisect.bisect_right(self._starts, (family, value)) - 1
         if index < 0:
             return None
         version, _, last, pool = self._rows[index]
-        if version != ip.version or value > last:
+        if version != family or value > last:
             return None
         if pool.avoid_buggy_ips and is_buggy(version, value):
             return None

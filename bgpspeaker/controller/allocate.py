@@ -172,7 +172,7 @@ class _Book:
         shared = sorted(
             slot
             for slot in self.by_key.get(claim.sharing_key, ())
-            if slot[0] == version and self.index.pool_of(_address(slot)) is pool
+            if slot[0] == version and self.index.pool_of_int(*slot) is pool
         )
         for slot in shared:
             if free is not None and slot[1] > free[1]:
@@ -244,8 +244,10 @@ def allocate(pools: Sequence[AddressPool], claims: Mapping[str, Claim], *, load_
                 lost[claim.key] = refusal
                 continue
             holding.append(ip)
-        for ip in holding:
-            book.hold(_slot(ip), _holder(claim))
+        if holding:
+            holder = _holder(claim)
+            for ip in holding:
+                book.hold(_slot(ip), holder)
         kept[claim.key] = holding
 
     # 2. New requests, oldest first.
@@ -282,7 +284,7 @@ def allocate(pools: Sequence[AddressPool], claims: Mapping[str, Claim], *, load_
 
     in_use: dict[str, int] = {pool.name: 0 for pool in pools}
     for slot in book.holders:
-        holding_pool = book.index.pool_of(_address(slot))
+        holding_pool = book.index.pool_of_int(*slot)
         if holding_pool is not None:
             in_use[holding_pool.name] += 1
     return Allocation(assignments=assignments, in_use=in_use)
