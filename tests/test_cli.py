@@ -42,8 +42,8 @@ def test_invalid_file_lists_every_problem_and_exits_2(tmp_path: Path) -> None:
     result = check_config(path)
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        "extra: unknown field (allowed: advertisements, allowedVIPRanges, apiOutage, apiVersion, holdDown, kind,"
-        " loadBalancerClass, myASN, peers, routerID, serviceAnnotations, shutdown)",
+        "extra: unknown field (allowed: addressPools, advertisements, allowedVIPRanges, apiOutage, apiVersion,"
+        " controller, holdDown, kind, loadBalancerClass, myASN, peers, routerID, serviceAnnotations, shutdown)",
         "myASN: must be an integer 1..4294967295, got 0",
         "peers[0].peerAddress: must be an IPv4 or IPv6 address, got '10.0.0.256'",
     ]
