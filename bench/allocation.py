@@ -152,6 +152,22 @@ def rows(count: int) -> list[dict[str, Any]]:
     return [controller_row(count), anchor_row(count)]
 
 
+def report_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The section of the suite's table."""
+    if not rows:
+        return []
+    lines = ["", "Allocation (s): N pending Services -> an address in every status (test API server, loopback)"]
+    for row in rows:
+        notes = ""
+        if "peak_rss_mb" in row:
+            notes = (
+                f"peak RSS {row['peak_rss_mb']:.0f} MB, two owners {row['addresses_with_two_owners']},"
+                f" one more Service {row['one_service_ms_median']:.0f} ms (median of 20)"
+            )
+        lines.append(f"  {row['who']:<32} {row['n']:>6} {row['all_allocated_s']:>9.2f}   {notes}")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, nargs="+", default=[10000])
