@@ -63,7 +63,7 @@ class _Metrics(Collector):
         self._controller = controller
 
     def collect(self) -> Iterator[Metric]:
-        config, allocation = self._controller.last
+        config, allocation = self._controller.current()
         size = GaugeMetricFamily("bgpspeaker_address_pool_size", "Addresses a pool can hand out", labels=["pool"])
         in_use = GaugeMetricFamily(
             "bgpspeaker_address_pool_in_use",
@@ -116,6 +116,16 @@ class Controller:
             "Allocations that failed, by reason (counted when a Service's failure is first reported)",
             ["reason"],
             registry=self.registry,
+        )
+
+    def current(self) -> tuple[SpeakerConfig | None, Allocation | None]:
+        """The last pass's allocation; a standby (which makes no passes) decides one for the
+        metrics, from what it watches, so its pool figures are the leader's."""
+        if self.elector.is_leader() or not self.store.synced:
+            return self.last
+        config = self._config()
+        return config, allocate(
+            config.address_pools, self.store.snapshot(), load_balancer_class=config.load_balancer_class
         )
 
     # -- the loop ------------------------------------------------------------------------

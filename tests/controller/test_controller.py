@@ -277,3 +277,45 @@ def _stamp(text: str) -> float:
     import datetime
 
     return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _get(replica: ControllerProcess, path: str) -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+
+    address = replica.wait_event("controller_starting")["metrics"]
+    try:
+        with urllib.request.urlopen(f"http://{address}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def test_metrics_and_probes_on_leader_and_standby(cluster: Cluster) -> None:
+    """Pool size, use and failures on /metrics (the standby shows the same pool use); /readyz names the role."""
+    config = config_text([PUBLIC])
+    cluster.controller("c1", config)
+    cluster.controller("c2", config)
+    wait_until(cluster.holder, timeout_s=20, desc="a leader")
+    for index in range(5):
+        cluster.api.apply(service("default", f"s{index}"))
+    wait_until(lambda: cluster.events("s4", "AllocationFailed"), timeout_s=20, desc="AllocationFailed on s4")
+    leader = next(r for r in cluster.replicas if r.name == cluster.holder())
+    standby = next(r for r in cluster.replicas if r is not leader)
+    wanted = [
+        'bgpspeaker_address_pool_size{pool="public"} 4.0',
+        'bgpspeaker_address_pool_in_use{pool="public"} 4.0',
+    ]
+    for replica in (leader, standby):
+        wait_until(
+            lambda r=replica: all(line in _get(r, "/metrics")[1].splitlines() for line in wanted),
+            timeout_s=10,
+            desc=f"{replica.name} pool metrics {wanted}",
+        )
+    leader_metrics = _get(leader, "/metrics")[1].splitlines()
+    assert 'bgpspeaker_allocation_failures_total{reason="pool_exhausted"} 1.0' in leader_metrics
+    assert "bgpspeaker_controller_leader 1.0" in leader_metrics
+    assert "bgpspeaker_controller_leader 0.0" in _get(standby, "/metrics")[1].splitlines()
+    assert _get(leader, "/readyz") == (200, "ok: leader\n")
+    assert _get(standby, "/readyz") == (200, f"ok: standby (leader: {leader.name})\n")
+    assert _get(standby, "/healthz") == (200, "ok\n")
