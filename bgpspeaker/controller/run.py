@@ -107,6 +107,7 @@ class Controller:
         self._reported: dict[str, tuple[Outcome, str]] = {}
         """Service -> the failure or warning last reported (an Event only when it changes)."""
         self._retry_at: float | None = None
+        self._idle_logged: SpeakerConfig | None = None
         self._pool = concurrent.futures.ThreadPoolExecutor(WRITE_WORKERS, thread_name_prefix="status-write")
         self.last: tuple[SpeakerConfig | None, Allocation | None] = (None, None)
         self.registry = CollectorRegistry(auto_describe=False)
@@ -182,6 +183,13 @@ class Controller:
     def _pass(self) -> None:
         started = time.monotonic()
         config = self._config()
+        if not config.address_pools:
+            # Nothing to hand out: touch nothing (no Events, no writes), e.g. another allocator runs.
+            if self._idle_logged is not config:
+                self._idle_logged = config
+                log.warning("no_address_pools", hint="add addressPools to the config, or do not run the controller")
+            self.last = (config, None)
+            return
         claims = self.store.snapshot()
         allocation = allocate(config.address_pools, claims, load_balancer_class=config.load_balancer_class)
         self.last = (config, allocation)

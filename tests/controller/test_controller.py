@@ -319,3 +319,12 @@ def test_metrics_and_probes_on_leader_and_standby(cluster: Cluster) -> None:
     assert _get(leader, "/readyz") == (200, "ok: leader\n")
     assert _get(standby, "/readyz") == (200, f"ok: standby (leader: {leader.name})\n")
     assert _get(standby, "/healthz") == (200, "ok\n")
+
+
+def test_without_pools_the_controller_touches_nothing(cluster: Cluster) -> None:
+    """No addressPools: no status write, no Event, even for Services holding addresses (another allocator's)."""
+    cluster.api.apply(service("default", "theirs", ips=["198.51.100.9"]))
+    cluster.api.apply(service("default", "pending"))
+    replica = cluster.controller("c1", config_text([]))  # its first pass sees both
+    replica.wait_event("no_address_pools", timeout_s=20)
+    assert (cluster.status_writes(), cluster.api.objects("events")) == (0, [])
