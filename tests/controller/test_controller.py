@@ -317,7 +317,11 @@ def test_metrics_and_probes_on_leader_and_standby(cluster: Cluster) -> None:
     assert "bgpspeaker_controller_leader 1.0" in leader_metrics
     assert "bgpspeaker_controller_leader 0.0" in _get(standby, "/metrics")[1].splitlines()
     assert _get(leader, "/readyz") == (200, "ok: leader\n")
-    assert _get(standby, "/readyz") == (200, f"ok: standby (leader: {leader.name})\n")
+    wait_until(  # the standby learns the holder at its next try
+        lambda: _get(standby, "/readyz") == (200, f"ok: standby (leader: {leader.name})\n"),
+        timeout_s=10,
+        desc="the standby's /readyz names the leader",
+    )
     assert _get(standby, "/healthz") == (200, "ok\n")
 
 
