@@ -196,7 +196,9 @@ class _Book:
         return None
 
 
-def _ordered(ips: Iterable[IPAddress], families: Sequence[int]) -> tuple[IPAddress, ...]:
+def _ordered(ips: Sequence[IPAddress], families: Sequence[int]) -> tuple[IPAddress, ...]:
+    if len(ips) < 2:
+        return tuple(ips)
     order = {family: position for position, family in enumerate(families)}
     return tuple(sorted(ips, key=lambda ip: order.get(ip.version, len(order))))
 
@@ -230,7 +232,8 @@ def allocate(pools: Sequence[AddressPool], claims: Mapping[str, Claim], *, load_
     kept: dict[str, list[IPAddress]] = {}
     lost: dict[str, tuple[Failure, str]] = {}
     for claim in ours:
-        current = [ip for ip in claim.ingress_ips if ip.version in claim.wanted_families]
+        wanted = claim.wanted_families
+        current = [ip for ip in claim.ingress_ips if ip.version in wanted]
         if claim.requested_ips and set(current) != set(claim.requested_ips):
             continue
         if claim.pool is not None and claim.pool in by_name:
