@@ -219,7 +219,7 @@ class Controller:
             log.info("status_conflict", service=claim.key, resource_version=claim.resource_version)
             self._dirty.set()
             return True
-        if result.gone:
+        if result.gone or result.not_leader:
             return True
         log.warning("status_write_failed", service=claim.key, error=result.error)
         return False
