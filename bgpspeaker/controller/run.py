@@ -210,8 +210,8 @@ class Controller:
         """One status write; True unless it must be retried (a 409 or a gone Service need no retry)."""
         claim, assignment = item
         result = self._status.write(claim, assignment.ips)
-        if result.claim is not None:
-            self.store.upsert("services", claim.key, result.claim)
+        if result.claim is not None:  # what was decided, now written: no new pass for it
+            self.store.upsert("services", claim.key, result.claim, notify=not result.ok)
         if result.ok:
             self._written(claim, assignment)
             return True

@@ -91,7 +91,9 @@ class ClaimStore:
             self._claims = fresh
         self._on_change()
 
-    def upsert(self, kind: str, key: str, value: Any) -> None:
+    def upsert(self, kind: str, key: str, value: Any, *, notify: bool = True) -> None:
+        """Add or update one claim (never to an older version); ``notify=False``: the change
+        needs no new decision (the controller's own write, as it decided it)."""
         del kind
         assert isinstance(value, Claim)
         with self._lock:
@@ -99,7 +101,8 @@ class ClaimStore:
             if held is not None and (held == value or not _newer_or_same(value, held)):
                 return
             self._claims[key] = value
-        self._on_change()
+        if notify:
+            self._on_change()
 
     def delete(self, kind: str, key: str, resource_version: str | None = None) -> None:
         del kind
