@@ -21,7 +21,7 @@ import bisect
 import dataclasses
 import ipaddress
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bgpspeaker.routes import IPAddress
@@ -105,17 +105,6 @@ class AddressPool:
     def size(self, version: int | None = None) -> int:
         """Addresses it can hand out (of one family, or all), buggy ones excluded when avoided."""
         return sum(_usable_count(r, self.avoid_buggy_ips) for r in self.ranges if version in (None, r.version))
-
-    def candidates(self, version: int) -> Iterator[tuple[AddressRange, int]]:
-        """(range, address as integer) of this family, lowest first (buggy ones skipped when avoided)."""
-        for address_range in sorted(self.ranges, key=lambda r: r.first_int):
-            if address_range.version != version:
-                continue
-            value = address_range.first_int
-            while value <= address_range.last_int:
-                if not (self.avoid_buggy_ips and is_buggy(version, value)):
-                    yield address_range, value
-                value += 1
 
 
 def _usable_count(address_range: AddressRange, avoid_buggy: bool) -> int:
