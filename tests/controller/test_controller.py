@@ -332,3 +332,19 @@ def test_without_pools_the_controller_touches_nothing(cluster: Cluster) -> None:
     replica = cluster.controller("c1", config_text([]))  # its first pass sees both
     replica.wait_event("no_address_pools", timeout_s=20)
     assert (cluster.status_writes(), cluster.api.objects("events")) == (0, [])
+
+
+def test_a_pool_added_by_a_config_edit_serves_the_waiting_service(cluster: Cluster) -> None:
+    """The config file is re-read: a pool added while a Service waits on an exhausted one serves it."""
+    replica = cluster.controller("c1", config_text([{"name": "tiny", "addresses": ["192.0.2.0/32"]}]))
+    cluster.api.apply(service("default", "first"))
+    cluster.api.apply(service("default", "second"))
+    wait_until(lambda: cluster.events("second", "AllocationFailed"), timeout_s=20, desc="second waits")
+    staging = replica.config_path.with_suffix(".new")
+    staging.write_text(
+        config_text([{"name": "tiny", "addresses": ["192.0.2.0/32"]}, {"name": "more", "addresses": ["192.0.2.64/30"]}])
+    )
+    staging.replace(replica.config_path)  # atomically, as a ConfigMap update
+    replica.wait_event("config_reloaded", timeout_s=10)
+    wait_until(lambda: cluster.ips("second") == ["192.0.2.64"], timeout_s=10, desc=f"{cluster.all_ips()}")
+    assert cluster.ips("first") == ["192.0.2.0"]
