@@ -10,6 +10,7 @@
    BIRD 2 (birdc configure), FRR (frr-reload.py), GoBGP (CLI).
 3. Churn: endpoints flapping at a steady rate; lag API server -> FRR over time.
 4. Footprint: RSS of bgpspeaker and its ExaBGP at the largest N; CPU while idle.
+5. Allocation: N pending Services -> all allocated by ``bgpspeaker controller``; anchor: the writes alone.
 Needs root (network namespaces), FRR, BIRD 2 and GoBGP (scripts/bench.sh installs them).
 Prints figures; nothing here passes or fails.
 """
@@ -24,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import anchors, churn, cold_start, event_latency
+from bench import allocation, anchors, churn, cold_start, event_latency
 from bgpspeaker.logs import configure
 
 ANCHOR_LIMITS = {"gobgp": 2000, "frr-reload": 2000}
@@ -65,6 +66,7 @@ def main() -> None:
                     rows.append({"who": name, "n": count, "skipped": f"failed: {str(error)[:120]}"})
     results["cold_start"] = rows
     results["churn"] = churn.measure(seconds=args.churn_seconds)
+    results["allocation"] = allocation.rows(max(args.n))
 
     Path(args.json).write_text(json.dumps(results, indent=1))
     print(report(results))
@@ -121,6 +123,7 @@ def report(results: dict[str, Any]) -> str:
     )
     for window in churn_result["windows"]:
         lines.append(f"  t={window['t']:>4.0f}s  median {window['median']:6.0f}  max {window['max']:6.0f}")
+    lines.extend(allocation.report_lines(results.get("allocation", [])))
     return "\n".join(lines)
 
 

@@ -21,7 +21,7 @@ import bisect
 import dataclasses
 import ipaddress
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bgpspeaker.routes import IPAddress
@@ -106,17 +106,6 @@ class AddressPool:
         """Addresses it can hand out (of one family, or all), buggy ones excluded when avoided."""
         return sum(_usable_count(r, self.avoid_buggy_ips) for r in self.ranges if version in (None, r.version))
 
-    def candidates(self, version: int) -> Iterator[tuple[AddressRange, int]]:
-        """(range, address as integer) of this family, lowest first (buggy ones skipped when avoided)."""
-        for address_range in sorted(self.ranges, key=lambda r: r.first_int):
-            if address_range.version != version:
-                continue
-            value = address_range.first_int
-            while value <= address_range.last_int:
-                if not (self.avoid_buggy_ips and is_buggy(version, value)):
-                    yield address_range, value
-                value += 1
-
 
 def _usable_count(address_range: AddressRange, avoid_buggy: bool) -> int:
     size = address_range.size
@@ -144,12 +133,15 @@ class PoolIndex:
 
     def pool_of(self, ip: IPAddress) -> AddressPool | None:
         """The pool whose ranges hold ``ip`` (None: no pool, or a buggy address its pool avoids)."""
-        value = int(ip)
-        index = bisect.bisect_right(self._starts, (ip.version, value)) - 1
+        return self.pool_of_int(ip.version, int(ip))
+
+    def pool_of_int(self, family: int, value: int) -> AddressPool | None:
+        """``pool_of`` for an address given as (version, integer)."""
+        index = bisect.bisect_right(self._starts, (family, value)) - 1
         if index < 0:
             return None
         version, _, last, pool = self._rows[index]
-        if version != ip.version or value > last:
+        if version != family or value > last:
             return None
         if pool.avoid_buggy_ips and is_buggy(version, value):
             return None

@@ -37,7 +37,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -272,10 +272,14 @@ class FakeKubeApi:
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Create or replace an object; returns the stored copy (with resourceVersion)."""
-        kind = _kind_of(obj)
+        return copy.deepcopy(self._store(copy.deepcopy(obj)))
+
+    def _store(self, stored: dict[str, Any]) -> dict[str, Any]:
+        """Store a fresh object (its metadata dict is ours to change; the rest is never
+        changed again: lists and watches hand stored objects out as they are)."""
+        kind = _kind_of(stored)
         with self._cond:
             self._rv += 1
-            stored = copy.deepcopy(obj)
             meta = stored.setdefault("metadata", {})
             key = _key(stored)
             old = self._objects[kind].get(key)
@@ -287,7 +291,7 @@ class FakeKubeApi:
             self._objects[kind][key] = stored
             self._events.append((self._rv, kind, "MODIFIED" if old else "ADDED", stored))
             self._cond.notify_all()
-            return copy.deepcopy(stored)
+            return stored
 
     def delete(self, kind: str, key: str) -> None:
         """Delete an object by kind and ``namespace/name`` (or name)."""
@@ -303,6 +307,11 @@ class FakeKubeApi:
         """Every stored object of ``kind`` (copies)."""
         with self._cond:
             return [copy.deepcopy(obj) for obj in self._objects[kind].values()]
+
+    def count(self, kind: str, where: Callable[[dict[str, Any]], bool]) -> int:
+        """How many stored objects of ``kind`` satisfy ``where`` (no copies: cheap at 10,000)."""
+        with self._cond:
+            return sum(1 for obj in self._objects[kind].values() if where(obj))
 
     def get(self, kind: str, key: str) -> dict[str, Any] | None:
         """The stored object, or None."""
@@ -393,23 +402,24 @@ class FakeKubeApi:
             wanted = meta.get("resourceVersion") if meta else None
             if wanted and wanted != current["metadata"]["resourceVersion"]:
                 return 409, _conflict(kind, name)
+            if subresource == "status":  # only the status changes; the rest is shared, never changed
+                raw_status = body.get("status") if isinstance(body.get("status"), dict) else {}
+                status = _merge(copy.deepcopy(current.get("status") or {}), raw_status) if patch else raw_status
+                updated = {**current, "metadata": dict(current["metadata"]), "status": copy.deepcopy(status)}
+                return 200, self._store(updated)
             if patch:
                 merged = _merge(copy.deepcopy(current), body)
             else:
                 merged = copy.deepcopy(body)
                 merged["metadata"] = {**merged.get("metadata", {}), "namespace": current["metadata"].get("namespace")}
                 merged["kind"], merged["apiVersion"] = kind_name, current.get("apiVersion")
-            if subresource == "status":  # only the status changes
-                result = copy.deepcopy(current)
-                result["status"] = merged.get("status", {})
-            else:
-                result = merged
-                if kind in _STATUS_SUBRESOURCE:  # the status belongs to the subresource
-                    result["status"] = copy.deepcopy(current.get("status", {}))
-                for field in ("uid", "creationTimestamp"):
-                    result.setdefault("metadata", {})[field] = current["metadata"].get(field)
+            result = merged
+            if kind in _STATUS_SUBRESOURCE:  # the status belongs to the subresource
+                result["status"] = copy.deepcopy(current.get("status", {}))
+            for field in ("uid", "creationTimestamp"):
+                result.setdefault("metadata", {})[field] = current["metadata"].get(field)
             result.setdefault("metadata", {})["name"] = current["metadata"]["name"]
-            return 200, self.apply(result)
+            return 200, self._store(result)
 
     @property
     def open_watches(self) -> int:
@@ -505,7 +515,7 @@ class FakeKubeApi:
             for rv, event_type, obj in pending:
                 since = rv
                 if _selected(obj, query):
-                    yield {"type": event_type, "object": copy.deepcopy(obj)}
+                    yield {"type": event_type, "object": obj}  # stored objects are never changed
             now = time.monotonic()
             if silent:
                 with self._cond:  # a mute stream: no events, no bookmarks, no end
@@ -627,6 +637,10 @@ def _selected(obj: dict[str, Any], query: dict[str, str]) -> bool:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    """TCP_NODELAY, as Go's net/http (kube-apiserver) sets it: the reply's head and body go in
+    two writes, and with Nagle's algorithm the body waited for the client's delayed ACK
+    (~40 ms per request on a kept-alive connection)."""
     server_api: FakeKubeApi
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet

@@ -172,7 +172,7 @@ class _Book:
         shared = sorted(
             slot
             for slot in self.by_key.get(claim.sharing_key, ())
-            if slot[0] == version and self.index.pool_of(_address(slot)) is pool
+            if slot[0] == version and self.index.pool_of_int(*slot) is pool
         )
         for slot in shared:
             if free is not None and slot[1] > free[1]:
@@ -196,7 +196,9 @@ class _Book:
         return None
 
 
-def _ordered(ips: Iterable[IPAddress], families: Sequence[int]) -> tuple[IPAddress, ...]:
+def _ordered(ips: Sequence[IPAddress], families: Sequence[int]) -> tuple[IPAddress, ...]:
+    if len(ips) < 2:
+        return tuple(ips)
     order = {family: position for position, family in enumerate(families)}
     return tuple(sorted(ips, key=lambda ip: order.get(ip.version, len(order))))
 
@@ -230,7 +232,8 @@ def allocate(pools: Sequence[AddressPool], claims: Mapping[str, Claim], *, load_
     kept: dict[str, list[IPAddress]] = {}
     lost: dict[str, tuple[Failure, str]] = {}
     for claim in ours:
-        current = [ip for ip in claim.ingress_ips if ip.version in claim.wanted_families]
+        wanted = claim.wanted_families
+        current = [ip for ip in claim.ingress_ips if ip.version in wanted]
         if claim.requested_ips and set(current) != set(claim.requested_ips):
             continue
         if claim.pool is not None and claim.pool in by_name:
@@ -244,8 +247,10 @@ def allocate(pools: Sequence[AddressPool], claims: Mapping[str, Claim], *, load_
                 lost[claim.key] = refusal
                 continue
             holding.append(ip)
-        for ip in holding:
-            book.hold(_slot(ip), _holder(claim))
+        if holding:
+            holder = _holder(claim)
+            for ip in holding:
+                book.hold(_slot(ip), holder)
         kept[claim.key] = holding
 
     # 2. New requests, oldest first.
@@ -282,7 +287,7 @@ def allocate(pools: Sequence[AddressPool], claims: Mapping[str, Claim], *, load_
 
     in_use: dict[str, int] = {pool.name: 0 for pool in pools}
     for slot in book.holders:
-        holding_pool = book.index.pool_of(_address(slot))
+        holding_pool = book.index.pool_of_int(*slot)
         if holding_pool is not None:
             in_use[holding_pool.name] += 1
     return Allocation(assignments=assignments, in_use=in_use)

@@ -63,7 +63,7 @@ class _Metrics(Collector):
         self._controller = controller
 
     def collect(self) -> Iterator[Metric]:
-        config, allocation = self._controller.last
+        config, allocation = self._controller.current()
         size = GaugeMetricFamily("bgpspeaker_address_pool_size", "Addresses a pool can hand out", labels=["pool"])
         in_use = GaugeMetricFamily(
             "bgpspeaker_address_pool_in_use",
@@ -107,6 +107,7 @@ class Controller:
         self._reported: dict[str, tuple[Outcome, str]] = {}
         """Service -> the failure or warning last reported (an Event only when it changes)."""
         self._retry_at: float | None = None
+        self._idle_logged: SpeakerConfig | None = None
         self._pool = concurrent.futures.ThreadPoolExecutor(WRITE_WORKERS, thread_name_prefix="status-write")
         self.last: tuple[SpeakerConfig | None, Allocation | None] = (None, None)
         self.registry = CollectorRegistry(auto_describe=False)
@@ -116,6 +117,16 @@ class Controller:
             "Allocations that failed, by reason (counted when a Service's failure is first reported)",
             ["reason"],
             registry=self.registry,
+        )
+
+    def current(self) -> tuple[SpeakerConfig | None, Allocation | None]:
+        """The last pass's allocation; a standby (which makes no passes) decides one for the
+        metrics, from what it watches, so its pool figures are the leader's."""
+        if self.elector.is_leader() or not self.store.synced:
+            return self.last
+        config = self._config()
+        return config, allocate(
+            config.address_pools, self.store.snapshot(), load_balancer_class=config.load_balancer_class
         )
 
     # -- the loop ------------------------------------------------------------------------
@@ -160,17 +171,25 @@ class Controller:
                     items[claim.key] = claim
                 token = page.continue_token
                 if token is None:
+                    resource_version = page.resource_version
                     break
         except Exception as error:  # noqa: BLE001  # unreachable or a bad page: no pass until it works
             log.warning("relist_failed", error=str(error)[:300])
             return False
-        self.store.replace("services", items)
+        self.store.refresh(items, resource_version)
         log.info("services_reread", services=len(items), term=self.elector.term)
         return True
 
     def _pass(self) -> None:
         started = time.monotonic()
         config = self._config()
+        if not config.address_pools:
+            # Nothing to hand out: touch nothing (no Events, no writes), e.g. another allocator runs.
+            if self._idle_logged is not config:
+                self._idle_logged = config
+                log.warning("no_address_pools", hint="add addressPools to the config, or do not run the controller")
+            self.last = (config, None)
+            return
         claims = self.store.snapshot()
         allocation = allocate(config.address_pools, claims, load_balancer_class=config.load_balancer_class)
         self.last = (config, allocation)
@@ -191,8 +210,8 @@ class Controller:
         """One status write; True unless it must be retried (a 409 or a gone Service need no retry)."""
         claim, assignment = item
         result = self._status.write(claim, assignment.ips)
-        if result.claim is not None:
-            self.store.upsert("services", claim.key, result.claim)
+        if result.claim is not None:  # what was decided, now written: no new pass for it
+            self.store.upsert("services", claim.key, result.claim, notify=not result.ok)
         if result.ok:
             self._written(claim, assignment)
             return True
@@ -200,7 +219,7 @@ class Controller:
             log.info("status_conflict", service=claim.key, resource_version=claim.resource_version)
             self._dirty.set()
             return True
-        if result.gone:
+        if result.gone or result.not_leader:
             return True
         log.warning("status_write_failed", service=claim.key, error=result.error)
         return False
@@ -348,7 +367,8 @@ def run_controller(options: ControllerOptions, load_config: Callable[[str], Spea
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     loop = _guarded(controller.run, "allocate", crashed)
-    threads = [_guarded(watcher.run, "watch-services", crashed), _guarded(elector.run, "lease", crashed), loop]
+    lease = _guarded(elector.run, "lease", crashed)
+    threads = [_guarded(watcher.run, "watch-services", crashed), lease, loop]
     threads.append(_guarded(events.run, "events", crashed))
     log.info(
         "controller_starting",
@@ -387,6 +407,7 @@ def run_controller(options: ControllerOptions, load_config: Callable[[str], Spea
     stop.set()
     dirty.set()
     loop.join(timeout=20.0)  # the pass in flight finishes its writes
+    lease.join(timeout=12.0)  # an acquire in flight completes (then it is ours to release)
     released = elector.release()
     server.stop()
     log.info("controller_stopped", exit_code=exit_code, lease_released=released)

@@ -29,6 +29,13 @@ def _newer_or_same(new: Claim, old: Claim) -> bool:
     return True
 
 
+def _after(claim: Claim, resource_version: str | None) -> bool:
+    """The claim is newer than a list at ``resource_version`` (unknown: assume so, and keep it)."""
+    if resource_version is None or not resource_version.isdigit() or not claim.resource_version.isdigit():
+        return True
+    return int(claim.resource_version) > int(resource_version)
+
+
 class ClaimStore:
     """Thread-safe; calls ``on_change`` after every change."""
 
@@ -36,6 +43,8 @@ class ClaimStore:
         self._on_change = on_change
         self._lock = threading.Lock()
         self._claims: dict[str, Claim] = {}
+        self._deleted: dict[str, str] = {}
+        """Key -> resourceVersion of its deletion, for ``refresh`` (forgotten after a watcher's list)."""
         self._listed = False
         self.last_sync_monotonic: float | None = None
         self.failing_since: float | None = None
@@ -60,11 +69,31 @@ class ClaimStore:
                 held = self._claims.get(key)
                 fresh[key] = held if held is not None and not _newer_or_same(claim, held) else claim
             self._claims = fresh
+            self._deleted = {}
             self._listed = True
             self.last_sync_monotonic = time.monotonic()
         self._on_change()
 
-    def upsert(self, kind: str, key: str, value: Any) -> None:
+    def refresh(self, items: Mapping[str, Claim], resource_version: str | None) -> None:
+        """A fresh list read while the watch goes on: what the store knows newer than the list
+        stays (an object created after the list was taken, an update the watch delivered first)."""
+        with self._lock:
+            fresh: dict[str, Claim] = {}
+            for key, held in self._claims.items():
+                if key not in items and _after(held, resource_version):
+                    fresh[key] = held
+            for key, claim in items.items():
+                known = self._claims.get(key)
+                gone = self._deleted.get(key)
+                if gone is not None and not _after(claim, gone):
+                    continue  # the watch saw it deleted after the list was taken
+                fresh[key] = known if known is not None and not _newer_or_same(claim, known) else claim
+            self._claims = fresh
+        self._on_change()
+
+    def upsert(self, kind: str, key: str, value: Any, *, notify: bool = True) -> None:
+        """Add or update one claim (never to an older version); ``notify=False``: the change
+        needs no new decision (the controller's own write, as it decided it)."""
         del kind
         assert isinstance(value, Claim)
         with self._lock:
@@ -72,13 +101,18 @@ class ClaimStore:
             if held is not None and (held == value or not _newer_or_same(value, held)):
                 return
             self._claims[key] = value
-        self._on_change()
+        if notify:
+            self._on_change()
 
-    def delete(self, kind: str, key: str) -> None:
+    def delete(self, kind: str, key: str, resource_version: str | None = None) -> None:
         del kind
         with self._lock:
-            if self._claims.pop(key, None) is None:
+            gone = self._claims.pop(key, None)
+            if gone is None:
                 return
+            if len(self._deleted) > 100_000:
+                self._deleted.clear()
+            self._deleted[key] = resource_version or gone.resource_version
         self._on_change()
 
     def mark_synced(self, kind: str) -> None:

@@ -41,6 +41,8 @@ class Written:
     claim: Claim | None = None
     """The Service as the API server returned it (after the write, or reread after a 409)."""
     gone: bool = False
+    not_leader: bool = False
+    """Not written: this replica stopped leading during the pass (the new leader decides again)."""
     error: str = ""
 
 
@@ -54,7 +56,7 @@ class StatusWriter:
     def write(self, claim: Claim, ips: Sequence[IPAddress]) -> Written:
         """Patch the status from ``claim.resource_version`` to hold exactly ``ips``."""
         if not self._is_leader():
-            return Written(ok=False, error="not the leader")
+            return Written(ok=False, not_leader=True)
         namespace, _, name = claim.key.partition("/")
         path = resource_path("/api/v1", "services", namespace=namespace, name=name) + "/status"
         ingress = [{"ip": str(ip), "ipMode": "VIP"} for ip in ips] or None

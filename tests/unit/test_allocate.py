@@ -408,3 +408,28 @@ def test_applying_the_result_is_stable(claims: list[Claim]) -> None:
     ]
     second = allocate(pools(PUBLIC), {c.key: c for c in written})
     assert [k for k, a in second.assignments.items() if a.write] == []
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.fixed_dictionaries(
+        {
+            "metadata": st.fixed_dictionaries(
+                {"namespace": st.just("ns"), "name": st.just("x")},
+                optional={"annotations": _JSON, "labels": _JSON, "resourceVersion": _JSON, "creationTimestamp": _JSON},
+            )
+        },
+        optional={"spec": _JSON, "status": _JSON},
+    )
+)
+def test_any_service_shape_is_a_claim(obj: dict[str, Any]) -> None:
+    """A Service of any shape with a name parses (a bad request is its request_problem), and allocates."""
+    claim = parse_claim(obj)
+    allocate(pools(PUBLIC), {claim.key: claim})
