@@ -26,6 +26,7 @@ from typing import Any
 
 import structlog
 
+from bgpspeaker.cluster.access import Access
 from bgpspeaker.cluster.api import ApiPaths, resource_path
 from bgpspeaker.cluster.model import ObjectInvalid
 from bgpspeaker.cluster.watch import Watcher, WatchSettings
@@ -43,6 +44,17 @@ __all__ = [
 ]
 
 log = structlog.get_logger("bgpspeaker.secrets")
+
+API_ACCESS = (
+    Access(
+        "",
+        "secrets",
+        frozenset({"list", "watch"}),
+        "SecretWatches: each passwordSecret by fieldSelector metadata.name (deploy/rbac.yaml grants it by name)",
+        own_namespace=True,
+    ),
+)
+"""The calls below (RBAC resourceNames admit a list or watch only with that field selector)."""
 
 MAX_SECRET_KEYS = 256
 """A password Secret holds a handful of keys; more is not one we should keep in memory."""

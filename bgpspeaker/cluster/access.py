@@ -14,7 +14,6 @@ import importlib
 from collections.abc import Iterator
 
 __all__ = [
-    "CONTROLLER_ACCESS",
     "CONTROLLER_MODULES",
     "SPEAKER_MODULES",
     "Access",
@@ -50,6 +49,7 @@ SPEAKER_MODULES = (
     "bgpspeaker.events",
     "bgpspeaker.peers",
     "bgpspeaker.report",
+    "bgpspeaker.secretwatch",
 )
 """The modules whose API calls run under the speaker's ServiceAccount (``report``: ``bgpspeaker
 explain`` run with ``kubectl exec`` in a speaker pod)."""
@@ -67,26 +67,14 @@ def speaker_access() -> tuple[Access, ...]:
     return _declared(SPEAKER_MODULES)
 
 
-CONTROLLER_MODULES: tuple[str, ...] = ()
-"""The controller's modules that call the API server (each with its ``API_ACCESS``)."""
+CONTROLLER_MODULES = (
+    "bgpspeaker.controller.leader",
+    "bgpspeaker.controller.run",
+    "bgpspeaker.controller.writer",
+)
+"""The modules whose API calls run under the controller's ServiceAccount."""
 
 
 def controller_access() -> tuple[Access, ...]:
-    """``CONTROLLER_ACCESS`` and every ``API_ACCESS`` entry of ``CONTROLLER_MODULES``."""
-    return CONTROLLER_ACCESS + _declared(CONTROLLER_MODULES)
-
-
-CONTROLLER_ACCESS = (
-    Access("", "services", frozenset({"get", "list", "watch"}), "the allocator lists and watches Services"),
-    Access("", "services/status", frozenset({"update", "patch"}), "writes status.loadBalancer.ingress"),
-    Access(
-        "coordination.k8s.io",
-        "leases",
-        frozenset({"get", "create", "update"}),
-        "leader election: Lease bgpspeaker-controller",
-        own_namespace=True,
-    ),
-    Access("", "events", frozenset({"create", "patch"}), "IPAllocated / AllocationFailed Events on Services"),
-)
-"""The controller's (issue 14) calls as its issue lists them, until its modules declare their
-own ``API_ACCESS`` beside the calls (then listed in ``CONTROLLER_MODULES``)."""
+    """Every ``API_ACCESS`` entry of ``CONTROLLER_MODULES``."""
+    return _declared(CONTROLLER_MODULES)

@@ -22,6 +22,7 @@ from typing import Any
 import structlog
 from kubernetes.client.exceptions import ApiException
 
+from bgpspeaker.cluster.access import Access
 from bgpspeaker.cluster.api import ApiPaths, resource_path
 from bgpspeaker.controller.settings import ControllerConfig
 
@@ -32,6 +33,17 @@ log = structlog.get_logger("bgpspeaker.controller")
 LEASE_NAME = "bgpspeaker-controller"
 _PREFIX = "/apis/coordination.k8s.io/v1"
 _TIMEOUT = (5.0, 5.0)
+
+API_ACCESS = (
+    Access(
+        "coordination.k8s.io",
+        "leases",
+        frozenset({"get", "create", "update"}),
+        "LeaseElector: GET, POST and PUT of the Lease bgpspeaker-controller",
+        own_namespace=True,
+    ),
+)
+"""The calls below; RBAC: deploy/controller.yaml."""
 
 
 def _micro_time(now: datetime.datetime | None = None) -> str:

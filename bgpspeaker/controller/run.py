@@ -31,6 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from bgpspeaker.cluster.access import Access
 from bgpspeaker.cluster.api import ApiPaths, list_page
 from bgpspeaker.config import SpeakerConfig
 from bgpspeaker.controller.allocate import Allocation, Assignment, Outcome, allocate, is_ours
@@ -42,6 +43,11 @@ from bgpspeaker.errors import ConfigError
 from bgpspeaker.httpserver import METHODS, HttpLimits, HttpServer, Render, Reply, Request
 
 __all__ = ["DEFAULT_METRICS_ADDRESS", "Controller", "run_controller"]
+
+API_ACCESS = (
+    Access("", "services", frozenset({"list", "watch"}), "Service watcher, a new leader's reread: /api/v1/services"),
+)
+"""The calls below; RBAC: deploy/controller.yaml."""
 
 log = structlog.get_logger("bgpspeaker.controller")
 

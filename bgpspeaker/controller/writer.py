@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 import structlog
 from kubernetes.client.exceptions import ApiException
 
+from bgpspeaker.cluster.access import Access
 from bgpspeaker.cluster.api import ApiPaths, resource_path
 from bgpspeaker.controller.claims import Claim, parse_claim
 from bgpspeaker.routes import IPAddress
@@ -30,6 +31,13 @@ __all__ = ["EventWriter", "StatusWriter", "Written"]
 log = structlog.get_logger("bgpspeaker.controller")
 
 _TIMEOUT = (5.0, 15.0)
+
+API_ACCESS = (
+    Access("", "services/status", frozenset({"patch"}), "StatusWriter: merge patch of services/NAME/status"),
+    Access("", "services", frozenset({"get"}), "StatusWriter: reread one Service after a 409"),
+    Access("", "events", frozenset({"create"}), "EventWriter: POST IPAllocated / AllocationFailed"),
+)
+"""The calls below; RBAC: deploy/controller.yaml."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from bgpspeaker.cluster.access import controller_access
 from lab.controller import ControllerProcess
 from lab.kubeapi import FakeKubeApi, service
 from lab.netns import wait_until
@@ -230,6 +232,38 @@ def test_two_controllers_never_double_assign(cluster: Cluster) -> None:
     assert len(owners) == 32
     survivor = next(r for r in cluster.replicas if r is not leader)
     assert survivor.events("status_conflict"), "the injected races reached the controller"
+
+    # RBAC: every request both replicas made (lists, watches, rereads after 409s, Lease, Events)
+    # is in the controller's API_ACCESS tables, and deploy/controller.yaml grants exactly those
+    table = {(a.resource, verb) for a in controller_access() for verb in a.verbs}
+    made = {request_grant(method, target) for method, target in cluster.api.requests}
+    assert made <= table, f"calls outside the tables: {sorted(made - table)}"
+    assert made >= {("services", "list"), ("services", "watch"), ("services/status", "patch"), ("leases", "get")}
+    assert controller_rbac() == table
+
+
+def request_grant(method: str, target: str) -> tuple[str, str]:
+    """The (resource[/subresource], verb) RBAC checks for one request, as the API server derives it."""
+    path, _, query = target.partition("?")
+    parts = path.strip("/").split("/")
+    rest = parts[2:] if parts[0] == "api" else parts[3:]  # /api/v1/... or /apis/GROUP/VERSION/...
+    if rest[:1] == ["namespaces"] and len(rest) > 2:
+        rest = rest[2:]
+    resource = "/".join(rest[::2]) if len(rest) > 2 else rest[0]  # services/NAME/status -> services/status
+    verb = {"POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}.get(method)
+    if verb is None:
+        verb = "watch" if "watch=true" in query or "watch=1" in query else ("get" if len(rest) > 1 else "list")
+    return resource, verb
+
+
+def controller_rbac() -> set[tuple[str, str]]:
+    """(resource, verb) the Roles and ClusterRoles of deploy/controller.yaml grant."""
+    granted = set()
+    for doc in yaml.safe_load_all((Path(__file__).parents[2] / "deploy" / "controller.yaml").read_text()):
+        if doc and doc["kind"] in ("Role", "ClusterRole"):
+            for rule in doc["rules"]:
+                granted |= {(resource, verb) for resource in rule["resources"] for verb in rule["verbs"]}
+    return granted
 
 
 def test_failover_after_kill_within_the_lease_duration(cluster: Cluster) -> None:
