@@ -2,8 +2,10 @@
 restarts it when it dies, tells it the wanted sessions and turns its state reports
 into what the reconciler needs: the peers whose BGP session must be down now.
 
-A peer is *blocked* when its BFD session was Up and is not Up any more, except when
-the router signalled AdminDown (RFC 5882 section 3.2: administrative, not a failure).
+A peer is *blocked* when its BFD session left Up because the path failed (our detection
+timer expired, or the router reported a failure) and is not Up again. A router's
+AdminDown (RFC 5882 section 3.2: administrative, not a failure) or a router that
+re-creates its session blocks nothing.
 A session that never came Up blocks nothing (a router without BFD keeps its BGP
 session) and is reported once, ``bfd_never_up``. A new child starts every session
 afresh: what the old one knew does not block anything.
@@ -29,7 +31,7 @@ import structlog
 
 from bgpspeaker.bfd.config import BfdProfile
 
-__all__ = ["BfdClient", "BfdStatus", "session_spec"]
+__all__ = ["PATH_FAILURE_DIAGS", "BfdClient", "BfdStatus", "is_path_failure", "session_spec"]
 
 log = structlog.get_logger("bgpspeaker.bfd")
 
@@ -71,11 +73,13 @@ class BfdStatus:
     was_up: bool = False
     """Up at least once since this child started the session."""
     down_events: int = 0
+    path_failed: bool = False
+    """Left Up because the path failed (see ``is_path_failure``), and not Up since."""
 
     @property
     def blocks_bgp(self) -> bool:
-        """Down after having been Up, and not because the router said AdminDown."""
-        return self.was_up and self.state != "up" and self.remote_state != "admin_down"
+        """The path to the peer failed while BFD was Up and BFD is not Up again."""
+        return self.path_failed and self.state != "up"
 
     def document(self) -> dict[str, Any]:
         """The /status form."""
@@ -90,6 +94,30 @@ class BfdStatus:
             "down_events": self.down_events,
             "blocks_bgp": self.blocks_bgp,
         }
+
+
+PATH_FAILURE_DIAGS = frozenset(
+    {
+        "echo_function_failed",
+        "forwarding_plane_reset",
+        "path_down",
+        "concatenated_path_down",
+        "reverse_concatenated_path_down",
+        "control_detection_time_expired",
+    }
+)
+"""Remote diagnostics that report a failure the router saw. Not among them: 7
+(administratively down: RFC 5882 section 3.2 says do not tear the client down), 3
+(neighbor signalled down: we did not, so it is the router's bookkeeping; FRR 8.4 sends it
+when bgpd re-registers the session, bfdd/ptm_adapter.c bfdd_dest_deregister) and 0."""
+
+
+def is_path_failure(event: Mapping[str, Any]) -> bool:
+    """A transition out of Up caused by a path failure: our own detection timer, or a
+    router that reports one; not a router that re-created its session (new discriminator)."""
+    if event.get("diag") == "control_detection_time_expired":
+        return True
+    return not event.get("remote_restarted") and event.get("remote_diag") in PATH_FAILURE_DIAGS
 
 
 def _die_with_parent() -> None:
@@ -288,13 +316,20 @@ class BfdClient:
                 detect_ms=float(event.get("detect_ms", 0)),
                 last_change=wall if "old" in event else old.last_change,
                 was_up=old.was_up or state == "up",
+                path_failed=state != "up" and (old.path_failed or (old.state == "up" and is_path_failure(event))),
             )
             self._statuses[peer] = new
             went_down = old.state == "up" and state != "up"
             if went_down:
                 self._down_events[peer] = self._down_events.get(peer, 0) + 1
         if state == "up" and old.state != "up":
-            log.info("bfd_up", peer=peer, tx_ms=new.tx_ms, detect_ms=new.detect_ms)
+            log.info(
+                "bfd_up",
+                peer=peer,
+                tx_ms=new.tx_ms,
+                detect_ms=new.detect_ms,
+                remote_discriminator=event.get("remote_discriminator"),
+            )
         elif went_down:
             log.warning(
                 "bfd_down",
@@ -303,6 +338,8 @@ class BfdClient:
                 diag=new.diag,
                 remote_state=new.remote_state,
                 remote_diag=new.remote_diag,
+                remote_discriminator=event.get("remote_discriminator"),
+                remote_restarted=bool(event.get("remote_restarted")),
                 takes_bgp_down=new.blocks_bgp,
             )
         if old.blocks_bgp != new.blocks_bgp:

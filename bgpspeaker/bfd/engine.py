@@ -336,12 +336,15 @@ class Engine:
             "remote_state": view.remote_state.label,
             "diag": diag_label(view.diag),
             "remote_diag": diag_label(view.remote_diag),
+            "remote_discriminator": view.remote_discriminator,
             "tx_ms": view.tx_interval_us / 1000,
             "detect_ms": view.detect_time_us / 1000,
             "monotonic": now,
         }
         if transition is not None:
             event["old"] = transition.old.label
+            if transition.remote_restarted:
+                event["remote_restarted"] = True
         self._emit(event)
 
     def _report_timers(self, live: _Live, now: float) -> None:

@@ -295,3 +295,62 @@ def test_frr_8_4_resets_an_established_session_on_bfd_admin_down(lab: Lab) -> No
     finally:
         child.close()
         rig.close()
+
+
+def test_profile_reload_retunes_bfd_without_touching_bgp(lab: Lab) -> None:
+    """A reload that changes the profile (300 -> 600 ms) retunes the running BFD session by a
+    Poll sequence: FRR sees the new interval, BGP and the ExaBGP child stay as they were."""
+    rig = Rig(
+        lab,
+        router=BGPD.format(global_extra="", neighbor_extra=" neighbor 10.0.0.2 bfd profile fast\n"),
+        speaker=SPEAKER.format(peer_extra="", extra=""),
+    )
+    try:
+        rig.start()
+        wait_until(lambda: rig.routes() == VIPS, timeout_s=30, desc=f"routes at FRR; {rig.speaker.tail(5)}")
+        wait_until(
+            lambda: (p := rig.bfd.bfd_peer("10.0.0.2")) and p.get("remote-transmit-interval") == 300,
+            timeout_s=20,
+            desc=f"FRR sees 300 ms: {rig.bfd.bfd_peers()}",
+        )
+        exabgp = rig.speaker.exabgp_pid()
+        established = rig.frr.neighbor("10.0.0.2")["connectionsEstablished"]
+        rig.speaker.reload(
+            SPEAKER.format(peer_extra="", extra="").replace("transmitInterval: 300ms", "transmitInterval: 600ms")
+        )
+        peer = wait_until(
+            lambda: (p := rig.bfd.bfd_peer("10.0.0.2")) and p.get("remote-transmit-interval") == 600 and p,
+            timeout_s=20,
+            desc=f"FRR sees 600 ms: {rig.bfd.bfd_peers()}",
+        )
+        assert peer["status"] == "up"
+        assert rig.speaker.exabgp_pid() == exabgp and pid_alive(exabgp)
+        assert rig.frr.neighbor("10.0.0.2")["connectionsEstablished"] == established
+        assert not rig.speaker.events("session_stopping")
+        assert not [e for e in rig.speaker.events("bfd_down") if e["takes_bgp_down"]]
+    finally:
+        rig.close()
+
+
+def test_withdraw_mode_withdraws_before_admin_down(lab: Lab) -> None:
+    """shutdown withdraw: the routes go first, then BFD AdminDown (the router sees no BFD Down
+    while it still has our routes)."""
+    rig = Rig(
+        lab,
+        router=BGPD.format(global_extra="", neighbor_extra=" neighbor 10.0.0.2 bfd profile fast\n"),
+        speaker=SPEAKER.format(peer_extra="", extra="shutdown: {mode: withdraw}\n"),
+    )
+    try:
+        rig.start()
+        wait_until(lambda: rig.routes() == VIPS, timeout_s=30, desc=f"routes at FRR; {rig.speaker.tail(5)}")
+        rig.speaker.wait_event("bfd_up", peer="tor-a", timeout_s=20)
+        code, _ = rig.speaker.terminate()
+        assert code == 0, rig.speaker.tail()
+        events = [
+            e["event"] for e in rig.speaker.events() if e.get("event") in ("route_withdrawn", "bfd_admin_down_sent")
+        ]
+        assert events.count("route_withdrawn") == len(VIPS) and events[-1] == "bfd_admin_down_sent", events
+        assert rig.speaker.events("bfd_admin_down_sent")[0]["confirmed"] is True
+        wait_until(lambda: not rig.routes(), timeout_s=5, desc="routes gone")
+    finally:
+        rig.close()
