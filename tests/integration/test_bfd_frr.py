@@ -354,3 +354,63 @@ def test_withdraw_mode_withdraws_before_admin_down(lab: Lab) -> None:
         wait_until(lambda: not rig.routes(), timeout_s=5, desc="routes gone")
     finally:
         rig.close()
+
+
+def test_multihop_bfd_through_a_router(lab: Lab) -> None:
+    """An eBGP multihop peer two hops away: BFD on UDP 4784 (RFC 5883) comes Up with FRR's
+    multihop session (minimumTtl 254 accepts the one hop between), and a dark path takes BGP
+    down within about a second."""
+    node_ns, hop, far = lab.netns("node"), lab.netns("hop"), lab.netns("far")
+    lab.link(node_ns, "10.0.2.2/24", hop, "10.0.2.1/24")
+    lab.link(hop, "10.0.3.1/24", far, "10.0.3.2/24")
+    lab.run("ip", "netns", "exec", hop, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+    lab.run("ip", "-n", node_ns, "route", "add", "10.0.3.0/24", "via", "10.0.2.1")
+    lab.run("ip", "-n", far, "route", "add", "10.0.2.0/24", "via", "10.0.3.1")
+    router = (
+        BGPD.format(
+            global_extra="", neighbor_extra=" neighbor 10.0.2.2 ebgp-multihop 2\n neighbor 10.0.2.2 bfd profile fast\n"
+        )
+        .replace("10.0.0.2", "10.0.2.2")
+        .replace("bgp router-id 10.0.0.1", "bgp router-id 10.0.3.2")
+    )
+    frr = frr_with_bfd(lab, far, router, bfd_profile_block(extra="  minimum-ttl 254\n"))
+    speaker_config = (
+        SPEAKER.format(peer_extra="    ebgpMultiHop: 2\n", extra="")
+        .replace("10.0.0.1", "10.0.3.2")
+        .replace("routerID: 10.0.0.2", "routerID: 10.0.2.2")
+        .replace("    detectMultiplier: 3\n", "    detectMultiplier: 3\n    minimumTtl: 254\n")
+    )
+    api = FakeKubeApi(netns=node_ns, bookmark_interval_s=1.0).start()
+    speaker = SpeakerProcess(
+        netns=node_ns, workdir=lab.root / "speaker", config=speaker_config, kubeconfig=api.kubeconfig(), node_name=NODE
+    )
+    try:
+        api.apply(node(NODE))
+        api.apply(service("default", "s0", ips=["192.0.2.1"]))
+        api.apply(endpoint_slice("default", "s0-1", service_name="s0", endpoints=[("10.244.1.5", NODE, True, True)]))
+        speaker.start()
+        peer = wait_until(
+            lambda: (p := frr.bfd_peer("10.0.2.2")) and p.get("status") == "up" and p,
+            timeout_s=30,
+            desc=f"FRR's multihop BFD peer up: {frr.bfd_peers()}; {speaker.tail(5)}",
+        )
+        assert peer["multihop"] is True
+        speaker.wait_event("bfd_up", peer="tor-a", timeout_s=10)
+        wait_until(lambda: "192.0.2.1/32" in frr.best_paths(), timeout_s=30, desc="route at FRR")
+        darkened = time.monotonic()
+        result = run_in(node_ns, "nft", "add", "table", "inet", "dark")
+        assert result.returncode == 0, result.stderr
+        for chain, hook, match in (("in", "input", "saddr"), ("out", "output", "daddr")):
+            spec = f"{{ type filter hook {hook} priority -10; }}"
+            assert run_in(node_ns, "nft", "add", "chain", "inet", "dark", chain, spec).returncode == 0
+            assert (
+                run_in(node_ns, "nft", "add", "rule", "inet", "dark", chain, "ip", match, "10.0.3.2", "drop").returncode
+                == 0
+            )
+        speaker.wait_event("session_stopping", peer="tor-a", reason="bfd_down", timeout_s=10)
+        closed_s = time.monotonic() - darkened
+        print(f"multihop BFD: speaker closed BGP {closed_s:.2f} s after the path went dark")
+        assert closed_s < 3.0
+    finally:
+        speaker.close()
+        api.stop()
