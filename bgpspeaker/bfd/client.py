@@ -120,9 +120,15 @@ def is_path_failure(event: Mapping[str, Any]) -> bool:
     return not event.get("remote_restarted") and event.get("remote_diag") in PATH_FAILURE_DIAGS
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGKILL when the daemon's thread that forked it ends."""
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+def _die_with_parent() -> Callable[[], None]:
+    """The child's last step before exec: SIGKILL it when the daemon's thread that forked
+    it ends. ``prctl`` is looked up here, in the parent: no dlopen between fork and exec."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def set_pdeathsig() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+    return set_pdeathsig
 
 
 class BfdClient:
@@ -240,7 +246,7 @@ class BfdClient:
                     self._command,
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
-                    preexec_fn=_die_with_parent,  # noqa: PLW1509  # prctl must run in the child; takes no locks
+                    preexec_fn=_die_with_parent(),  # noqa: PLW1509  # prctl must run in the child; takes no locks
                 )
             except OSError as error:
                 log.error("bfd_start_failed", error=str(error))

@@ -5,18 +5,23 @@ have been taken down by BFD. Each test prints what it measured."""
 
 from __future__ import annotations
 
+import json
+import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from lab.bfdrouter import FrrBfd, bfd_profile_block, frr_with_bfd
 from lab.kubeapi import FakeKubeApi, endpoint_slice, node, service
-from lab.netns import Frr, Lab, PathSampler, pid_alive, run_in, wait_until
+from lab.netns import Frr, Lab, PathSampler, http_get, pid_alive, run_in, wait_until
 from lab.speaker import SpeakerProcess
 from tests.integration.conftest import NODE, require_prerequisites
 
 VIPS = {f"192.0.2.{i}/32" for i in range(1, 6)}
+LISTEN = "127.0.0.1:17473"
 
 BGPD = """\
 frr defaults datacenter
@@ -80,7 +85,26 @@ class Rig:
         self.never_up_s = never_up_s
 
     def start(self) -> None:
-        self.speaker.start("--bfd-never-up-warning", str(self.never_up_s))
+        self.speaker.start("--bfd-never-up-warning", str(self.never_up_s), "--listen", LISTEN)
+
+    def metrics(self) -> dict[str, float]:
+        """The BFD metrics for tor-a by name."""
+        status, body = http_get(self.node, f"http://{LISTEN}/metrics")
+        assert status == 200
+        return {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(body)
+            for sample in family.samples
+            if sample.name.startswith("bgpspeaker_bfd_") and sample.labels.get("peer") == "tor-a"
+        }
+
+    def status(self) -> tuple[str, dict[str, Any]]:
+        """``bgpspeaker status``, as text and as JSON."""
+        command = [sys.executable, "-m", "bgpspeaker.cli", "status", "--address", LISTEN]
+        text = run_in(self.node, *command)
+        document = run_in(self.node, *command, "--output", "json")
+        assert text.returncode == document.returncode == 0, text.stderr
+        return text.stdout, json.loads(document.stdout)
 
     @property
     def bfd(self) -> FrrBfd:
@@ -140,6 +164,14 @@ def test_bfd_down_takes_bgp_down_at_once_and_up_brings_it_back(lab: Lab) -> None
         assert peer["receive-interval"] == 300 and peer["transmit-interval"] == 300
         rig.speaker.wait_event("bfd_up", peer="tor-a")
         exabgp = rig.speaker.exabgp_pid()
+        assert rig.metrics() == {
+            "bgpspeaker_bfd_session_up": 1.0,
+            "bgpspeaker_bfd_session_down_events_total": 0.0,
+        }
+        text, document = rig.status()
+        assert any(line.split()[:3] == ["tor-a", "up", "up"] for line in text.splitlines()), text
+        [bfd] = document["bfd"]
+        assert (bfd["peer"], bfd["state"], bfd["tx_ms"], bfd["detect_ms"]) == ("tor-a", "up", 300.0, 900.0), bfd
 
         darkened = time.monotonic()
         rig.dark(True)
@@ -153,6 +185,12 @@ def test_bfd_down_takes_bgp_down_at_once_and_up_brings_it_back(lab: Lab) -> None
         assert closed_s < 3.0, closed_s  # BFD 0.9 s + stopping ExaBGP; the hold timer is 90 s
         # Held down while BFD is down: no new ExaBGP for this peer.
         assert not [e for e in rig.speaker.events("exabgp_started") if pid_alive(e["pid"])]
+        assert rig.metrics() == {
+            "bgpspeaker_bfd_session_up": 0.0,
+            "bgpspeaker_bfd_session_down_events_total": 1.0,
+        }
+        _, document = rig.status()
+        assert document["bfd"][0]["blocks_bgp"] is True and document["bfd"][0]["state"] == "down"
 
         lit = time.monotonic()
         rig.dark(False)
