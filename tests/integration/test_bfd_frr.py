@@ -6,6 +6,8 @@ have been taken down by BFD. Each test prints what it measured."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -452,3 +454,36 @@ def test_multihop_bfd_through_a_router(lab: Lab) -> None:
     finally:
         speaker.close()
         api.stop()
+
+
+def test_a_killed_bfd_child_is_restarted(lab: Lab) -> None:
+    """SIGKILL the BFD child: the daemon logs bfd_exited, starts a new one, and BFD and BGP
+    are Up again. The speaker itself does not take BGP down (a new child starts afresh), but
+    the router does: its bfdd stops hearing us for longer than 0.9 s (C bit 0: our BFD shares
+    fate with the speaker), so FRR resets the session once; the routes come back."""
+    rig = Rig(
+        lab,
+        router=BGPD.format(global_extra="", neighbor_extra=" neighbor 10.0.0.2 bfd profile fast\n"),
+        speaker=SPEAKER.format(peer_extra="", extra=""),
+    )
+    try:
+        rig.start()
+        wait_until(lambda: rig.routes() == VIPS, timeout_s=30, desc=f"routes at FRR; {rig.speaker.tail(5)}")
+        rig.speaker.wait_event("bfd_up", peer="tor-a", timeout_s=20)
+        child = rig.speaker.wait_event("bfd_started")["pid"]
+        dropped = rig.frr.neighbor("10.0.0.2")["connectionsDropped"]
+        killed = time.monotonic()
+        os.kill(child, signal.SIGKILL)
+        exited = rig.speaker.wait_event("bfd_exited", timeout_s=10)
+        assert exited["pid"] == child
+        assert rig.speaker.wait_event("bfd_started", after=1, timeout_s=10)["pid"] != child
+        rig.speaker.wait_event("bfd_up", peer="tor-a", after=1, timeout_s=20)
+        wait_until(
+            lambda: rig.routes() == VIPS and rig.established(), timeout_s=30, desc=f"routes back; {rig.speaker.tail(5)}"
+        )
+        resets = rig.frr.neighbor("10.0.0.2")["connectionsDropped"] - dropped
+        print(f"BFD child killed: BFD and routes back after {time.monotonic() - killed:.2f} s; FRR resets: {resets}")
+        assert resets <= 1
+        assert not rig.speaker.events("session_stopping")
+    finally:
+        rig.close()
