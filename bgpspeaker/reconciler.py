@@ -158,9 +158,11 @@ class Reconciler:
         """Before the first sync: start the peers every node has (no nodeSelectors), so their
         sessions come up while the initial lists are still loading."""
         unconditional = unconditional_peers(self._config)
-        for name, runtime in self._runtimes.items():
-            if name in unconditional:
-                self.sessions.start(name, runtime, self._router_id)
+        started = {name: runtime for name, runtime in self._runtimes.items() if name in unconditional}
+        if self._bfd is not None:
+            self._bfd.want(bfd_sessions(started))  # BFD comes up with them, not after the lists
+        for name, runtime in started.items():
+            self.sessions.start(name, runtime, self._router_id)
 
     # -- the loop ----------------------------------------------------------------------
 
