@@ -16,6 +16,7 @@ from bgpspeaker.cluster.model import ObjectInvalid, Snapshot, parse_endpoint_sli
 from bgpspeaker.config import SpeakerConfig
 from bgpspeaker.decision import decide
 from bgpspeaker.routes import Attributes
+from bgpspeaker.weights import describe_weight
 
 __all__ = ["describe_attributes", "explain", "fetch_status", "format_explain", "format_status"]
 
@@ -81,6 +82,8 @@ def describe_attributes(attributes: Attributes) -> str:
         words.append(f"local-pref {attributes.local_pref}")
     if attributes.as_path_prepend:
         words.append(f"prepend {attributes.as_path_prepend}")
+    if attributes.link_bandwidth is not None:
+        words.append(f"ecmp-weight {describe_weight(attributes.link_bandwidth)}")
     return ", ".join(words)
 
 

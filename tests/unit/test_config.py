@@ -349,7 +349,7 @@ CASES = [
         "advertisements.0.servicSelectors",
         [],
         "advertisements[0].servicSelectors: unknown field (allowed:"
-        " aggregationLength, aggregationLengthV6, asPathPrepend, communities, localPref, med, name, nodeSelectors,"
+        " aggregationLength, aggregationLengthV6, asPathPrepend, communities, ecmpWeight, localPref, med, name, nodeSelectors,"
         " peers, serviceSelectors)",
     ),
 ]
