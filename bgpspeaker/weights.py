@@ -116,10 +116,11 @@ def describe_weight(bandwidth: int) -> str:
 
 
 def _weight_only(old: Attributes, new: Attributes) -> bool:
-    """True when the two differ in the link bandwidth and nothing else."""
-    return (
-        old.link_bandwidth != new.link_bandwidth and dataclasses.replace(old, link_bandwidth=new.link_bandwidth) == new
-    )
+    """True when both carry a weight, and differ in it and nothing else (a weight that
+    appears or goes with a config change is not churn)."""
+    if old.link_bandwidth is None or new.link_bandwidth is None or old.link_bandwidth == new.link_bandwidth:
+        return False
+    return dataclasses.replace(old, link_bandwidth=new.link_bandwidth) == new
 
 
 class WeightHold:

@@ -349,8 +349,8 @@ CASES = [
         "advertisements.0.servicSelectors",
         [],
         "advertisements[0].servicSelectors: unknown field (allowed:"
-        " aggregationLength, aggregationLengthV6, asPathPrepend, communities, ecmpWeight, localPref, med, name, nodeSelectors,"
-        " peers, serviceSelectors)",
+        " aggregationLength, aggregationLengthV6, asPathPrepend, communities, ecmpWeight, localPref, med, name,"
+        " nodeSelectors, peers, serviceSelectors)",
     ),
 ]
 
