@@ -176,10 +176,16 @@ class MultiNode:
     def start_speakers(self, *extra: str, nodes: list[str] | None = None, timeout_s: float = 30.0) -> None:
         """Start the speakers (all, or ``nodes``) and wait for each one's session to be up."""
         chosen = [self.nodes[name] for name in nodes or self.nodes]
+        ups = {n.name: len(n.speaker.events("peer_up")) for n in chosen}
         for n in chosen:
             n.speaker.start(*extra)
         for n in chosen:
-            n.speaker.wait_event("peer_up", timeout_s=timeout_s, after=len(n.speaker.events("peer_up")) - 1)
+            n.speaker.wait_event("peer_up", timeout_s=timeout_s, after=ups[n.name])
+
+    def stop_speakers(self) -> None:
+        """Stop every speaker (SIGTERM: its shutdown mode applies) and its ExaBGP, by PID."""
+        for n in self.nodes.values():
+            n.speaker.close()
 
     def restart_speaker(self, name: str, *, timeout_s: float = 30.0) -> tuple[int | None, float]:
         """SIGTERM the speaker (its shutdown mode applies), start it again, wait for its

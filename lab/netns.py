@@ -183,6 +183,11 @@ class Frr:
         data: dict[str, Any] = self.json(f"show bgp neighbors {address} json").get(address, {})
         return data
 
+    def restart_bgpd(self) -> None:
+        """Stop bgpd by PID and start it again on its config (zebra, if any, keeps running)."""
+        stop_pid(self.pid)
+        self.pid = self._daemon("bgpd", (self.workdir / "bgpd.conf").read_text())
+
     def stop(self) -> None:
         """Stop bgpd (and zebra) by PID."""
         if self.pid:
