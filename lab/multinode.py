@@ -145,6 +145,7 @@ class MultiNode:
         self.lab, self.router, self.client, self.frr, self.api = lab, router, client, frr, api
         self.nodes = {n.name: n for n in nodes}
         self._probers: list[subprocess.Popen[bytes]] = []
+        self._link_flapped = False
 
     # -- the cluster ------------------------------------------------------------------
 
@@ -187,6 +188,29 @@ class MultiNode:
         for n in self.nodes.values():
             n.speaker.close()
 
+    def reset(self) -> None:
+        """Back to the state ``multinode()`` left: speakers stopped, no services, every node
+        reachable and its link up, the router's table empty (a fresh bgpd when graceful
+        restart left stale paths)."""
+        self.stop_speakers()
+        for obj in self.api.objects("services"):
+            meta = obj["metadata"]
+            self.api.delete("services", f"{meta['namespace']}/{meta['name']}")
+        for name, n in self.nodes.items():
+            if "bsp_dark" in self.lab.run("ip", "netns", "exec", n.netns, "nft", "list", "tables"):
+                self.come_back(name)
+            self.link(name, up=True)
+        if self._link_flapped:
+            # FRR 8.4's zebra keeps a kernel nexthop group that lost a member while the
+            # link was down and reuses it afterwards (zebra lists 3 next hops, the kernel
+            # holds 2) until zebra restarts: start the router afresh.
+            self.frr.stop()
+            self.frr.start((self.frr.workdir / "bgpd.conf").read_text())
+            self._link_flapped = False
+        elif self.frr.best_paths():
+            self.frr.restart_bgpd()
+        wait_until(lambda: not self.frr.best_paths(), timeout_s=30, desc="the router's table empty")
+
     def restart_speaker(self, name: str, *, timeout_s: float = 30.0) -> tuple[int | None, float]:
         """SIGTERM the speaker (its shutdown mode applies), start it again, wait for its
         session; (exit code, seconds the stop took)."""
@@ -225,9 +249,14 @@ class MultiNode:
         self.lab.run("ip", "netns", "exec", self.nodes[name].netns, "nft", "delete", "table", "inet", "bsp_dark")
 
     def link(self, name: str, *, up: bool) -> None:
-        """Set the node's end of its link down or up."""
+        """Set the node's end of its link down or up (up: its default route back, which the
+        kernel flushed with the link)."""
         n = self.nodes[name]
         self.lab.run("ip", "-n", n.netns, "link", "set", n.interface, "up" if up else "down")
+        if not up:
+            self._link_flapped = True
+        if up:
+            self.lab.run("ip", "-n", n.netns, "route", "replace", "default", "via", n.router_address)
 
     # -- what the router holds ----------------------------------------------------------
 

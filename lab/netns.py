@@ -183,8 +183,11 @@ class Frr:
         data: dict[str, Any] = self.json(f"show bgp neighbors {address} json").get(address, {})
         return data
 
-    def restart_bgpd(self) -> None:
-        """Stop bgpd by PID and start it again on its config (zebra, if any, keeps running)."""
+    def restart_bgpd(self, *, kill: bool = False) -> None:
+        """Stop bgpd by PID (``kill``: SIGKILL, a crash) and start it again on its config
+        (zebra, if any, keeps running)."""
+        if kill:
+            os.kill(self.pid, signal.SIGKILL)
         stop_pid(self.pid)
         self.pid = self._daemon("bgpd", (self.workdir / "bgpd.conf").read_text())
 
