@@ -151,6 +151,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _run_daemon(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     # Imported here so check-config stays fast and works without the kubernetes client.
+    from bgpspeaker.bfd.client import BfdClient
     from bgpspeaker.cluster.api import ApiPaths, api_client
     from bgpspeaker.cluster.store import ClusterStore
     from bgpspeaker.cluster.watch import WatchSettings, make_watchers
@@ -237,8 +238,16 @@ def _run_daemon(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
             exabgp_log_level="INFO" if args.log_level == "debug" else "WARNING",
         )
 
+    # The BFD child starts with the first peer that names a bfdProfile.
+    bfd = BfdClient(on_change=mark_dirty, never_up_warn_s=args.bfd_never_up_warning)
     reconciler = Reconciler(
-        config, runtimes, router_id=router_id, node_name=node_name, store=store, session_factory=new_session
+        config,
+        runtimes,
+        router_id=router_id,
+        node_name=node_name,
+        store=store,
+        session_factory=new_session,
+        bfd=bfd,
     )
     log.info(
         "speaker_starting",
@@ -260,6 +269,7 @@ def _run_daemon(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
             watchers=watchers,
             config_valid=lambda: source.valid,
             threads_alive=lambda: not crashed.is_set(),
+            bfd=lambda: {peer: status.document() for peer, status in bfd.statuses().items()},
             internal_errors=lambda: {
                 "reconciler": reconciler.internal_errors,
                 **{f"watch-{w.kind}": w.internal_errors for w in watchers},
@@ -321,7 +331,9 @@ def _run_daemon(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
         reconciler_stopped=not reconcile_thread.is_alive(),
         interrupted=interrupted,
         started=started,
+        bfd_admin_down=bfd.admin_down,
     )
+    bfd.stop(linger_s=0.3)  # AdminDown packets go on a little (RFC 5880 6.8.16)
     observer.stop()
     log.info(
         "speaker_stopped",
@@ -414,6 +426,13 @@ def _parser() -> argparse.ArgumentParser:
         default=10.0,
         metavar="SECONDS",
         help="restart ExaBGP when it leaves commands unacknowledged this long",
+    )
+    run.add_argument(
+        "--bfd-never-up-warning",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="warn once (bfd_never_up) when a peer's BFD session has not come up this long",
     )
     run.add_argument(
         "--config-poll-interval",

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from bgpspeaker.bfd.config import BfdProfile, parse_peer_profile, parse_profiles
 from bgpspeaker.errors import ConfigError
 from bgpspeaker.routes import IPAddress, Prefix
 from bgpspeaker.values import (
@@ -98,6 +99,8 @@ class PeerConfig:
     IPv6 on the interface toward the peer)."""
     graceful_restart_s: int | None = None
     node_selectors: tuple[LabelSelector, ...] = ()
+    bfd: BfdProfile | None = None
+    """The BFD profile this peer names (``bfdProfile``); None: no BFD."""
 
     @property
     def ebgp(self) -> bool:
@@ -182,6 +185,7 @@ class SpeakerConfig:
     allowed_vip_ranges: tuple[Prefix, ...] = ()
     """VIPs outside these are refused (``invalid_ingress_ip``); empty: any unicast address
     that can be a VIP (never loopback, link-local, multicast, a peer's or this node's)."""
+    bfd_profiles: tuple[BfdProfile, ...] = ()
 
     def peer(self, name: str) -> PeerConfig | None:
         """The peer called ``name``, if any."""
@@ -202,6 +206,7 @@ _TOP_KEYS = frozenset(
         "apiOutage",
         "holdDown",
         "allowedVIPRanges",
+        "bfdProfiles",
     }
 )
 _PEER_KEYS = frozenset(
@@ -221,6 +226,7 @@ _PEER_KEYS = frozenset(
         "ipv6NextHop",
         "gracefulRestart",
         "nodeSelectors",
+        "bfdProfile",
     }
 )
 _ADVERTISEMENT_KEYS = frozenset(
@@ -304,7 +310,15 @@ def _timers(data: Mapping[str, Any], path: str, problems: list[str]) -> tuple[in
     return hold, keepalive
 
 
-def _peer(data: Any, path: str, top_asn: int, problems: list[str]) -> PeerConfig | None:
+def _peer(
+    data: Any,
+    path: str,
+    top_asn: int,
+    problems: list[str],
+    *,
+    bfd_profiles: Mapping[str, BfdProfile] | None = None,
+    raw_bfd_profiles: Any = None,
+) -> PeerConfig | None:
     if not isinstance(data, Mapping):
         problems.append(f"{path}: must be a mapping, got {show(data)}")
         return None
@@ -399,6 +413,14 @@ def _peer(data: Any, path: str, top_asn: int, problems: list[str]) -> PeerConfig
             )
             graceful = None
     selectors = parse_selectors(data.get("nodeSelectors"), f"{path}.nodeSelectors", problems)
+    bfd = parse_peer_profile(
+        data,
+        path,
+        profiles=bfd_profiles or {},
+        raw_profiles=raw_bfd_profiles,
+        multihop=data.get("ebgpMultiHop") is not None,
+        problems=problems,
+    )
 
     if len(problems) != before or None in (name, address, peer_asn, my_asn, port, families):
         return None
@@ -420,6 +442,7 @@ def _peer(data: Any, path: str, top_asn: int, problems: list[str]) -> PeerConfig
         ipv6_next_hop=next_hop,
         graceful_restart_s=graceful,
         node_selectors=selectors,
+        bfd=bfd,
     )
 
 
@@ -589,6 +612,7 @@ def parse_config(data: Any) -> SpeakerConfig:
         problems.append(f"serviceAnnotations: must be true or false, got {show(annotations)}")
         annotations = False
 
+    bfd_profiles = parse_profiles(data.get("bfdProfiles"), problems)
     peers: list[tuple[int, PeerConfig]] = []
     raw_peers = data.get("peers")
     if not isinstance(raw_peers, list) or not raw_peers:
@@ -596,7 +620,14 @@ def parse_config(data: Any) -> SpeakerConfig:
     else:
         for index, raw_peer in enumerate(raw_peers):
             # Without a valid top-level myASN, per-peer checks that need it use 0 (never a real AS).
-            peer = _peer(raw_peer, f"peers[{index}]", my_asn or 0, problems)
+            peer = _peer(
+                raw_peer,
+                f"peers[{index}]",
+                my_asn or 0,
+                problems,
+                bfd_profiles=bfd_profiles,
+                raw_bfd_profiles=data.get("bfdProfiles"),
+            )
             if peer is not None:
                 peers.append((index, peer))
         _duplicates(peers, "name", "peers", "name", problems)
@@ -630,6 +661,7 @@ def parse_config(data: Any) -> SpeakerConfig:
         advertisements=tuple(a for _, a in advertisements) or (DEFAULT_ADVERTISEMENT,),
         service_annotations=annotations,
         allowed_vip_ranges=ranges,
+        bfd_profiles=tuple(bfd_profiles.values()),
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections.abc import Callable
 
 import structlog
 
@@ -81,6 +82,7 @@ def shut_down(
     reconciler_stopped: bool,
     interrupted: threading.Event,
     started: float,
+    bfd_admin_down: Callable[[], object] = lambda: None,
 ) -> int:
     """The routes by ``shutdown.mode``, then the sessions; returns the routes not confirmed
     withdrawn. ``reconciler_stopped`` False: it is stuck in a command and a second writer
@@ -91,6 +93,12 @@ def shut_down(
     elif shutdown.mode == "keep":
         remaining = len(sessions.acknowledged)
         log.info("routes_kept", routes=remaining, hint="left to the routers' graceful restart")
+        # BGP closes first (the router keeps the routes as stale), then BFD says AdminDown:
+        # FRR 8.4 treats AdminDown as Down and would otherwise reset an Established session
+        # with a NOTIFICATION, which flushes (docs/bfd.md).
+        sessions.stop_all(timeout_s=max(1.0, SHUTDOWN_BUDGET_S - (time.monotonic() - started) - 1.0))
+        bfd_admin_down()
+        return remaining
     else:
         if shutdown.mode == "drain" and drain(
             sessions, local_pref=shutdown.drain_local_pref, ack_timeout_s=ACK_TIMEOUT_S
@@ -100,5 +108,6 @@ def shut_down(
             log.info("drain_finished", waited_s=round(time.monotonic() - drain_started, 1), interrupted=cut_short)
             started = time.monotonic()  # the stop budget below starts after the drain
         remaining = withdraw_all(sessions, journal, ack_timeout_s=ACK_TIMEOUT_S)
+    bfd_admin_down()  # the routes went first
     sessions.stop_all(timeout_s=max(1.0, SHUTDOWN_BUDGET_S - (time.monotonic() - started) - 1.0))
     return remaining

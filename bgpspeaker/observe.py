@@ -95,6 +95,8 @@ class StatusSource:
     config_valid: Callable[[], bool]
     threads_alive: Callable[[], bool]
     internal_errors: Callable[[], Mapping[str, int]] = dict
+    bfd: Callable[[], Mapping[str, Mapping[str, Any]]] = dict
+    """Peer -> its BFD session's status document (``bgpspeaker.bfd.client.BfdStatus``)."""
     """Thread name -> unexpected exceptions its last-resort guard caught and recovered from."""
     started_monotonic: float = dataclasses.field(default_factory=time.monotonic)
 
@@ -171,11 +173,24 @@ class _Collector(Collector):
         for thread, count in sorted(source.internal_errors().items()):
             internal.add_metric([thread], float(count))
         yield internal
+        yield from _bfd_metrics(source.bfd())
         yield GaugeMetricFamily(
             "bgpspeaker_initial_sync_complete",
             "1 once services, endpointslices and nodes have listed",
             value=float(source.store.synced),
         )
+
+
+def _bfd_metrics(statuses: Mapping[str, Mapping[str, Any]]) -> Iterator[Metric]:
+    up = GaugeMetricFamily("bgpspeaker_bfd_session_up", "BFD session Up (1) or not (0)", labels=["peer"])
+    downs = CounterMetricFamily(
+        "bgpspeaker_bfd_session_down_events", "BFD session transitions from Up to anything else", labels=["peer"]
+    )
+    for peer, status in sorted(statuses.items()):
+        up.add_metric([peer], 1.0 if status["state"] == "up" else 0.0)
+        downs.add_metric([peer], float(status["down_events"]))
+    yield up
+    yield downs
 
 
 def _count_by_peer(acked: Mapping[RouteKey, Attributes | Unknown]) -> dict[str, int]:
@@ -319,6 +334,7 @@ class Observer:
                 "last_sync_age_s": round(_sync_age(source.store), 1) if source.store.last_sync_monotonic else None,
             },
             "peers": peers,
+            "bfd": [{"peer": peer, **status} for peer, status in sorted(source.bfd().items())],
             "prefixes": prefixes,
         }
 

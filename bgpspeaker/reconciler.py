@@ -13,9 +13,11 @@ import gc
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 import structlog
 
+from bgpspeaker.bfd.client import session_spec
 from bgpspeaker.cluster.model import Snapshot
 from bgpspeaker.cluster.store import ClusterStore
 from bgpspeaker.config import SpeakerConfig
@@ -48,6 +50,16 @@ the memo and the acknowledged routes live as long as the process, and the cyclic
 would rescan them every pass (measured 300 -> 40 ms a pass at 10,000 services)."""
 
 
+class BfdLink(Protocol):
+    """The BFD sessions as the reconciler sees them (``bgpspeaker.bfd.client.BfdClient``)."""
+
+    def want(self, sessions: Mapping[str, dict[str, Any]]) -> None:
+        """Exactly these BFD sessions (peer -> session spec)."""
+
+    def blocked(self) -> frozenset[str]:
+        """Peers whose BGP session must be down now (BFD Down after Up)."""
+
+
 class Reconciler:
     """The loop that converges the sessions on the decision, and its state between passes."""
 
@@ -61,7 +73,9 @@ class Reconciler:
         store: ClusterStore,
         session_factory: SessionFactory,
         retry_s: Sequence[float] = RETRY_S,
+        bfd: BfdLink | None = None,
     ) -> None:
+        self._bfd = bfd
         self._config, self._runtimes, self._router_id = config, dict(runtimes), router_id
         self._pending: tuple[SpeakerConfig, dict[str, PeerRuntime], IPAddress] | None = None
         self._node_name = node_name
@@ -296,7 +310,14 @@ class Reconciler:
             for name, runtime in self._runtimes.items()
             if matches_any(runtime.peer.node_selectors, labels)
         }
+        blocked: frozenset[str] = frozenset()
+        if self._bfd is not None:
+            self._bfd.want(bfd_sessions(wanted))
+            blocked = self._bfd.blocked()
         for name in sorted(self.sessions.names()):
+            if name in blocked:
+                self._bfd_down(name)
+                continue
             runtime = wanted.get(name)
             if runtime is None:
                 reason: WithdrawReason = (
@@ -306,8 +327,15 @@ class Reconciler:
             else:
                 self.sessions.restart_if_changed(name, runtime, self._router_id)
         for name, runtime in wanted.items():
-            if name not in self.sessions.names():
+            if name not in self.sessions.names() and name not in blocked:
                 self.sessions.start(name, runtime, self._router_id)
+
+    def _bfd_down(self, name: str) -> None:
+        """BFD says the path to this peer is gone: close its BGP session now (no withdraw:
+        nothing would arrive). It starts again once BFD is Up."""
+        routes = sum(1 for peer, _ in self.sessions.acknowledged if peer == name)
+        log.warning("session_stopping", peer=name, reason=str(Withdrawal.BFD_DOWN), routes=routes)
+        self.sessions.stop(name, timeout_s=1.0)
 
     def _retire(self, name: str, reason: WithdrawReason) -> None:
         """Withdraw what this session announced (so a router with graceful restart does not
@@ -318,3 +346,20 @@ class Reconciler:
             self.journal.withdrawn(applied.withdrawn, peers=applied.withdrawn, reason=reason)
         log.info("session_stopping", peer=name, reason=str(reason))
         self.sessions.stop(name, timeout_s=2.0)
+
+
+def bfd_sessions(runtimes: Mapping[str, PeerRuntime]) -> dict[str, dict[str, Any]]:
+    """The BFD sessions for the peers that name a BFD profile and have a source address."""
+    sessions = {}
+    for name, runtime in runtimes.items():
+        peer = runtime.peer
+        if peer.bfd is None or peer.source_address is None:
+            continue
+        sessions[name] = session_spec(
+            name,
+            local=str(peer.source_address),
+            remote=str(peer.peer_address),
+            profile=peer.bfd,
+            multihop=peer.ebgp_multihop is not None,
+        )
+    return sessions

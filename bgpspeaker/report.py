@@ -9,6 +9,7 @@ function -- once per node.
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from typing import Any
 
@@ -62,11 +63,36 @@ def format_status(document: dict[str, Any]) -> str:
         )
     lines += _table(peer_rows) if len(peer_rows) > 1 else ["no peer sessions on this node"]
     lines.append("")
+    lines += _bfd_lines(document.get("bfd") or [])
     prefix_rows = [["PREFIX", "PEERS", "SERVICES"]]
     for item in document["prefixes"]:
         prefix_rows.append([item["prefix"], ",".join(item["peers"]), ",".join(item["services"])])
     lines += _table(prefix_rows) if len(prefix_rows) > 1 else ["no prefixes announced"]
     return "\n".join(lines)
+
+
+def _bfd_lines(sessions: list[dict[str, Any]]) -> list[str]:
+    """The BFD table (nothing when no peer has BFD)."""
+    if not sessions:
+        return []
+    rows = [["BFD PEER", "STATE", "REMOTE", "DIAG", "TX", "DETECT", "DOWNS", "LAST CHANGE"]]
+    for item in sessions:
+        change = item.get("last_change")
+        rows.append(
+            [
+                item["peer"],
+                item["state"] + (" (BGP held down)" if item.get("blocks_bgp") else ""),
+                item["remote_state"],
+                item["diag"]
+                if item["diag"] == item["remote_diag"] or item["remote_diag"] == "none"
+                else f"{item['diag']}/remote {item['remote_diag']}",
+                f"{item['tx_ms']:g}ms",
+                f"{item['detect_ms']:g}ms",
+                str(item["down_events"]),
+                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(change)) if change else "-",
+            ]
+        )
+    return [*_table(rows), ""]
 
 
 def describe_attributes(attributes: Attributes) -> str:

@@ -78,6 +78,8 @@ class Withdrawal(enum.StrEnum):
     SHUTDOWN = "shutdown"
     API_OUTAGE = "api_outage"
     PEER_REMOVED = "peer_removed"
+    BFD_DOWN = "bfd_down"
+    """The peer's BFD session went Down after being Up: its BGP session is taken down."""
 
 
 WithdrawReason = Reason | Withdrawal

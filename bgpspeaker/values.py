@@ -26,6 +26,7 @@ __all__ = [
     "parse_asn",
     "parse_communities",
     "parse_duration",
+    "parse_duration_ms",
     "parse_int",
     "parse_ip",
     "parse_selectors",
@@ -50,7 +51,7 @@ WELL_KNOWN_COMMUNITIES = {
 # bounded counts, so int() never sees more digits than the field can hold.
 _STANDARD = re.compile(r"^([0-9]{1,5}):([0-9]{1,5})$")
 _LARGE = re.compile(r"^large:([0-9]{1,10}):([0-9]{1,10}):([0-9]{1,10})$")
-_DURATION = re.compile(r"^(?:([0-9]{1,7})h)?(?:([0-9]{1,9})m)?(?:([0-9]{1,10})s)?$")
+_DURATION = re.compile(r"^(?:([0-9]{1,7})h)?(?:([0-9]{1,9})m(?!s))?(?:([0-9]{1,10})s)?(?:([0-9]{1,10})ms)?$")
 _UNSIGNED = re.compile(r"^[0-9]{1,20}$")
 _SHOW = reprlib.Repr()
 _SHOW.maxstring = _SHOW.maxother = 80
@@ -102,17 +103,32 @@ def parse_asn(value: Any, path: str, problems: list[str]) -> int | None:
 
 
 def parse_duration(value: Any, path: str, problems: list[str]) -> int | None:
-    """Whole seconds from ``90``, ``"90s"``, ``"2m"`` or ``"1h2m3s"``."""
+    """Whole seconds from ``90``, ``"90s"``, ``"2m"``, ``"1h2m3s"`` or ``"2000ms"``."""
+    milliseconds = _milliseconds(value)
+    if milliseconds is not None and milliseconds % 1000 == 0:
+        return milliseconds // 1000
+    problems.append(f"{path}: must be a duration in whole seconds like 90s, 2m or 1m30s, got {show(value)}")
+    return None
+
+
+def parse_duration_ms(value: Any, path: str, problems: list[str]) -> int | None:
+    """Milliseconds from ``"300ms"``, ``"1s"``, ``"1s500ms"`` or a bare number of seconds."""
+    milliseconds = _milliseconds(value)
+    if milliseconds is None:
+        problems.append(f"{path}: must be a duration like 300ms, 1s or 1s500ms, got {show(value)}")
+    return milliseconds
+
+
+def _milliseconds(value: Any) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
+        return value * 1000
     if isinstance(value, str):
         match = _DURATION.match(value)
         if value and match and any(match.groups()):
-            hours, minutes, seconds = (int(part or 0) for part in match.groups())
-            return hours * 3600 + minutes * 60 + seconds
+            hours, minutes, seconds, milliseconds = (int(part or 0) for part in match.groups())
+            return ((hours * 60 + minutes) * 60 + seconds) * 1000 + milliseconds
         if value == "0":
             return 0
-    problems.append(f"{path}: must be a duration in whole seconds like 90s, 2m or 1m30s, got {show(value)}")
     return None
 
 

@@ -182,15 +182,15 @@ CASES = [
     (
         "peers.0.holdtime",
         "90s",
-        "peers[0].holdtime: unknown field (allowed: ebgpMultiHop, families, gracefulRestart, holdTime, ipv6NextHop,"
-        " keepaliveTime, myASN, name, nodeSelectors, passwordFile, passwordSecret, peerASN, peerAddress, peerPort,"
-        " sourceAddress)",
+        "peers[0].holdtime: unknown field (allowed: bfdProfile, ebgpMultiHop, families, gracefulRestart, holdTime,"
+        " ipv6NextHop, keepaliveTime, myASN, name, nodeSelectors, passwordFile, passwordSecret, peerASN, peerAddress,"
+        " peerPort, sourceAddress)",
     ),
     (
         "myAsn",
         1,
-        "myAsn: unknown field (allowed: advertisements, allowedVIPRanges, apiOutage, apiVersion, holdDown, kind,"
-        " loadBalancerClass, myASN, peers, routerID, serviceAnnotations, shutdown)",
+        "myAsn: unknown field (allowed: advertisements, allowedVIPRanges, apiOutage, apiVersion, bfdProfiles, holdDown,"
+        " kind, loadBalancerClass, myASN, peers, routerID, serviceAnnotations, shutdown)",
     ),
     ("serviceAnnotations", "yes", "serviceAnnotations: must be true or false, got 'yes'"),
     ("shutdown", "drain", "shutdown: must be a mapping with drainLocalPref, drainSeconds, mode; got 'drain'"),

@@ -1,0 +1,335 @@
+"""The daemon's side of BFD: runs the BFD child process (``python -m bgpspeaker.bfd``),
+restarts it when it dies, tells it the wanted sessions and turns its state reports
+into what the reconciler needs: the peers whose BGP session must be down now.
+
+A peer is *blocked* when its BFD session was Up and is not Up any more, except when
+the router signalled AdminDown (RFC 5882 section 3.2: administrative, not a failure).
+A session that never came Up blocks nothing (a router without BFD keeps its BGP
+session) and is reported once, ``bfd_never_up``. A new child starts every session
+afresh: what the old one knew does not block anything.
+
+Threads: ``bfd-child`` owns the process (start, restart, the never-Up check) and
+``bfd-events`` reads its stdout. ``want`` and ``statuses`` may be called from any thread.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import IO, Any
+
+import structlog
+
+from bgpspeaker.bfd.config import BfdProfile
+
+__all__ = ["BfdClient", "BfdStatus", "session_spec"]
+
+log = structlog.get_logger("bgpspeaker.bfd")
+
+NEVER_UP_WARN_S = 30.0
+"""A wanted session not Up after this long is reported once (the router may have no BFD)."""
+_PR_SET_PDEATHSIG = 1
+
+
+def session_spec(
+    peer: str, *, local: str, remote: str, profile: BfdProfile, multihop: bool, interface: str | None = None
+) -> dict[str, Any]:
+    """One session in the child's ``set`` format."""
+    return {
+        "peer": peer,
+        "local": local,
+        "remote": remote,
+        "multihop": multihop,
+        "interface": interface,
+        "tx_ms": profile.transmit_interval_ms,
+        "rx_ms": profile.receive_interval_ms,
+        "multiplier": profile.detect_multiplier,
+        "passive": profile.passive_mode,
+        "minimum_ttl": profile.minimum_ttl,
+    }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BfdStatus:
+    """One peer's BFD session as the child last reported it."""
+
+    state: str = "down"
+    remote_state: str = "down"
+    diag: str = "none"
+    remote_diag: str = "none"
+    tx_ms: float = 0.0
+    detect_ms: float = 0.0
+    last_change: float = 0.0
+    """Wall-clock time of the last state change (0: none yet)."""
+    was_up: bool = False
+    """Up at least once since this child started the session."""
+    down_events: int = 0
+
+    @property
+    def blocks_bgp(self) -> bool:
+        """Down after having been Up, and not because the router said AdminDown."""
+        return self.was_up and self.state != "up" and self.remote_state != "admin_down"
+
+    def document(self) -> dict[str, Any]:
+        """The /status form."""
+        return {
+            "state": self.state,
+            "remote_state": self.remote_state,
+            "diag": self.diag,
+            "remote_diag": self.remote_diag,
+            "tx_ms": self.tx_ms,
+            "detect_ms": self.detect_ms,
+            "last_change": self.last_change or None,
+            "down_events": self.down_events,
+            "blocks_bgp": self.blocks_bgp,
+        }
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the daemon's thread that forked it ends."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+class BfdClient:
+    """Owns the BFD child; see the module docstring."""
+
+    def __init__(
+        self,
+        on_change: Callable[[], None],
+        *,
+        never_up_warn_s: float = NEVER_UP_WARN_S,
+        command: list[str] | None = None,
+    ) -> None:
+        self._on_change = on_change
+        self._never_up_warn_s = never_up_warn_s
+        self._command = command or [sys.executable, "-m", "bgpspeaker.bfd"]
+        self._lock = threading.Lock()
+        self._wanted: dict[str, dict[str, Any]] = {}
+        self._wanted_since: dict[str, float] = {}
+        self._warned: set[str] = set()
+        self._statuses: dict[str, BfdStatus] = {}
+        self._down_events: dict[str, int] = {}
+        """Per peer, across child restarts (the metric is a counter)."""
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+        self._admin_down_sent = threading.Event()
+        self.restarts = 0
+        self._thread = threading.Thread(target=self._supervise, name="bfd-child", daemon=True)
+
+    # -- the daemon's calls ----------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the child (and restart it whenever it exits); ``want`` does it on first need."""
+        if not self._thread.is_alive():
+            self._thread.start()
+
+    def want(self, sessions: Mapping[str, dict[str, Any]]) -> None:
+        """Level-triggered: exactly these sessions (peer -> ``session_spec``)."""
+        with self._lock:
+            if dict(sessions) == self._wanted:
+                return
+            now = time.monotonic()
+            for peer, spec in sessions.items():
+                before = self._wanted.get(peer)
+                if before is None or (before["local"], before["remote"]) != (spec["local"], spec["remote"]):
+                    self._wanted_since[peer] = now
+                    self._warned.discard(peer)
+            for peer in set(self._wanted) - set(sessions):
+                self._wanted_since.pop(peer, None)
+                self._statuses.pop(peer, None)
+            self._wanted = dict(sessions)
+            proc = self._proc
+            start = bool(sessions) and not self._thread.is_alive() and not self._stopping.is_set()
+        if start:
+            self.start()  # the child runs from the first wanted session on, and stays
+        elif proc is not None:
+            self._send(proc, {"op": "set", "sessions": list(sessions.values())})
+
+    def blocked(self) -> frozenset[str]:
+        """The peers whose BGP session must be down now (BFD Down after Up)."""
+        with self._lock:
+            return frozenset(
+                peer for peer, status in self._statuses.items() if status.blocks_bgp and peer in self._wanted
+            )
+
+    def statuses(self) -> dict[str, BfdStatus]:
+        """Each wanted peer's BFD status (a copy)."""
+        with self._lock:
+            statuses = {peer: self._statuses.get(peer, BfdStatus()) for peer in self._wanted}
+            return {
+                peer: dataclasses.replace(status, down_events=self._down_events.get(peer, 0))
+                for peer, status in statuses.items()
+            }
+
+    def admin_down(self, timeout_s: float = 1.0) -> bool:
+        """Every session AdminDown (diag 7), packets out; True once the child confirmed."""
+        proc = self._proc
+        if proc is None or not self._wanted:
+            return False
+        self._admin_down_sent.clear()
+        self._send(proc, {"op": "admin-down"})
+        sent = self._admin_down_sent.wait(timeout_s)
+        log.info("bfd_admin_down_sent", peers=sorted(self._wanted), confirmed=sent)
+        return sent
+
+    def stop(self, *, linger_s: float = 0.0, timeout_s: float = 2.0) -> None:
+        """Stop the child; ``linger_s``: let it go on sending (AdminDown) this long first."""
+        self._stopping.set()
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return
+        self._send(proc, {"op": "shutdown", "linger_ms": int(linger_s * 1000)})
+        try:
+            proc.wait(linger_s + timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(1.0)
+        self._thread.join(timeout_s)
+
+    # -- the child -----------------------------------------------------------------
+
+    def _send(self, proc: subprocess.Popen[bytes], message: dict[str, Any]) -> None:
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(json.dumps(message).encode() + b"\n")
+            proc.stdin.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            pass  # it died: the supervisor restarts it and sends the set again
+
+    def _supervise(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            try:
+                proc = subprocess.Popen(
+                    self._command,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    preexec_fn=_die_with_parent,  # noqa: PLW1509  # prctl must run in the child; takes no locks
+                )
+            except OSError as error:
+                log.error("bfd_start_failed", error=str(error))
+                self._stopping.wait(5.0)
+                continue
+            with self._lock:
+                self._proc = proc
+                self._statuses = {}  # a new child starts every session Down: nothing blocks yet
+                wanted = list(self._wanted.values())
+            log.info("bfd_started", pid=proc.pid, restarts=self.restarts)
+            self._send(proc, {"op": "set", "sessions": wanted})
+            self._on_change()
+            assert proc.stdout is not None
+            reader = threading.Thread(target=self._read, args=(proc.stdout,), name="bfd-events", daemon=True)
+            reader.start()
+            while proc.poll() is None:
+                if self._stopping.wait(1.0):
+                    break
+                self._check_never_up()
+            try:
+                code = proc.wait(5.0 if self._stopping.is_set() else 0.1)
+            except subprocess.TimeoutExpired:
+                code = None
+            reader.join(2.0)
+            if self._stopping.is_set():
+                log.info("bfd_stopped", pid=proc.pid, code=code)
+                return
+            self.restarts += 1
+            failures = failures + 1 if time.monotonic() - started < 30 else 1
+            log.error("bfd_exited", pid=proc.pid, code=code, restarting_in_s=min(0.2 * 2**failures, 5.0))
+            with self._lock:
+                self._proc = None
+                self._statuses = {}
+            self._on_change()
+            self._stopping.wait(min(0.2 * 2**failures, 5.0))
+
+    def _read(self, stream: IO[bytes]) -> None:
+        for raw in iter(stream.readline, b""):
+            try:
+                event = json.loads(raw)
+            except ValueError:
+                log.warning("bfd_output_unparsed", line=raw[:200].decode("utf-8", "replace"))
+                continue
+            if isinstance(event, dict):
+                self._on_event(event)
+        stream.close()
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind == "admin_down_sent":
+            self._admin_down_sent.set()
+            return
+        if kind not in ("state", "timers"):
+            if kind not in ("ready", "removed", "exiting"):
+                log.warning("bfd_child_" + str(kind), **{k: v for k, v in event.items() if k != "event"})
+            return
+        peer = str(event.get("peer"))
+        wall = time.time() - (time.monotonic() - float(event.get("monotonic", time.monotonic())))
+        with self._lock:
+            if peer not in self._wanted:
+                return
+            old = self._statuses.get(peer, BfdStatus())
+            if kind == "timers":
+                self._statuses[peer] = dataclasses.replace(old, tx_ms=event["tx_ms"], detect_ms=event["detect_ms"])
+                return
+            state = str(event["state"])
+            new = BfdStatus(
+                state=state,
+                remote_state=str(event.get("remote_state")),
+                diag=str(event.get("diag")),
+                remote_diag=str(event.get("remote_diag")),
+                tx_ms=float(event.get("tx_ms", 0)),
+                detect_ms=float(event.get("detect_ms", 0)),
+                last_change=wall if "old" in event else old.last_change,
+                was_up=old.was_up or state == "up",
+            )
+            self._statuses[peer] = new
+            went_down = old.state == "up" and state != "up"
+            if went_down:
+                self._down_events[peer] = self._down_events.get(peer, 0) + 1
+        if state == "up" and old.state != "up":
+            log.info("bfd_up", peer=peer, tx_ms=new.tx_ms, detect_ms=new.detect_ms)
+        elif went_down:
+            log.warning(
+                "bfd_down",
+                peer=peer,
+                state=state,
+                diag=new.diag,
+                remote_state=new.remote_state,
+                remote_diag=new.remote_diag,
+                takes_bgp_down=new.blocks_bgp,
+            )
+        if old.blocks_bgp != new.blocks_bgp:
+            self._on_change()
+
+    def _check_never_up(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            late = [
+                peer
+                for peer, since in self._wanted_since.items()
+                if peer not in self._warned
+                and now - since >= self._never_up_warn_s
+                and not self._statuses.get(peer, BfdStatus()).was_up
+            ]
+            self._warned.update(late)
+            specs = {peer: self._wanted[peer] for peer in late}
+        for peer, spec in specs.items():
+            log.warning(
+                "bfd_never_up",
+                peer=peer,
+                remote=spec.get("remote"),
+                waited_s=self._never_up_warn_s,
+                hint="the router may have no BFD for this neighbor; BGP stays up without it",
+            )
+
+    def pid(self) -> int | None:
+        """The child's PID, or None."""
+        proc = self._proc
+        return proc.pid if proc is not None and proc.poll() is None else None
