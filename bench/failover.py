@@ -13,7 +13,7 @@ the speakers with its config, lets traffic run, applies one fault, and reports:
   probes of any one flow), ``moved`` (flows whose answering node changed).
 
 Scenarios (``--only``): hang-default, hang-3s, rolling-gr-keep, rolling-withdraw,
-drain, link-down, router-restart, router-restart-gr, router-crash-gr, split, churn.
+drain, link-down, link-down-no-nhg, router-restart, router-restart-gr, router-crash-gr, split, churn.
 The default-holdTime hang stops after 10 s (the path is still there; FIELD-NOTES
 measured 85 s) unless ``--full-hold``.
 Figures only: nothing here passes or fails. Timings are noisy on a shared 2-core
@@ -124,9 +124,12 @@ def drain(mn: MultiNode, flows: int) -> dict[str, Any]:
     )
 
 
-def link_down(mn: MultiNode, flows: int) -> dict[str, Any]:
-    """node-2's end of its link goes down (defaults: holdTime 90 s)."""
+def link_down(mn: MultiNode, flows: int, *, nexthop_groups: bool = True) -> dict[str, Any]:
+    """node-2's end of its link goes down, then up (defaults: holdTime 90 s). Without
+    ``nexthop_groups`` zebra installs plain multipath routes (``no zebra nexthop kernel enable``)."""
     _start(mn, speaker_config)
+    if not nexthop_groups:
+        mn.frr.vtysh("configure terminal\nno zebra nexthop kernel enable")
     with mn.prober(flows=flows) as running:
         time.sleep(SETTLE_S)
         started = time.monotonic()
@@ -143,8 +146,8 @@ def link_down(mn: MultiNode, flows: int) -> dict[str, Any]:
     time.sleep(3.0)  # how the kernel looks 3 s later (observation window)
     kernel = sorted(mn.node_of(hop) for hop in mn.kernel_nexthops(PREFIX))
     return _row(
-        "link down (node side)",
-        "defaults",
+        "link down (node side), then up",
+        "defaults" + ("" if nexthop_groups else "; router: no zebra nexthop kernel enable"),
         report,
         detected_s=round(detected, 2) if detected is not None else None,
         link_up_frr_back_s=round(frr_back_s, 2),
@@ -264,6 +267,7 @@ def main() -> None:
         "rolling-withdraw": lambda mn: rolling(mn, args.flows, graceful=False),
         "drain": lambda mn: drain(mn, args.flows),
         "link-down": lambda mn: link_down(mn, args.flows),
+        "link-down-no-nhg": lambda mn: link_down(mn, args.flows, nexthop_groups=False),
         "router-restart": lambda mn: router_restart(mn, args.flows, graceful=False),
         "router-restart-gr": lambda mn: router_restart(mn, args.flows, graceful=True),
         "router-crash-gr": lambda mn: router_restart(mn, args.flows, graceful=True, kill=True),

@@ -32,12 +32,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from lab.bfdrouter import bfd_profile_block, frr_with_bfd
 from lab.flows import FlowReport
 from lab.kubeapi import FakeKubeApi, endpoint_slice, node, service
 from lab.netns import Frr, Lab, run_in, stop_pid, wait_until
 from lab.speaker import SpeakerProcess
 
-__all__ = ["MultiNode", "Node", "multinode", "router_config", "speaker_config"]
+__all__ = ["BFD_PROFILE", "SPEAKER_BFD", "MultiNode", "Node", "multinode", "router_config", "speaker_config"]
 
 ROOT = Path(__file__).resolve().parents[1]
 ROUTER_ASN = 64512
@@ -49,12 +50,33 @@ VIP = "198.51.100.10"
 """The default VIP the helpers put on every node's ``lo``."""
 
 
-def router_config(*, graceful_restart: bool = True, extra: str = "") -> str:
-    """bgpd.conf for the router: a peer group for every node of 10.1.0.0/16, multipath.
+BFD_PROFILE = "fast"
+"""The router's bfdd profile (300 ms x 3) when the lab runs with ``bfd=True``."""
+SPEAKER_BFD = f"""\
+bfdProfiles:
+  - name: {BFD_PROFILE}
+    receiveInterval: 300ms
+    transmitInterval: 300ms
+    detectMultiplier: 3
+"""
+"""The nodes' matching profile: give ``speaker_config(extra=SPEAKER_BFD, bfd_profile=BFD_PROFILE)``."""
+
+
+def router_config(
+    *, graceful_restart: bool = True, bfd: bool = False, neighbors: int | None = None, extra: str = ""
+) -> str:
+    """bgpd.conf for the router: a peer group for every node of 10.1.0.0/16 (``bgp listen
+    range``), or for ``neighbors`` nodes named one by one; multipath.
 
     The router's timers (60/180, FRR's traditional defaults) leave the hold time to the
-    speaker's ``holdTime`` (the smaller one is negotiated)."""
+    speaker's ``holdTime`` (the smaller one is negotiated). With BFD name the neighbors:
+    FRR deletes a dynamic neighbor, and its BFD session, when its BGP session ends, so a
+    speaker that waits for BFD before BGP would wait for ever."""
     gr = " bgp graceful-restart\n" if graceful_restart else ""
+    if neighbors is None:
+        members = " bgp listen range 10.1.0.0/16 peer-group NODES\n"
+    else:
+        members = "".join(f" neighbor 10.1.{index}.2 peer-group NODES\n" for index in range(1, neighbors + 1))
     return (
         "frr defaults traditional\n"
         "hostname router\n"
@@ -69,8 +91,8 @@ def router_config(*, graceful_restart: bool = True, extra: str = "") -> str:
         f" neighbor NODES remote-as {NODE_ASN}\n"
         " neighbor NODES timers 60 180\n"
         " neighbor NODES timers connect 1\n"
-        f"{extra}"
-        " bgp listen range 10.1.0.0/16 peer-group NODES\n"
+        + (f" neighbor NODES bfd profile {BFD_PROFILE}\n" if bfd else "")
+        + f"{extra}{members}"
         " address-family ipv4 unicast\n"
         "  neighbor NODES activate\n"
         "  maximum-paths 8\n"
@@ -85,6 +107,7 @@ def speaker_config(
     graceful_restart: str | None = None,
     shutdown: str | None = None,
     advertisements: str | None = None,
+    bfd_profile: str | None = None,
     peer_extra: str = "",
     extra: str = "",
 ) -> str:
@@ -105,6 +128,8 @@ def speaker_config(
         lines.append(f"    holdTime: {hold_time}")
     if graceful_restart is not None:
         lines.append(f"    gracefulRestart: {graceful_restart}")
+    if bfd_profile is not None:
+        lines.append(f"    bfdProfile: {bfd_profile}")
     lines.extend(line for line in peer_extra.splitlines() if line.strip())
     if advertisements is not None:
         lines.append(f"advertisements: {advertisements}")
@@ -187,6 +212,8 @@ class MultiNode:
         """Stop every speaker (SIGTERM: its shutdown mode applies) and its ExaBGP, by PID."""
         for n in self.nodes.values():
             n.speaker.close()
+            for record in n.speaker.events("bfd_started"):
+                stop_pid(record["pid"])  # normally gone with its parent already
 
     def reset(self) -> None:
         """Back to the state ``multinode()`` left: speakers stopped, no services, every node
@@ -384,9 +411,11 @@ def multinode(
     config: Callable[[int], str] | None = None,
     router: str | None = None,
     vips: tuple[str, ...] = (VIP,),
+    bfd: bool = False,
 ) -> MultiNode:
-    """Build the lab in ``lab``: namespaces, links, FRR (zebra + bgpd), the API server
-    with a Node per node, responders; speakers created, not started."""
+    """Build the lab in ``lab``: namespaces, links, FRR (zebra + bgpd, and bfdd with a
+    300 ms x 3 profile for every node when ``bfd``), the API server with a Node per
+    node, responders; speakers created, not started."""
     router_ns, client_ns = lab.netns("router"), lab.netns("client")
     for ns in (router_ns, client_ns):
         _sysctl(lab, ns, "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0")
@@ -409,7 +438,12 @@ def multinode(
         for vip in vips:
             lab.run("ip", "-n", ns, "addr", "add", f"{vip}/32", "dev", "lo")
         built.append((index, ns, node_if, router_if))
-    frr = lab.frr(router_ns, router or router_config(), zebra=True)
+    if bfd:
+        frr: Frr = frr_with_bfd(
+            lab, router_ns, router or router_config(bfd=True, neighbors=nodes), bfd_profile_block(BFD_PROFILE)
+        )
+    else:
+        frr = lab.frr(router_ns, router or router_config(), zebra=True)
     api = FakeKubeApi(netns=router_ns, host=API_ADDRESS).start()
     made: list[Node] = []
     try:
