@@ -13,7 +13,9 @@ the speakers with its config, lets traffic run, applies one fault, and reports:
   probes of any one flow), ``moved`` (flows whose answering node changed).
 
 Scenarios (``--only``): hang-default, hang-3s, rolling-gr-keep, rolling-withdraw,
-drain, link-down, link-down-no-nhg, router-restart, router-restart-gr, router-crash-gr, split, churn.
+drain, link-down, link-down-no-nhg, router-restart, router-restart-gr, router-crash-gr,
+split, churn; with BFD on router and nodes: hang-bfd, rolling-bfd-gr-keep,
+restart-bfd-listen-range (the router accepts nodes by ``bgp listen range``).
 The default-holdTime hang stops after 10 s (the path is still there; FIELD-NOTES
 measured 85 s) unless ``--full-hold``.
 Figures only: nothing here passes or fails. Timings are noisy on a shared 2-core
@@ -27,9 +29,11 @@ import functools
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from lab.multinode import VIP, MultiNode, multinode, speaker_config
+from lab.bfdrouter import FrrBfd
+from lab.multinode import BFD_PROFILE, SPEAKER_BFD, VIP, MultiNode, multinode, router_config, speaker_config
 from lab.netns import Lab, wait_until
 
 PREFIX = f"{VIP}/32"
@@ -45,6 +49,14 @@ def _start(mn: MultiNode, make: Callable[[int], str], *, endpoints: dict[str, in
     mn.vip_service("web", endpoints=endpoints)
     mn.start_speakers()
     mn.wait_multipath(PREFIX, set(endpoints or ALL))
+    frr = mn.frr
+    if isinstance(frr, FrrBfd) and "bfdProfile" in make(1):
+        # A BFD session that never came up never takes BGP down: faults wait for Up.
+        wait_until(
+            lambda: all((frr.bfd_peer(n.address) or {}).get("status") == "up" for n in mn.nodes.values()),
+            timeout_s=30,
+            desc="BFD up with every node",
+        )
 
 
 def _wait_gone(mn: MultiNode, node: str, started: float, *, timeout_s: float) -> float | None:
@@ -64,16 +76,20 @@ def _row(name: str, config: str, report: Any, **extra: Any) -> dict[str, Any]:
     return row
 
 
-def hang(mn: MultiNode, flows: int, *, hold_time: str | None, watch_s: float) -> dict[str, Any]:
+BFD = {"bfd_profile": BFD_PROFILE, "extra": SPEAKER_BFD}
+"""speaker_config arguments for BFD 300 ms x 3 (the lab's router has the same profile)."""
+
+
+def hang(mn: MultiNode, flows: int, *, hold_time: str | None, watch_s: float, bfd: bool = False) -> dict[str, Any]:
     """node-2 goes dark (nftables drop, link up); until the router drops its path."""
-    _start(mn, functools.partial(speaker_config, hold_time=hold_time))
+    _start(mn, functools.partial(speaker_config, hold_time=hold_time, **(BFD if bfd else {})))
     with mn.prober(flows=flows) as running:
         time.sleep(SETTLE_S)
         started = time.monotonic()
         mn.go_dark("node-2")
         detected = _wait_gone(mn, "node-2", started, timeout_s=watch_s)
         time.sleep(SETTLE_S)
-    label = f"holdTime {hold_time or '90s (default)'}"
+    label = f"holdTime {hold_time or '90s (default)'}" + (", BFD 300ms x 3" if bfd else "")
     return _row(
         f"node hang, {label}",
         label,
@@ -82,28 +98,38 @@ def hang(mn: MultiNode, flows: int, *, hold_time: str | None, watch_s: float) ->
     )
 
 
-def rolling(mn: MultiNode, flows: int, *, graceful: bool) -> dict[str, Any]:
-    """Restart the three speakers one after another (SIGTERM, start, session up, path fresh)."""
+def rolling(mn: MultiNode, flows: int, *, graceful: bool, bfd: bool = False, only: str | None = None) -> dict[str, Any]:
+    """Restart the three speakers (or ``only`` one) one after another (SIGTERM, start,
+    session up, path fresh); a node not back within 30 s is reported, not waited for."""
     if graceful:
-        make = functools.partial(speaker_config, graceful_restart="120s", shutdown="{mode: keep}")
-        label = "gracefulRestart 120s + shutdown keep"
+        make = functools.partial(
+            speaker_config, graceful_restart="120s", shutdown="{mode: keep}", **(BFD if bfd else {})
+        )
+        label = "gracefulRestart 120s + shutdown keep" + (" + BFD 300ms x 3" if bfd else "")
     else:
         make = speaker_config
         label = "defaults (shutdown withdraw, no GR)"
     _start(mn, make)
     addresses = {n.address for n in mn.nodes.values()}
     started = time.monotonic()
+    not_back: list[str] = []
     with mn.prober(flows=flows) as running:
         time.sleep(SETTLE_S)
-        for name in sorted(mn.nodes):
+        for name in [only] if only else sorted(mn.nodes):
             mn.restart_speaker(name)
-            wait_until(
-                lambda: mn.multipath(PREFIX) == addresses and not any(p.get("stale") for p in mn.paths(PREFIX)),
-                timeout_s=30,
-                desc=f"{name} back and fresh",
-            )
+            try:
+                wait_until(
+                    lambda: mn.multipath(PREFIX) == addresses and not any(p.get("stale") for p in mn.paths(PREFIX)),
+                    timeout_s=30,
+                    desc=f"{name} back and fresh",
+                )
+            except AssertionError:
+                not_back.append(name)
         time.sleep(SETTLE_S)
-    return _row("rolling restart of 3 speakers", label, running.report(), took_s=round(time.monotonic() - started, 1))
+    title = f"restart of {only}" if only else "rolling restart of 3 speakers"
+    return _row(
+        title, label, running.report(), took_s=round(time.monotonic() - started, 1), not_back_within_30s=not_back
+    )
 
 
 def drain(mn: MultiNode, flows: int) -> dict[str, Any]:
@@ -274,18 +300,37 @@ def main() -> None:
         "split": lambda mn: split(mn, args.flows),
         "churn": churn,
     }
-    results: dict[str, Any] = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "flows": args.flows}
-    with Lab("fo") as lab:
-        mn = multinode(lab)
-        try:
-            for name, run in scenarios.items():
-                if args.only is None or name in args.only:
-                    results[name] = run(mn)
+    with_bfd: dict[str, Callable[[MultiNode], Any]] = {
+        "hang-bfd": lambda mn: hang(mn, args.flows, hold_time=None, watch_s=30.0, bfd=True),
+        "rolling-bfd-gr-keep": lambda mn: rolling(mn, args.flows, graceful=True, bfd=True),
+    }
+    listen_range_bfd: dict[str, Callable[[MultiNode], Any]] = {
+        "restart-bfd-listen-range": lambda mn: rolling(mn, args.flows, graceful=True, bfd=True, only="node-1"),
+    }
+    results: dict[str, Any] = {}
+    if args.json and args.only and Path(args.json).exists():  # a partial run updates the file
+        results = json.loads(Path(args.json).read_text())
+    results.update({"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "flows": args.flows})
+    labs: list[tuple[dict[str, Callable[[MultiNode], Any]], Callable[[Lab], MultiNode]]] = [
+        (scenarios, multinode),
+        (with_bfd, lambda lab: multinode(lab, bfd=True)),
+        # BFD, but the router accepts the nodes by listen range (dynamic neighbors).
+        (listen_range_bfd, lambda lab: multinode(lab, bfd=True, router=router_config(bfd=True))),
+    ]
+    for chosen, build in labs:
+        wanted = [name for name in chosen if args.only is None or name in args.only]
+        if not wanted:
+            continue
+        with Lab("fo") as lab:
+            mn = build(lab)
+            try:
+                for name in wanted:
+                    results[name] = chosen[name](mn)
                     if args.json:  # after each scenario: a failed one keeps the others' figures
                         with open(args.json, "w") as handle:
                             json.dump(results, handle, indent=1)
-        finally:
-            mn.close()
+            finally:
+                mn.close()
 
 
 if __name__ == "__main__":
