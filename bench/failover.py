@@ -15,7 +15,8 @@ the speakers with its config, lets traffic run, applies one fault, and reports:
 Scenarios (``--only``): hang-default, hang-3s, rolling-gr-keep, rolling-withdraw,
 drain, link-down, link-down-no-nhg, router-restart, router-restart-gr, router-crash-gr,
 split, churn; with BFD on router and nodes: hang-bfd, rolling-bfd-gr-keep,
-restart-bfd-listen-range (the router accepts nodes by ``bgp listen range``).
+restart-bfd-listen-range, hang-bfd-listen-range (the router accepts nodes by ``bgp
+listen range``).
 The default-holdTime hang stops after 10 s (the path is still there; FIELD-NOTES
 measured 85 s) unless ``--full-hold``.
 Figures only: nothing here passes or fails. Timings are noisy on a shared 2-core
@@ -80,8 +81,11 @@ BFD = {"bfd_profile": BFD_PROFILE, "extra": SPEAKER_BFD}
 """speaker_config arguments for BFD 300 ms x 3 (the lab's router has the same profile)."""
 
 
-def hang(mn: MultiNode, flows: int, *, hold_time: str | None, watch_s: float, bfd: bool = False) -> dict[str, Any]:
-    """node-2 goes dark (nftables drop, link up); until the router drops its path."""
+def hang(
+    mn: MultiNode, flows: int, *, hold_time: str | None, watch_s: float, bfd: bool = False, recover: bool = False
+) -> dict[str, Any]:
+    """node-2 goes dark (nftables drop, link up); until the router drops its path
+    (``recover``: then lit again; how long until it is back in the multipath set)."""
     _start(mn, functools.partial(speaker_config, hold_time=hold_time, **(BFD if bfd else {})))
     with mn.prober(flows=flows) as running:
         time.sleep(SETTLE_S)
@@ -90,11 +94,21 @@ def hang(mn: MultiNode, flows: int, *, hold_time: str | None, watch_s: float, bf
         detected = _wait_gone(mn, "node-2", started, timeout_s=watch_s)
         time.sleep(SETTLE_S)
     label = f"holdTime {hold_time or '90s (default)'}" + (", BFD 300ms x 3" if bfd else "")
+    extra: dict[str, Any] = {}
+    if recover:
+        lit = time.monotonic()
+        mn.come_back("node-2")
+        address = mn.nodes["node-2"].address
+        while time.monotonic() - lit < 30.0 and address not in mn.multipath(PREFIX):
+            time.sleep(0.1)
+        back = address in mn.multipath(PREFIX)
+        extra["back_after_lit_s"] = round(time.monotonic() - lit, 2) if back else "> 30 (not back)"
     return _row(
         f"node hang, {label}",
         label,
         running.report(),
         detected_s=round(detected, 2) if detected is not None else f"> {watch_s:.0f} (still in the multipath set)",
+        **extra,
     )
 
 
@@ -126,9 +140,16 @@ def rolling(mn: MultiNode, flows: int, *, graceful: bool, bfd: bool = False, onl
             except AssertionError:
                 not_back.append(name)
         time.sleep(SETTLE_S)
+    report = running.report()
+    time.sleep(10.0)  # observation window: does every node stay in?
     title = f"restart of {only}" if only else "rolling restart of 3 speakers"
     return _row(
-        title, label, running.report(), took_s=round(time.monotonic() - started, 1), not_back_within_30s=not_back
+        title,
+        label,
+        report,
+        took_s=round(time.monotonic() - started, 1),
+        not_back_within_30s=not_back,
+        multipath_10s_later=sorted(mn.node_of(hop) for hop in mn.multipath(PREFIX)),
     )
 
 
@@ -301,11 +322,12 @@ def main() -> None:
         "churn": churn,
     }
     with_bfd: dict[str, Callable[[MultiNode], Any]] = {
-        "hang-bfd": lambda mn: hang(mn, args.flows, hold_time=None, watch_s=30.0, bfd=True),
+        "hang-bfd": lambda mn: hang(mn, args.flows, hold_time=None, watch_s=30.0, bfd=True, recover=True),
         "rolling-bfd-gr-keep": lambda mn: rolling(mn, args.flows, graceful=True, bfd=True),
     }
     listen_range_bfd: dict[str, Callable[[MultiNode], Any]] = {
         "restart-bfd-listen-range": lambda mn: rolling(mn, args.flows, graceful=True, bfd=True, only="node-1"),
+        "hang-bfd-listen-range": lambda mn: hang(mn, args.flows, hold_time=None, watch_s=30.0, bfd=True, recover=True),
     }
     results: dict[str, Any] = {}
     if args.json and args.only and Path(args.json).exists():  # a partial run updates the file
