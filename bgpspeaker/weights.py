@@ -57,9 +57,10 @@ MAX_WEIGHT = 1000
 """Endpoint counts above this count as this (the encoding stays exact up to here); the
 annotation allows 1..MAX_WEIGHT."""
 WEIGHT_HOLD_S = 2.0
-"""How long a weight-only change may wait for more of the same (see the module docstring
-and docs/reliability.md: a 3-replica rollout sends one or two UPDATEs per node instead
-of one per endpoint event)."""
+"""How long a weight-only change may wait for more of the same. Measured (docs/reliability.md):
+a node scaled from 1 to 10 endpoints in 2.7 s sent 2 UPDATEs instead of 9, the final
+weights in the router's kernel 1.8 s after the last change. Short enough that a weight
+is never far behind; long enough to span the few seconds a rollout step takes."""
 
 
 def local_endpoints(slices: Iterable[EndpointSlice], node_name: str) -> int:
