@@ -153,9 +153,11 @@ class Reconciler:
     def start_unconditional_sessions(self) -> None:
         """Before the first sync: start the peers every node has (no nodeSelectors), so their
         sessions come up while the initial lists are still loading."""
-        for name, runtime in self._runtimes.items():
-            if not runtime.peer.node_selectors:
-                self.sessions.start(name, runtime, self._router_id)
+        unconditional = {name: runtime for name, runtime in self._runtimes.items() if not runtime.peer.node_selectors}
+        if self._bfd is not None:
+            self._bfd.want(bfd_sessions(unconditional))  # BFD comes up with them, not after the lists
+        for name, runtime in unconditional.items():
+            self.sessions.start(name, runtime, self._router_id)
 
     # -- the loop ----------------------------------------------------------------------
 

@@ -2,8 +2,10 @@
 restarts it when it dies, tells it the wanted sessions and turns its state reports
 into what the reconciler needs: the peers whose BGP session must be down now.
 
-A peer is *blocked* when its BFD session was Up and is not Up any more, except when
-the router signalled AdminDown (RFC 5882 section 3.2: administrative, not a failure).
+A peer is *blocked* when its BFD session left Up because the path failed (our detection
+timer expired, or the router reported a failure) and is not Up again. A router's
+AdminDown (RFC 5882 section 3.2: administrative, not a failure) or a router that
+re-creates its session blocks nothing.
 A session that never came Up blocks nothing (a router without BFD keeps its BGP
 session) and is reported once, ``bfd_never_up``. A new child starts every session
 afresh: what the old one knew does not block anything.
@@ -29,7 +31,7 @@ import structlog
 
 from bgpspeaker.bfd.config import BfdProfile
 
-__all__ = ["BfdClient", "BfdStatus", "session_spec"]
+__all__ = ["PATH_FAILURE_DIAGS", "BfdClient", "BfdStatus", "is_path_failure", "session_spec"]
 
 log = structlog.get_logger("bgpspeaker.bfd")
 
@@ -71,11 +73,13 @@ class BfdStatus:
     was_up: bool = False
     """Up at least once since this child started the session."""
     down_events: int = 0
+    path_failed: bool = False
+    """Left Up because the path failed (see ``is_path_failure``), and not Up since."""
 
     @property
     def blocks_bgp(self) -> bool:
-        """Down after having been Up, and not because the router said AdminDown."""
-        return self.was_up and self.state != "up" and self.remote_state != "admin_down"
+        """The path to the peer failed while BFD was Up and BFD is not Up again."""
+        return self.path_failed and self.state != "up"
 
     def document(self) -> dict[str, Any]:
         """The /status form."""
@@ -92,9 +96,39 @@ class BfdStatus:
         }
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGKILL when the daemon's thread that forked it ends."""
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+PATH_FAILURE_DIAGS = frozenset(
+    {
+        "echo_function_failed",
+        "forwarding_plane_reset",
+        "path_down",
+        "concatenated_path_down",
+        "reverse_concatenated_path_down",
+        "control_detection_time_expired",
+    }
+)
+"""Remote diagnostics that report a failure the router saw. Not among them: 7
+(administratively down: RFC 5882 section 3.2 says do not tear the client down), 3
+(neighbor signalled down: we did not, so it is the router's bookkeeping; FRR 8.4 sends it
+when bgpd re-registers the session, bfdd/ptm_adapter.c bfdd_dest_deregister) and 0."""
+
+
+def is_path_failure(event: Mapping[str, Any]) -> bool:
+    """A transition out of Up caused by a path failure: our own detection timer, or a
+    router that reports one; not a router that re-created its session (new discriminator)."""
+    if event.get("diag") == "control_detection_time_expired":
+        return True
+    return not event.get("remote_restarted") and event.get("remote_diag") in PATH_FAILURE_DIAGS
+
+
+def _die_with_parent() -> Callable[[], None]:
+    """The child's last step before exec: SIGKILL it when the daemon's thread that forked
+    it ends. ``prctl`` is looked up here, in the parent: no dlopen between fork and exec."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def set_pdeathsig() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+    return set_pdeathsig
 
 
 class BfdClient:
@@ -212,7 +246,7 @@ class BfdClient:
                     self._command,
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
-                    preexec_fn=_die_with_parent,  # noqa: PLW1509  # prctl must run in the child; takes no locks
+                    preexec_fn=_die_with_parent(),  # noqa: PLW1509  # prctl must run in the child; takes no locks
                 )
             except OSError as error:
                 log.error("bfd_start_failed", error=str(error))
@@ -288,13 +322,20 @@ class BfdClient:
                 detect_ms=float(event.get("detect_ms", 0)),
                 last_change=wall if "old" in event else old.last_change,
                 was_up=old.was_up or state == "up",
+                path_failed=state != "up" and (old.path_failed or (old.state == "up" and is_path_failure(event))),
             )
             self._statuses[peer] = new
             went_down = old.state == "up" and state != "up"
             if went_down:
                 self._down_events[peer] = self._down_events.get(peer, 0) + 1
         if state == "up" and old.state != "up":
-            log.info("bfd_up", peer=peer, tx_ms=new.tx_ms, detect_ms=new.detect_ms)
+            log.info(
+                "bfd_up",
+                peer=peer,
+                tx_ms=new.tx_ms,
+                detect_ms=new.detect_ms,
+                remote_discriminator=event.get("remote_discriminator"),
+            )
         elif went_down:
             log.warning(
                 "bfd_down",
@@ -303,6 +344,8 @@ class BfdClient:
                 diag=new.diag,
                 remote_state=new.remote_state,
                 remote_diag=new.remote_diag,
+                remote_discriminator=event.get("remote_discriminator"),
+                remote_restarted=bool(event.get("remote_restarted")),
                 takes_bgp_down=new.blocks_bgp,
             )
         if old.blocks_bgp != new.blocks_bgp:

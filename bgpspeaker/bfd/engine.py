@@ -74,6 +74,8 @@ class _Live:
     session: Session
     sock: socket.socket | None = None
     last_reported: tuple[int, int] = (0, 0)
+    remote_state: State = State.DOWN
+    """The remote state last reported (a change of it alone is reported too)."""
 
 
 def _family(address: IPAddress) -> socket.AddressFamily:
@@ -289,8 +291,11 @@ class Engine:
         if ttl is None or ttl < (spec.minimum_ttl if multihop else _TTL):
             self.discards["ttl"] += 1
             return
-        for transition in live.session.receive(packet, now):
+        transitions = live.session.receive(packet, now)
+        for transition in transitions:
             self._report_state(live, transition, now)
+        if not transitions and live.session.remote_state != live.remote_state:
+            self._report_state(live, None, now)
         self._send(live, now)  # a Final answers a Poll at once
 
     # -- timers --------------------------------------------------------------------------
@@ -329,6 +334,7 @@ class Engine:
     def _report_state(self, live: _Live, transition: Transition | None, now: float) -> None:
         view = live.session.view()
         live.last_reported = (view.tx_interval_us, view.detect_time_us)
+        live.remote_state = view.remote_state
         event: dict[str, Any] = {
             "event": "state",
             "peer": live.spec.peer,
@@ -336,12 +342,15 @@ class Engine:
             "remote_state": view.remote_state.label,
             "diag": diag_label(view.diag),
             "remote_diag": diag_label(view.remote_diag),
+            "remote_discriminator": view.remote_discriminator,
             "tx_ms": view.tx_interval_us / 1000,
             "detect_ms": view.detect_time_us / 1000,
             "monotonic": now,
         }
         if transition is not None:
             event["old"] = transition.old.label
+            if transition.remote_restarted:
+                event["remote_restarted"] = True
         self._emit(event)
 
     def _report_timers(self, live: _Live, now: float) -> None:

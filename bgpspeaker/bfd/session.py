@@ -50,6 +50,9 @@ class Transition:
     remote_state: State
     remote_diag: Diag | int
     at: float
+    remote_restarted: bool = False
+    """The packet that caused it came from a new session of the remote (another My
+    Discriminator): the remote restarted or re-created its session, the path is fine."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -106,6 +109,7 @@ class Session:
         self._polling = False
         self._final_owed = False
         self._last_rx: float | None = None
+        self._last_tx: float | None = None
         self._next_tx = now
 
     # -- reading -------------------------------------------------------------------
@@ -172,6 +176,8 @@ class Session:
     def receive(self, packet: ControlPacket, now: float) -> list[Transition]:
         """A decoded packet for this session (section 6.8.6, after the checks in
         ``packet.decode`` and the demultiplexing by the engine)."""
+        restarted = self.remote_discriminator not in (0, packet.my_discriminator)
+        interval_before = self.tx_interval_us()
         self.remote_discriminator = packet.my_discriminator
         self.remote_state = packet.state
         self.remote_diag = packet.diag
@@ -179,6 +185,14 @@ class Session:
         self.remote_desired_tx_us = packet.desired_min_tx_us
         self.remote_detect_mult = packet.detect_mult
         self._last_rx = now
+        interval = self.tx_interval_us()
+        if interval and self._last_tx is not None and (not interval_before or interval < interval_before):
+            # The remote accepts packets faster now (it came Up and left its slow rate): the
+            # next one must not wait out the old interval, or the remote, whose detection time
+            # already counts on the new one, declares us dead (FRR 8.4 does, measured).
+            self._next_tx = min(
+                self._next_tx, self._last_tx + jittered(interval, self._advertised.detect_mult, self._draw())
+            )
         if packet.final and self._polling:
             self._polling = False
             self._tx_in_use_us = self._advertised.desired_min_tx_us
@@ -187,6 +201,8 @@ class Session:
             self._final_owed = True
         if self.state == State.ADMIN_DOWN:
             return []
+        if restarted and self.state != State.DOWN:
+            return [self._move(State.DOWN, Diag.NEIGHBOR_SIGNALED_SESSION_DOWN, now, remote_restarted=True)]
         if packet.state == State.ADMIN_DOWN:
             if self.state != State.DOWN:
                 return [self._move(State.DOWN, Diag.NEIGHBOR_SIGNALED_SESSION_DOWN, now)]
@@ -223,6 +239,7 @@ class Session:
         if interval == 0 or now < self._next_tx:
             return None
         self._next_tx = now + jittered(interval, self._advertised.detect_mult, self._draw())
+        self._last_tx = now
         return self._packet(poll=self._polling, final=False)
 
     def admin_down(self, now: float) -> list[Transition]:
@@ -263,7 +280,7 @@ class Session:
             self._rx_in_use_us = wanted.required_min_rx_us
             self._polling = False
 
-    def _move(self, new: State, diag: Diag | int, now: float) -> Transition:
+    def _move(self, new: State, diag: Diag | int, now: float, *, remote_restarted: bool = False) -> Transition:
         old = self.state
         self.state = new
         if new == State.UP:
@@ -274,7 +291,13 @@ class Session:
             self._polling = False  # a Poll of the old session state ends with it
             self._advertise(now)
         return Transition(
-            old=old, new=new, diag=self.diag, remote_state=self.remote_state, remote_diag=self.remote_diag, at=now
+            old=old,
+            new=new,
+            diag=self.diag,
+            remote_state=self.remote_state,
+            remote_diag=self.remote_diag,
+            at=now,
+            remote_restarted=remote_restarted,
         )
 
     def _packet(self, *, poll: bool, final: bool) -> ControlPacket:

@@ -85,3 +85,49 @@ def test_admin_down_is_neighbor_signalled(pair: tuple[BfdChild, BfdChild]) -> No
         "admin_down",
     )
     assert down["monotonic"] - sent < 0.5
+
+
+def test_ttl_checks_through_a_router() -> None:
+    """Two children with a forwarding router between them (packets arrive with TTL 254): the
+    multihop session (minimumTtl 254) comes Up; the single-hop one, which requires 255 (RFC
+    5881 section 5), and a multihop one requiring 255 stay Down, though started together."""
+    require_prerequisites()
+    with Lab("bfdttl") as lab:
+        a, hop, b = lab.netns("a"), lab.netns("hop"), lab.netns("b")
+        lab.link(a, "10.8.1.1/24", hop, "10.8.1.254/24")
+        lab.link(hop, "10.8.2.254/24", b, "10.8.2.1/24")
+        lab.run("ip", "netns", "exec", hop, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        lab.run("ip", "-n", a, "route", "add", "10.8.2.0/24", "via", "10.8.1.254")
+        lab.run("ip", "-n", b, "route", "add", "10.8.1.0/24", "via", "10.8.2.254")
+        left, right = BfdChild(a), BfdChild(b)
+        try:
+            for child, local, remote in ((left, "10.8.1.1", "10.8.2.1"), (right, "10.8.2.1", "10.8.1.1")):
+                child.send(
+                    {
+                        "op": "set",
+                        "sessions": [
+                            session_json("single", local, remote),
+                            session_json("multi", local, remote, multihop=True, minimum_ttl=254),
+                        ],
+                    }
+                )
+            wait_until(lambda: left.find("state", peer="multi", state="up"), timeout_s=15, desc="multihop up")
+            wait_until(lambda: right.find("state", peer="multi", state="up"), timeout_s=15, desc="multihop up")
+            assert not left.find("state", peer="single", state="init") and not left.find(
+                "state", peer="single", state="up"
+            )
+            # The strict side refuses what the lenient side accepted.
+            right.send(
+                {
+                    "op": "set",
+                    "sessions": [session_json("multi", "10.8.2.1", "10.8.1.1", multihop=True, minimum_ttl=255)],
+                }
+            )
+            wait_until(
+                lambda: right.find("state", peer="multi", state="down", old="up"),
+                timeout_s=10,
+                desc="multi down at 255",
+            )
+        finally:
+            left.close()
+            right.close()

@@ -5,18 +5,25 @@ have been taken down by BFD. Each test prints what it measured."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from lab.bfdrouter import FrrBfd, bfd_profile_block, frr_with_bfd
 from lab.kubeapi import FakeKubeApi, endpoint_slice, node, service
-from lab.netns import Frr, Lab, PathSampler, pid_alive, run_in, wait_until
+from lab.netns import Frr, Lab, PathSampler, http_get, pid_alive, run_in, wait_until
 from lab.speaker import SpeakerProcess
 from tests.integration.conftest import NODE, require_prerequisites
 
 VIPS = {f"192.0.2.{i}/32" for i in range(1, 6)}
+LISTEN = "127.0.0.1:17473"
 
 BGPD = """\
 frr defaults datacenter
@@ -80,7 +87,26 @@ class Rig:
         self.never_up_s = never_up_s
 
     def start(self) -> None:
-        self.speaker.start("--bfd-never-up-warning", str(self.never_up_s))
+        self.speaker.start("--bfd-never-up-warning", str(self.never_up_s), "--listen", LISTEN)
+
+    def metrics(self) -> dict[str, float]:
+        """The BFD metrics for tor-a by name."""
+        status, body = http_get(self.node, f"http://{LISTEN}/metrics")
+        assert status == 200
+        return {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(body)
+            for sample in family.samples
+            if sample.name.startswith("bgpspeaker_bfd_") and sample.labels.get("peer") == "tor-a"
+        }
+
+    def status(self) -> tuple[str, dict[str, Any]]:
+        """``bgpspeaker status``, as text and as JSON."""
+        command = [sys.executable, "-m", "bgpspeaker.cli", "status", "--address", LISTEN]
+        text = run_in(self.node, *command)
+        document = run_in(self.node, *command, "--output", "json")
+        assert text.returncode == document.returncode == 0, text.stderr
+        return text.stdout, json.loads(document.stdout)
 
     @property
     def bfd(self) -> FrrBfd:
@@ -140,6 +166,14 @@ def test_bfd_down_takes_bgp_down_at_once_and_up_brings_it_back(lab: Lab) -> None
         assert peer["receive-interval"] == 300 and peer["transmit-interval"] == 300
         rig.speaker.wait_event("bfd_up", peer="tor-a")
         exabgp = rig.speaker.exabgp_pid()
+        assert rig.metrics() == {
+            "bgpspeaker_bfd_session_up": 1.0,
+            "bgpspeaker_bfd_session_down_events_total": 0.0,
+        }
+        text, document = rig.status()
+        assert any(line.split()[:3] == ["tor-a", "up", "up"] for line in text.splitlines()), text
+        [bfd] = document["bfd"]
+        assert (bfd["peer"], bfd["state"], bfd["tx_ms"], bfd["detect_ms"]) == ("tor-a", "up", 300.0, 900.0), bfd
 
         darkened = time.monotonic()
         rig.dark(True)
@@ -153,6 +187,12 @@ def test_bfd_down_takes_bgp_down_at_once_and_up_brings_it_back(lab: Lab) -> None
         assert closed_s < 3.0, closed_s  # BFD 0.9 s + stopping ExaBGP; the hold timer is 90 s
         # Held down while BFD is down: no new ExaBGP for this peer.
         assert not [e for e in rig.speaker.events("exabgp_started") if pid_alive(e["pid"])]
+        assert rig.metrics() == {
+            "bgpspeaker_bfd_session_up": 0.0,
+            "bgpspeaker_bfd_session_down_events_total": 1.0,
+        }
+        _, document = rig.status()
+        assert document["bfd"][0]["blocks_bgp"] is True and document["bfd"][0]["state"] == "down"
 
         lit = time.monotonic()
         rig.dark(False)
@@ -294,4 +334,156 @@ def test_frr_8_4_resets_an_established_session_on_bfd_admin_down(lab: Lab) -> No
         print(f"FRR 8.4 on BFD AdminDown: NOTIFICATION Cease/BFD Down and Established -> Clearing, {reset_s:.2f} s")
     finally:
         child.close()
+        rig.close()
+
+
+def test_profile_reload_retunes_bfd_without_touching_bgp(lab: Lab) -> None:
+    """A reload that changes the profile (300 -> 600 ms) retunes the running BFD session by a
+    Poll sequence: FRR sees the new interval, BGP and the ExaBGP child stay as they were."""
+    rig = Rig(
+        lab,
+        router=BGPD.format(global_extra="", neighbor_extra=" neighbor 10.0.0.2 bfd profile fast\n"),
+        speaker=SPEAKER.format(peer_extra="", extra=""),
+    )
+    try:
+        rig.start()
+        wait_until(lambda: rig.routes() == VIPS, timeout_s=30, desc=f"routes at FRR; {rig.speaker.tail(5)}")
+        wait_until(
+            lambda: (p := rig.bfd.bfd_peer("10.0.0.2")) and p.get("remote-transmit-interval") == 300,
+            timeout_s=20,
+            desc=f"FRR sees 300 ms: {rig.bfd.bfd_peers()}",
+        )
+        exabgp = rig.speaker.exabgp_pid()
+        established = rig.frr.neighbor("10.0.0.2")["connectionsEstablished"]
+        rig.speaker.reload(
+            SPEAKER.format(peer_extra="", extra="").replace("transmitInterval: 300ms", "transmitInterval: 600ms")
+        )
+        peer = wait_until(
+            lambda: (p := rig.bfd.bfd_peer("10.0.0.2")) and p.get("remote-transmit-interval") == 600 and p,
+            timeout_s=20,
+            desc=f"FRR sees 600 ms: {rig.bfd.bfd_peers()}",
+        )
+        assert peer["status"] == "up"
+        assert rig.speaker.exabgp_pid() == exabgp and pid_alive(exabgp)
+        assert rig.frr.neighbor("10.0.0.2")["connectionsEstablished"] == established
+        assert not rig.speaker.events("session_stopping")
+        assert not [e for e in rig.speaker.events("bfd_down") if e["takes_bgp_down"]]
+    finally:
+        rig.close()
+
+
+def test_withdraw_mode_withdraws_before_admin_down(lab: Lab) -> None:
+    """shutdown withdraw: the routes go first, then BFD AdminDown (the router sees no BFD Down
+    while it still has our routes)."""
+    rig = Rig(
+        lab,
+        router=BGPD.format(global_extra="", neighbor_extra=" neighbor 10.0.0.2 bfd profile fast\n"),
+        speaker=SPEAKER.format(peer_extra="", extra="shutdown: {mode: withdraw}\n"),
+    )
+    try:
+        rig.start()
+        wait_until(lambda: rig.routes() == VIPS, timeout_s=30, desc=f"routes at FRR; {rig.speaker.tail(5)}")
+        rig.speaker.wait_event("bfd_up", peer="tor-a", timeout_s=20)
+        code, _ = rig.speaker.terminate()
+        assert code == 0, rig.speaker.tail()
+        events = [
+            e["event"] for e in rig.speaker.events() if e.get("event") in ("route_withdrawn", "bfd_admin_down_sent")
+        ]
+        assert events.count("route_withdrawn") == len(VIPS) and events[-1] == "bfd_admin_down_sent", events
+        assert rig.speaker.events("bfd_admin_down_sent")[0]["confirmed"] is True
+        wait_until(lambda: not rig.routes(), timeout_s=5, desc="routes gone")
+    finally:
+        rig.close()
+
+
+def test_multihop_bfd_through_a_router(lab: Lab) -> None:
+    """An eBGP multihop peer two hops away: BFD on UDP 4784 (RFC 5883) comes Up with FRR's
+    multihop session (minimumTtl 254 accepts the one hop between), and a dark path takes BGP
+    down within about a second."""
+    node_ns, hop, far = lab.netns("node"), lab.netns("hop"), lab.netns("far")
+    lab.link(node_ns, "10.0.2.2/24", hop, "10.0.2.1/24")
+    lab.link(hop, "10.0.3.1/24", far, "10.0.3.2/24")
+    lab.run("ip", "netns", "exec", hop, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+    lab.run("ip", "-n", node_ns, "route", "add", "10.0.3.0/24", "via", "10.0.2.1")
+    lab.run("ip", "-n", far, "route", "add", "10.0.2.0/24", "via", "10.0.3.1")
+    router = (
+        BGPD.format(
+            global_extra="", neighbor_extra=" neighbor 10.0.2.2 ebgp-multihop 2\n neighbor 10.0.2.2 bfd profile fast\n"
+        )
+        .replace("10.0.0.2", "10.0.2.2")
+        .replace("bgp router-id 10.0.0.1", "bgp router-id 10.0.3.2")
+    )
+    frr = frr_with_bfd(lab, far, router, bfd_profile_block(extra="  minimum-ttl 254\n"))
+    speaker_config = (
+        SPEAKER.format(peer_extra="    ebgpMultiHop: 2\n", extra="")
+        .replace("10.0.0.1", "10.0.3.2")
+        .replace("routerID: 10.0.0.2", "routerID: 10.0.2.2")
+        .replace("    detectMultiplier: 3\n", "    detectMultiplier: 3\n    minimumTtl: 254\n")
+    )
+    api = FakeKubeApi(netns=node_ns, bookmark_interval_s=1.0).start()
+    speaker = SpeakerProcess(
+        netns=node_ns, workdir=lab.root / "speaker", config=speaker_config, kubeconfig=api.kubeconfig(), node_name=NODE
+    )
+    try:
+        api.apply(node(NODE))
+        api.apply(service("default", "s0", ips=["192.0.2.1"]))
+        api.apply(endpoint_slice("default", "s0-1", service_name="s0", endpoints=[("10.244.1.5", NODE, True, True)]))
+        speaker.start()
+        peer = wait_until(
+            lambda: (p := frr.bfd_peer("10.0.2.2")) and p.get("status") == "up" and p,
+            timeout_s=30,
+            desc=f"FRR's multihop BFD peer up: {frr.bfd_peers()}; {speaker.tail(5)}",
+        )
+        assert peer["multihop"] is True
+        speaker.wait_event("bfd_up", peer="tor-a", timeout_s=10)
+        wait_until(lambda: "192.0.2.1/32" in frr.best_paths(), timeout_s=30, desc="route at FRR")
+        darkened = time.monotonic()
+        result = run_in(node_ns, "nft", "add", "table", "inet", "dark")
+        assert result.returncode == 0, result.stderr
+        for chain, hook, match in (("in", "input", "saddr"), ("out", "output", "daddr")):
+            spec = f"{{ type filter hook {hook} priority -10; }}"
+            assert run_in(node_ns, "nft", "add", "chain", "inet", "dark", chain, spec).returncode == 0
+            assert (
+                run_in(node_ns, "nft", "add", "rule", "inet", "dark", chain, "ip", match, "10.0.3.2", "drop").returncode
+                == 0
+            )
+        speaker.wait_event("session_stopping", peer="tor-a", reason="bfd_down", timeout_s=10)
+        closed_s = time.monotonic() - darkened
+        print(f"multihop BFD: speaker closed BGP {closed_s:.2f} s after the path went dark")
+        assert closed_s < 3.0
+    finally:
+        speaker.close()
+        api.stop()
+
+
+def test_a_killed_bfd_child_is_restarted(lab: Lab) -> None:
+    """SIGKILL the BFD child: the daemon logs bfd_exited, starts a new one, and BFD and BGP
+    are Up again. The speaker itself does not take BGP down (a new child starts afresh), but
+    the router does: its bfdd stops hearing us for longer than 0.9 s (C bit 0: our BFD shares
+    fate with the speaker), so FRR resets the session once; the routes come back."""
+    rig = Rig(
+        lab,
+        router=BGPD.format(global_extra="", neighbor_extra=" neighbor 10.0.0.2 bfd profile fast\n"),
+        speaker=SPEAKER.format(peer_extra="", extra=""),
+    )
+    try:
+        rig.start()
+        wait_until(lambda: rig.routes() == VIPS, timeout_s=30, desc=f"routes at FRR; {rig.speaker.tail(5)}")
+        rig.speaker.wait_event("bfd_up", peer="tor-a", timeout_s=20)
+        child = rig.speaker.wait_event("bfd_started")["pid"]
+        dropped = rig.frr.neighbor("10.0.0.2")["connectionsDropped"]
+        killed = time.monotonic()
+        os.kill(child, signal.SIGKILL)
+        exited = rig.speaker.wait_event("bfd_exited", timeout_s=10)
+        assert exited["pid"] == child
+        assert rig.speaker.wait_event("bfd_started", after=1, timeout_s=10)["pid"] != child
+        rig.speaker.wait_event("bfd_up", peer="tor-a", after=1, timeout_s=20)
+        wait_until(
+            lambda: rig.routes() == VIPS and rig.established(), timeout_s=30, desc=f"routes back; {rig.speaker.tail(5)}"
+        )
+        resets = rig.frr.neighbor("10.0.0.2")["connectionsDropped"] - dropped
+        print(f"BFD child killed: BFD and routes back after {time.monotonic() - killed:.2f} s; FRR resets: {resets}")
+        assert resets <= 1
+        assert not rig.speaker.events("session_stopping")
+    finally:
         rig.close()

@@ -247,3 +247,27 @@ def test_jitter_of_a_running_session_stays_in_bounds() -> None:
             sent.append(now)
     gaps = [b - a for a, b in itertools.pairwise(sent)]
     assert min(gaps) >= 0.75 and max(gaps) <= 1.0  # Down: the 1 s slow rate
+
+
+def test_a_new_remote_session_is_flagged() -> None:
+    """Up, then packets from another discriminator (the remote re-created its session, as FRR
+    8.4 does when its BGP session comes up): Down, marked remote_restarted; then Up again."""
+    s = session()
+    s.receive(remote(State.DOWN), 0.0)
+    s.receive(remote(State.UP), 0.1)
+    [t] = s.receive(remote(State.DOWN, my_discriminator=77), 0.2)
+    assert (t.old, t.new, t.remote_restarted) == (State.UP, State.DOWN, True)
+    [t] = s.receive(remote(State.DOWN, my_discriminator=77), 0.3)
+    assert (t.new, t.remote_restarted) == (State.INIT, False)
+
+
+def test_a_faster_remote_rx_brings_the_next_packet_forward() -> None:
+    """The remote leaves its 1 s slow rate (Required Min RX 1 s -> 300 ms): our next packet is
+    due 300 ms (with jitter) after the last one, not a second after it."""
+    s = session()
+    s.receive(remote(State.DOWN, required_min_rx_us=1_000_000), 0.0)
+    s.receive(remote(State.UP, required_min_rx_us=1_000_000), 0.0)
+    assert s.outgoing(0.0) is not None  # the Poll after coming Up
+    assert s.next_deadline() == pytest.approx(0.875)
+    s.receive(remote(State.UP, required_min_rx_us=300_000), 0.05)
+    assert s.next_deadline() == pytest.approx(0.2625)

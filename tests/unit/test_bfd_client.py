@@ -1,0 +1,120 @@
+"""BfdClient: which BFD changes hold a peer's BGP session down. A stand-in child process
+(a few lines of Python) writes the state lines the real one would."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import pytest
+
+from bgpspeaker.bfd.client import BfdClient, is_path_failure
+from lab.netns import wait_until
+
+SPEC = {"peer": "tor-a", "local": "10.0.0.2", "remote": "10.0.0.1", "tx_ms": 300, "rx_ms": 300, "multiplier": 3}
+
+
+def state(new: str, old: str | None = None, **fields: Any) -> dict[str, Any]:
+    event = {
+        "event": "state",
+        "peer": "tor-a",
+        "state": new,
+        "remote_state": fields.pop("remote_state", new),
+        "diag": fields.pop("diag", "none"),
+        "remote_diag": fields.pop("remote_diag", "none"),
+        "tx_ms": 300,
+        "detect_ms": 900,
+        "monotonic": 0.0,
+        **fields,
+    }
+    if old is not None:
+        event["old"] = old
+    return event
+
+
+def run_child(lines: list[dict[str, Any]]) -> BfdClient:
+    """A client whose child writes ``lines`` and then waits for the shutdown command."""
+    script = "import sys\n" + "".join(f"print({json.dumps(json.dumps(e))}, flush=True)\n" for e in lines)
+    script += "for line in sys.stdin:\n    if 'shutdown' in line:\n        break\n"
+    changes: list[int] = []
+    client = BfdClient(lambda: changes.append(1), command=[sys.executable, "-c", script])
+    client.want({"tor-a": SPEC})
+    wait_until(lambda: client.statuses()["tor-a"].last_change or None, timeout_s=10, desc="the child's lines read")
+    return client
+
+
+DETECTED = state("down", "up", diag="control_detection_time_expired")
+
+
+@pytest.mark.parametrize(
+    ("lines", "blocked", "downs"),
+    [
+        ([state("down"), state("up", "down"), DETECTED], True, 1),
+        ([state("init", "down"), state("down", "init", diag="control_detection_time_expired")], False, 0),
+        (
+            [state("up", "down"), state("down", "up", diag="neighbor_signaled_session_down", remote_diag="path_down")],
+            True,
+            1,
+        ),
+        (
+            [
+                state("up", "down"),
+                state("down", "up", diag="neighbor_signaled_session_down", remote_state="admin_down",
+                      remote_diag="administratively_down"),
+            ],
+            False,
+            1,
+        ),
+        (
+            [state("up", "down"), state("down", "up", diag="neighbor_signaled_session_down",
+                                        remote_diag="neighbor_signaled_session_down")],
+            False,
+            1,
+        ),
+        (
+            [
+                state("up", "down"),
+                state("down", "up", diag="neighbor_signaled_session_down", remote_diag="path_down",
+                      remote_restarted=True),
+            ],
+            False,
+            1,
+        ),
+        ([state("up", "down"), DETECTED, state("init", "down")], True, 1),
+        ([state("up", "down"), DETECTED, state("init", "down"), state("up", "init")], False, 1),
+    ],
+    ids=[
+        "detection-timeout-after-up",
+        "never-up",
+        "router-reports-path-down",
+        "router-admin-down",
+        "router-bookkeeping-diag-3",
+        "router-new-session",
+        "still-held-in-init",
+        "released-when-up",
+    ],
+)  # fmt: skip
+def test_which_changes_hold_bgp_down(lines: list[dict[str, Any]], blocked: bool, downs: int) -> None:
+    """Only a path failure after Up holds BGP down, until BFD is Up again."""
+    client = run_child(lines)
+    try:
+        want = frozenset({"tor-a"}) if blocked else frozenset()
+        wait_until(
+            lambda: client.statuses()["tor-a"].state == lines[-1]["state"], timeout_s=10, desc="the last line read"
+        )
+        assert client.blocked() == want
+        assert client.statuses()["tor-a"].down_events == downs
+        assert client.statuses()["tor-a"].document()["blocks_bgp"] is blocked
+    finally:
+        client.stop()
+
+
+def test_path_failure_rule() -> None:
+    """Our own detection timer always counts; the router's diag 3 and 7 never do."""
+    assert is_path_failure({"diag": "control_detection_time_expired", "remote_diag": "none"})
+    assert is_path_failure({"diag": "neighbor_signaled_session_down", "remote_diag": "control_detection_time_expired"})
+    assert not is_path_failure({"diag": "neighbor_signaled_session_down", "remote_diag": "administratively_down"})
+    assert not is_path_failure(
+        {"diag": "neighbor_signaled_session_down", "remote_diag": "neighbor_signaled_session_down"}
+    )
