@@ -130,6 +130,8 @@ class Advertisement:
     as_path_prepend: int = 0
     address_pools: tuple[str, ...] = ()
     """Only VIPs from these address pools (``pools.PoolIndex``); empty: any VIP."""
+    ecmp_weight: str = "none"
+    """``none`` or ``localEndpoints`` (bgpspeaker.weights: the Link Bandwidth community)."""
 
 
 DEFAULT_ADVERTISEMENT = Advertisement(name="default")
@@ -137,6 +139,7 @@ DEFAULT_ADVERTISEMENT = Advertisement(name="default")
 
 
 SHUTDOWN_MODES = ("withdraw", "drain", "keep")
+ECMP_WEIGHT_MODES = ("none", "localEndpoints")
 API_OUTAGE_POLICIES = ("keep", "withdraw")
 
 
@@ -253,6 +256,7 @@ _ADVERTISEMENT_KEYS = frozenset(
         "med",
         "asPathPrepend",
         "addressPools",
+        "ecmpWeight",
     }
 )
 _SECRET_KEYS = frozenset({"name", "namespace", "key"})
@@ -491,6 +495,9 @@ def _advertisement(data: Any, path: str, peers: Mapping[str, PeerConfig], proble
     )
     med = parse_int(data["med"], f"{path}.med", problems, low=0, high=U32_MAX) if data.get("med") is not None else None
     prepend = parse_int(data.get("asPathPrepend", 0), f"{path}.asPathPrepend", problems, low=0, high=MAX_PREPEND)
+    ecmp_weight = data.get("ecmpWeight", "none")
+    if ecmp_weight not in ECMP_WEIGHT_MODES:
+        problems.append(f"{path}.ecmpWeight: must be one of {', '.join(ECMP_WEIGHT_MODES)}, got {show(ecmp_weight)}")
     targets = [peers[n] for n in peer_names] if raw_peers else list(peers.values())
     if local_pref is not None:
         for peer in targets:
@@ -522,6 +529,7 @@ def _advertisement(data: Any, path: str, peers: Mapping[str, PeerConfig], proble
         local_pref=local_pref,
         med=med,
         as_path_prepend=prepend,
+        ecmp_weight=ecmp_weight,
     )
 
 

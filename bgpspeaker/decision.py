@@ -19,6 +19,7 @@ from bgpspeaker.nodesettings import peers_for_node
 from bgpspeaker.pools import PoolIndex
 from bgpspeaker.routes import Attributes, IPAddress, Prefix, Reason, RouteKey, Verdict, prefix_order
 from bgpspeaker.values import U32_MAX, matches_any, parse_communities, parse_unsigned_text, show
+from bgpspeaker.weights import service_link_bandwidth
 
 __all__ = [
     "ANNOTATION_COMMUNITIES",
@@ -173,8 +174,10 @@ class _Contribution:
     source: str
 
 
-def _peer_attributes(advertisement: Advertisement, peer: PeerConfig, extras: Attributes | None) -> Attributes:
-    """What ``advertisement`` (plus annotations) sets on a route to ``peer``."""
+def _peer_attributes(
+    advertisement: Advertisement, peer: PeerConfig, extras: Attributes | None, link_bandwidth: int | None = None
+) -> Attributes:
+    """What ``advertisement`` (plus annotations, plus this node's ECMP weight) sets on a route to ``peer``."""
     med = advertisement.med
     prepend = advertisement.as_path_prepend if peer.ebgp else 0
     communities, large = advertisement.communities, advertisement.large_communities
@@ -191,6 +194,7 @@ def _peer_attributes(advertisement: Advertisement, peer: PeerConfig, extras: Att
             med=med,
             local_pref=advertisement.local_pref if not peer.ebgp else None,
             as_path_prepend=prepend,
+            link_bandwidth=link_bandwidth if advertisement.ecmp_weight == "localEndpoints" else None,
         )
     )
 
@@ -217,12 +221,17 @@ def _merge(contributions: list[_Contribution]) -> tuple[Attributes | None, str]:
             sources = sorted({c.source for c in contributions})
             return None, f"{field} differs between {', '.join(sources)}: {sorted(values)}"
         merged[field] = values.pop() if values else None
+    # Services sharing a VIP may weigh it differently: the largest weight, never a conflict.
+    bandwidth = max(
+        (c.attributes.link_bandwidth for c in contributions if c.attributes.link_bandwidth is not None), default=None
+    )
     attributes = Attributes(
         communities=tuple(sorted(communities)),
         large_communities=tuple(sorted(large)),
         med=merged["med"],
         local_pref=merged["local_pref"],
         as_path_prepend=merged["as_path_prepend"] or 0,
+        link_bandwidth=bandwidth,
     )
     return _intern(attributes), ""
 
@@ -406,6 +415,12 @@ def decide_service(
     if not advertisements:
         return [Verdict(service=service.key, reason=Reason.NODE_NOT_SELECTED if selected else Reason.NO_ADVERTISEMENT)]
     extras, annotation_problem = _annotation_extras(service) if config.service_annotations else (None, "")
+    bandwidth: int | None = None
+    if any(advertisement.ecmp_weight == "localEndpoints" for advertisement in advertisements):
+        bandwidth, weight_problem = service_link_bandwidth(
+            service, slices, node_name=node_name, annotations=config.service_annotations
+        )
+        annotation_problem = "; ".join(problem for problem in (annotation_problem, weight_problem) if problem)
     verdicts = []
     for ip in service.ingress_ips:
         problem = plan.vip_problem(ip)
@@ -444,7 +459,10 @@ def decide_service(
                     (
                         (name, prefix),
                         _Contribution(
-                            service.key, ip, _peer_attributes(advertisement, peer, extras), advertisement.name
+                            service.key,
+                            ip,
+                            _peer_attributes(advertisement, peer, extras, bandwidth),
+                            advertisement.name,
                         ),
                     )
                 )

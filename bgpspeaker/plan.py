@@ -52,6 +52,7 @@ from bgpspeaker.routes import (
 )
 from bgpspeaker.session import RouteChange
 from bgpspeaker.sessions import Sessions, chunks
+from bgpspeaker.weights import WeightHold
 
 __all__ = [
     "OutagePolicy",
@@ -238,6 +239,8 @@ class Plan:
     incremental: bool
     settle_key: tuple[object, ...]
     """The sessions, generations and outage verdict the plan was made under."""
+    weight_held: frozenset[RouteKey] = frozenset()
+    """Routes whose weight-only change waits (bgpspeaker.weights): not settled yet."""
 
 
 class Planner:
@@ -250,6 +253,7 @@ class Planner:
         self._unsettled: set[RouteKey] = set()
         self._hold = HoldDown(hold_down)
         self._outage = OutagePolicy()
+        self._weights = WeightHold()
 
     def start_over(self) -> None:
         """Forget every cache: the next pass is a full one."""
@@ -322,6 +326,9 @@ class Planner:
             )
             if hold_deadline is not None:
                 deadline = hold_deadline if deadline is None else min(deadline, hold_deadline)
+        weight_deadline, weight_held = self._weights.apply(effective, acked_ready, now=now)
+        if weight_deadline is not None:
+            deadline = weight_deadline if deadline is None else min(deadline, weight_deadline)
         for peer, prefix in held:
             log.info(
                 "route_withdraw_held",
@@ -340,6 +347,7 @@ class Planner:
             deadline=deadline,
             incremental=incremental,
             settle_key=settle_key,
+            weight_held=frozenset(weight_held),
         )
 
     @staticmethod
@@ -359,4 +367,5 @@ class Planner:
     def settled(self, plan: Plan, acked: Mapping[RouteKey, Attributes | Unknown]) -> None:
         """After the changes were applied: what is still not acknowledged as wanted."""
         self._unsettled = {key for key in plan.looked_at if plan.effective.get(key) != acked.get(key)}
+        self._unsettled |= plan.weight_held
         self._settled_under = plan.settle_key

@@ -18,6 +18,7 @@ from bgpspeaker.cluster.model import ObjectInvalid, Snapshot, parse_endpoint_sli
 from bgpspeaker.config import MAX_CONFIG_BYTES, SpeakerConfig
 from bgpspeaker.decision import decide
 from bgpspeaker.routes import Attributes
+from bgpspeaker.weights import describe_weight
 
 __all__ = ["describe_attributes", "explain", "fetch_config", "fetch_status", "format_explain", "format_status"]
 
@@ -122,6 +123,8 @@ def describe_attributes(attributes: Attributes) -> str:
         words.append(f"local-pref {attributes.local_pref}")
     if attributes.as_path_prepend:
         words.append(f"prepend {attributes.as_path_prepend}")
+    if attributes.link_bandwidth is not None:
+        words.append(f"ecmp-weight {describe_weight(attributes.link_bandwidth)}")
     return ", ".join(words)
 
 

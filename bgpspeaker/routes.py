@@ -112,6 +112,8 @@ class Attributes:
     """Extra copies of our AS (eBGP only)."""
     next_hop: IPAddress | None = None
     """None: ``self``. Never set by the decision: the shell fills it per session and family."""
+    link_bandwidth: int | None = None
+    """Bytes/s in the BGP Link Bandwidth extended community (weighted ECMP; bgpspeaker.weights)."""
 
 
 class Unknown(enum.Enum):

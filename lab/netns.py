@@ -123,24 +123,34 @@ class Frr:
     netns: str
     workdir: Path
     pid: int = 0
+    zebra: bool = False
+    """Also run zebra (routes into the namespace's kernel); bgpd then talks to it."""
+    zebra_pid: int = 0
 
     def start(self, config: str) -> Frr:
-        """Write ``bgpd.conf`` and start bgpd without zebra (-Z), daemonized; record its PID."""
+        """Write ``bgpd.conf`` and start bgpd (after zebra when ``zebra``, else with -Z), daemonized."""
         subprocess.run(["install", "-d", "-o", "frr", "-g", "frr", str(self.workdir)], check=True)
-        conf = self.workdir / "bgpd.conf"
+        if self.zebra and not self.zebra_pid:
+            self.zebra_pid = self._daemon("zebra", "")
+        self.pid = self._daemon("bgpd", config)
+        return self
+
+    def _daemon(self, name: str, config: str, *extra: str) -> int:
+        """Start one FRR daemon (``name``.conf, .pid, vty and zserv sockets in ``workdir``); its PID."""
+        conf = self.workdir / f"{name}.conf"
         conf.write_text(config)
         subprocess.run(["chown", "frr:frr", str(conf)], check=True)
-        pidfile = self.workdir / "bgpd.pid"
+        pidfile = self.workdir / f"{name}.pid"
         pidfile.unlink(missing_ok=True)
+        zserv = ["-z", str(self.workdir / "zserv.api")] if self.zebra else ["-Z"]
         _run(
-            "ip", "netns", "exec", self.netns, "/usr/lib/frr/bgpd", "-d", "-Z",
+            "ip", "netns", "exec", self.netns, f"/usr/lib/frr/{name}", "-d", *zserv,
             "-f", str(conf), "-i", str(pidfile), "--vty_socket", str(self.workdir),
-            "-A", "127.0.0.1", "-P", "0",
+            "-A", "127.0.0.1", "-P", "0", *extra,
         )  # fmt: skip
-        self.pid = int(
-            wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), timeout_s=10, desc="bgpd pidfile")
+        return int(
+            wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), timeout_s=10, desc=f"{name} pidfile")
         )
-        return self
 
     def vtysh(self, command: str) -> str:
         """Run one vtysh command against this bgpd."""
@@ -173,11 +183,22 @@ class Frr:
         data: dict[str, Any] = self.json(f"show bgp neighbors {address} json").get(address, {})
         return data
 
+    def restart_bgpd(self, *, kill: bool = False) -> None:
+        """Stop bgpd by PID (``kill``: SIGKILL, a crash) and start it again on its config
+        (zebra, if any, keeps running)."""
+        if kill:
+            os.kill(self.pid, signal.SIGKILL)
+        stop_pid(self.pid)
+        self.pid = self._daemon("bgpd", (self.workdir / "bgpd.conf").read_text())
+
     def stop(self) -> None:
-        """Stop bgpd by PID."""
+        """Stop bgpd (and zebra) by PID."""
         if self.pid:
             stop_pid(self.pid)
             self.pid = 0
+        if self.zebra_pid:
+            stop_pid(self.zebra_pid)
+            self.zebra_pid = 0
 
 
 class PathSampler:
@@ -249,9 +270,9 @@ class Lab:
         """Run a setup command (ip, sysctl) and return its output; raise on failure."""
         return _run(*argv)
 
-    def frr(self, netns: str, config: str) -> Frr:
-        """Start a bgpd in ``netns``, with its files under this lab's directory."""
-        frr = Frr(netns=netns, workdir=self.root / netns).start(config)
+    def frr(self, netns: str, config: str, *, zebra: bool = False) -> Frr:
+        """Start a bgpd (and zebra) in ``netns``, with its files under this lab's directory."""
+        frr = Frr(netns=netns, workdir=self.root / netns, zebra=zebra).start(config)
         self.frrs.append(frr)
         return frr
 

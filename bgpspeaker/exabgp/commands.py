@@ -28,6 +28,8 @@ _COMMUNITY = re.compile(r"^(\d{1,5}):(\d{1,5})$")
 _LARGE = re.compile(r"^(\d{1,10}):(\d{1,10}):(\d{1,10})$")
 _NAMED = frozenset(WELL_KNOWN_COMMUNITIES.values())
 _PRINTABLE = re.compile(r"^[\x20-\x7e]+$")
+_AS2_MAX = 65535
+_AS_TRANS = 23456
 
 
 def check_line(line: str) -> str:
@@ -54,6 +56,10 @@ def encode_attributes(attributes: Attributes, *, my_asn: int) -> str:
         words.append(f"local-preference {attributes.local_pref}")
     if attributes.as_path_prepend:
         words.append(f"as-path [{' '.join([str(my_asn)] * (attributes.as_path_prepend + 1))}]")
+    if attributes.link_bandwidth is not None:
+        # Two-octet AS specific (RFC 10005): a four-octet ASN is written as AS_TRANS.
+        asn = my_asn if 0 < my_asn <= _AS2_MAX else _AS_TRANS
+        words.append(f"extended-community [bandwidth:{asn}:{attributes.link_bandwidth}]")
     return " ".join(words)
 
 
@@ -92,5 +98,8 @@ def _check_attributes(attributes: Attributes) -> None:
     for name, value in (("med", attributes.med), ("local_pref", attributes.local_pref)):
         if value is not None and (isinstance(value, bool) or not 0 <= value <= U32_MAX):
             raise CommandValueError(f"{name}: must be 0..4294967295, got {value!r}")
+    bandwidth = attributes.link_bandwidth
+    if bandwidth is not None and (isinstance(bandwidth, bool) or not 0 <= bandwidth <= U32_MAX):
+        raise CommandValueError(f"link_bandwidth: must be 0..4294967295 bytes/s, got {bandwidth!r}")
     if not 0 <= attributes.as_path_prepend <= MAX_PREPEND:
         raise CommandValueError(f"as_path_prepend: must be 0..{MAX_PREPEND}, got {attributes.as_path_prepend!r}")

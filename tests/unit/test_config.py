@@ -350,8 +350,8 @@ CASES = [
         "advertisements.0.servicSelectors",
         [],
         "advertisements[0].servicSelectors: unknown field (allowed: addressPools,"
-        " aggregationLength, aggregationLengthV6, asPathPrepend, communities, localPref, med, name, nodeSelectors,"
-        " peers, serviceSelectors)",
+        " aggregationLength, aggregationLengthV6, asPathPrepend, communities, ecmpWeight, localPref, med, name,"
+        " nodeSelectors, peers, serviceSelectors)",
     ),
 ]
 
