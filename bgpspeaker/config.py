@@ -10,8 +10,8 @@ import dataclasses
 import ipaddress
 import math
 import re
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import yaml
 
@@ -31,6 +31,7 @@ from bgpspeaker.values import (
     parse_duration,
     parse_int,
     parse_ip,
+    parse_names,
     parse_selectors,
     show,
 )
@@ -470,19 +471,8 @@ def _advertisement(data: Any, path: str, peers: Mapping[str, PeerConfig], proble
     name = _name(data.get("name"), f"{path}.name", problems)
     service_selectors = parse_selectors(data.get("serviceSelectors"), f"{path}.serviceSelectors", problems)
     node_selectors = parse_selectors(data.get("nodeSelectors"), f"{path}.nodeSelectors", problems)
-    raw_peers = data.get("peers") or []
-    peer_names: list[str] = []
-    if not isinstance(raw_peers, list):
-        problems.append(f"{path}.peers: must be a list of peer names, got {show(raw_peers)}")
-    else:
-        for index, peer_name in enumerate(raw_peers):
-            if not isinstance(peer_name, str) or peer_name not in peers:
-                problems.append(
-                    f"{path}.peers[{index}]: no peer named {show(peer_name)}"
-                    f" (peers: {', '.join(sorted(peers)) or 'none'})"
-                )
-            elif peer_name not in peer_names:
-                peer_names.append(peer_name)
+    raw_peers = data.get("peers")
+    peer_names = parse_names(raw_peers, f"{path}.peers", peers.keys(), problems, what="peer", listing="peers")
     length = parse_int(data.get("aggregationLength", 32), f"{path}.aggregationLength", problems, low=0, high=32)
     length_v6 = parse_int(
         data.get("aggregationLengthV6", 128), f"{path}.aggregationLengthV6", problems, low=0, high=128
@@ -724,6 +714,9 @@ MAX_YAML_NUMBER_DIGITS = 32
 """No field takes more than 10 digits; int() of 4,301 or more raises a ValueError."""
 
 
+_T = TypeVar("_T")
+
+
 class _BoundedLoader(yaml.SafeLoader):
     """PyYAML's safe loader with limits on nesting, aliases and number sizes, so that a
     hostile document is a ``yaml.YAMLError`` and never a RecursionError or ValueError."""
@@ -783,6 +776,18 @@ _BoundedLoader.add_constructor("tag:yaml.org,2002:float", _BoundedLoader.constru
 def load_document(data: bytes, source: str) -> Any:
     """One YAML document from untrusted bytes: strict UTF-8, size, depth, alias and number
     limits. Raises ConfigError (one problem naming ``source``) and nothing else."""
+    return _load_yaml(data, source, lambda text: yaml.load(text, Loader=_BoundedLoader))
+
+
+def load_documents(data: bytes, source: str) -> list[Any]:
+    """Every YAML document of a ``---``-separated file (``check-config`` on manifests), with
+    ``load_document``'s limits over the whole file. Raises ConfigError and nothing else."""
+    return _load_yaml(data, source, lambda text: list(yaml.load_all(text, Loader=_BoundedLoader)))
+
+
+def _load_yaml(data: bytes, source: str, load: Callable[[str], _T]) -> _T:
+    """``load`` (a ``_BoundedLoader``, a SafeLoader subclass) on ``data`` as strict UTF-8 of at
+    most MAX_CONFIG_BYTES; every failure is a ConfigError with one problem naming ``source``."""
     if len(data) > MAX_CONFIG_BYTES:
         raise ConfigError([f"{source}: {len(data)} bytes, more than a config can be ({MAX_CONFIG_BYTES})"])
     try:
@@ -796,31 +801,7 @@ def load_document(data: bytes, source: str) -> Any:
             ]
         ) from None
     try:
-        return yaml.load(text, Loader=_BoundedLoader)  # a SafeLoader subclass
-    except yaml.YAMLError as error:
-        raise ConfigError([f"{source}: not valid YAML: {error}".replace("\n", " ")[:1000]]) from None
-    except (
-        RecursionError,
-        ValueError,
-        OverflowError,
-        MemoryError,
-    ) as error:  # the loader's limits should prevent these
-        raise ConfigError([f"{source}: cannot be read as YAML: {type(error).__name__}: {show(str(error))}"]) from None
-
-
-def load_documents(data: bytes, source: str) -> list[Any]:
-    """Every YAML document of a ``---``-separated file (``check-config`` on manifests), with
-    ``load_document``'s limits over the whole file. Raises ConfigError and nothing else."""
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError([f"{source}: {len(data)} bytes, more than a config can be ({MAX_CONFIG_BYTES})"])
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        problem = f"{source}: not UTF-8: byte 0x{data[error.start]:02x} at line {line}, save it as UTF-8"
-        raise ConfigError([problem]) from None
-    try:
-        return list(yaml.load_all(text, Loader=_BoundedLoader))  # a SafeLoader subclass
+        return load(text)
     except yaml.YAMLError as error:
         raise ConfigError([f"{source}: not valid YAML: {error}".replace("\n", " ")[:1000]]) from None
     except (RecursionError, ValueError, OverflowError, MemoryError) as error:  # the loader's limits prevent these

@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from bgpspeaker.routes import IPAddress
-from bgpspeaker.values import LabelSelector, matches_any, parse_asn, parse_ip, parse_selectors, show
+from bgpspeaker.values import LabelSelector, matches_any, parse_asn, parse_ip, parse_names, parse_selectors, show
 
 if TYPE_CHECKING:
     from bgpspeaker.config import PeerConfig, SpeakerConfig
@@ -251,19 +251,8 @@ def _override(data: Any, path: str, peers: Mapping[str, PeerConfig], problems: l
             f"{path}.nodeSelectors: required, a non-empty list of label selectors"
             " (for every node, set the top-level value instead)"
         )
-    raw_peers = data.get("peers") or []
-    peer_names: list[str] = []
-    if not isinstance(raw_peers, list):
-        problems.append(f"{path}.peers: must be a list of peer names, got {show(raw_peers)}")
-    else:
-        for index, peer_name in enumerate(raw_peers):
-            if not isinstance(peer_name, str) or peer_name not in peers:
-                problems.append(
-                    f"{path}.peers[{index}]: no peer named {show(peer_name)}"
-                    f" (peers: {', '.join(sorted(peers)) or 'none'})"
-                )
-            elif peer_name not in peer_names:
-                peer_names.append(peer_name)
+    raw_peers = data.get("peers")
+    peer_names = parse_names(raw_peers, f"{path}.peers", peers.keys(), problems, what="peer", listing="peers")
     targets = [peers[n] for n in peer_names] if raw_peers else list(peers.values())
 
     router_id: ipaddress.IPv4Address | None = None

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bgpspeaker.routes import IPAddress
-from bgpspeaker.values import LabelSelector, matches_any, parse_ip, parse_selectors, show
+from bgpspeaker.values import LabelSelector, matches_any, parse_ip, parse_names, parse_selectors, show
 
 __all__ = [
     "POOL_KEYS",
@@ -284,19 +284,5 @@ def parse_pools(value: Any, path: str, problems: list[str]) -> tuple[AddressPool
 
 def parse_pool_names(value: Any, path: str, pools: Sequence[AddressPool], problems: list[str]) -> tuple[str, ...]:
     """An advertisement's ``addressPools``: names of configured pools (empty: any VIP)."""
-    if value is None:
-        return ()
     known = {pool.name for pool in pools}
-    if not isinstance(value, list):
-        problems.append(f"{path}: must be a list of address pool names, got {show(value)}")
-        return ()
-    names: list[str] = []
-    for index, name in enumerate(value):
-        if not isinstance(name, str) or name not in known:
-            problems.append(
-                f"{path}[{index}]: no address pool named {show(name)}"
-                f" (addressPools: {', '.join(sorted(known)) or 'none'})"
-            )
-        elif name not in names:
-            names.append(name)
-    return tuple(names)
+    return parse_names(value, path, known, problems, what="address pool", listing="addressPools")

@@ -10,7 +10,7 @@ import dataclasses
 import ipaddress
 import re
 import reprlib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from bgpspeaker.routes import IPAddress
@@ -207,6 +207,28 @@ class LabelSelector:
         return all(labels.get(key) == value for key, value in self.match_labels) and all(
             requirement.matches(labels) for requirement in self.match_expressions
         )
+
+
+def parse_names(
+    value: Any, path: str, known: Collection[str], problems: list[str], *, what: str, listing: str
+) -> tuple[str, ...]:
+    """A list of names, each one of ``known`` (an advertisement's ``peers``, ``addressPools``);
+    order kept, repeats dropped; missing or null: ``()``. ``what`` names one (``peer``),
+    ``listing`` the section the known names come from (``peers``)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        problems.append(f"{path}: must be a list of {what} names, got {show(value)}")
+        return ()
+    names: list[str] = []
+    for index, name in enumerate(value):
+        if not isinstance(name, str) or name not in known:
+            problems.append(
+                f"{path}[{index}]: no {what} named {show(name)} ({listing}: {', '.join(sorted(known)) or 'none'})"
+            )
+        elif name not in names:
+            names.append(name)
+    return tuple(names)
 
 
 def matches_any(selectors: tuple[LabelSelector, ...], labels: Mapping[str, str]) -> bool:
