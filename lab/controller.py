@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
-from lab.netns import wait_until
+from lab.jsonlog import JsonLogProcess
 
 __all__ = ["ControllerProcess"]
 
 _ROOT = Path(__file__).resolve().parents[1]
 
 
-class ControllerProcess:
+class ControllerProcess(JsonLogProcess):
     """One controller replica, identity ``name`` (its POD_NAME)."""
 
     def __init__(
@@ -43,7 +41,7 @@ class ControllerProcess:
         self.netns = netns
         self.lease_namespace = lease_namespace
         self.metrics_address = metrics_address
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.label = f"{name}: "
 
     def start(self) -> ControllerProcess:
         log = self.log_path.open("ab")
@@ -76,40 +74,6 @@ class ControllerProcess:
         )
         log.close()
         return self
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def events(self, event: str | None = None, **match: Any) -> list[dict[str, Any]]:
-        """Every JSON log line so far, optionally only ``event`` with keys equal to ``match``."""
-        out: list[dict[str, Any]] = []
-        if not self.log_path.exists():
-            return out
-        for line in self.log_path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if event is not None and record.get("event") != event:
-                continue
-            if all(record.get(k) == v for k, v in match.items()):
-                out.append(record)
-        return out
-
-    def wait_event(self, event: str, *, timeout_s: float = 15.0, **match: Any) -> dict[str, Any]:
-        found: list[dict[str, Any]] = wait_until(
-            lambda: self.events(event, **match),
-            timeout_s=timeout_s,
-            desc=f"{self.name}: log event {event} {match}; log tail: {self.tail()}",
-        )
-        return found[0]
-
-    def tail(self, lines: int = 15) -> str:
-        if not self.log_path.exists():
-            return "(no log yet)"
-        return "\n".join(self.log_path.read_text().splitlines()[-lines:])
 
     def kill(self) -> None:
         """SIGKILL: no release, no goodbye (a node lost)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
 import signal
@@ -10,14 +9,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
-from lab.netns import pid_alive, stop_pid, wait_until
+from lab.jsonlog import JsonLogProcess
+from lab.netns import pid_alive, stop_pid
 
 __all__ = ["SpeakerProcess"]
 
 
-class SpeakerProcess:
+class SpeakerProcess(JsonLogProcess):
     """One bgpspeaker daemon, started with ``ip netns exec`` (which execs: same PID)."""
 
     def __init__(
@@ -43,7 +42,6 @@ class SpeakerProcess:
         self.user = user
         self.log_level = log_level
         """Run as this user with no capabilities (setpriv), instead of root."""
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, *extra: str) -> SpeakerProcess:
         """Start the daemon; returns at once (wait on log events for readiness)."""
@@ -106,42 +104,6 @@ class SpeakerProcess:
         staging.write_text(config)
         staging.replace(self.config_path)
         os.kill(self.pid, signal.SIGHUP)
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def events(self, event: str | None = None, **match: Any) -> list[dict[str, Any]]:
-        """Every JSON log line so far, optionally only ``event`` with keys equal to ``match``."""
-        out = []
-        if not self.log_path.exists():
-            return out
-        for line in self.log_path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if event is not None and record.get("event") != event:
-                continue
-            if all(record.get(k) == v for k, v in match.items()):
-                out.append(record)
-        return out
-
-    def wait_event(self, event: str, *, timeout_s: float = 10.0, after: int = 0, **match: Any) -> dict[str, Any]:
-        """Wait for the (after+1)-th matching log event."""
-        found: list[dict[str, Any]] = wait_until(
-            lambda: (events := self.events(event, **match)) and len(events) > after and events,
-            timeout_s=timeout_s,
-            desc=f"log event {event} {match} (#{after + 1}); log tail: {self.tail()}",
-        )
-        return found[after]
-
-    def tail(self, lines: int = 15) -> str:
-        """The end of the log, for failure messages."""
-        if not self.log_path.exists():
-            return "(no log yet)"
-        return "\n".join(self.log_path.read_text().splitlines()[-lines:])
 
     def exabgp_pid(self) -> int:
         """PID of the ExaBGP child that is running now (the latest exabgp_started)."""

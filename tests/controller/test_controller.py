@@ -280,7 +280,7 @@ def test_failover_after_kill_within_the_lease_duration(cluster: Cluster) -> None
     leader.kill()
     cluster.api.apply(service("default", "after"))
     wait_until(lambda: cluster.ips("after"), timeout_s=15, desc=f"the standby allocates; {standby.tail()}")
-    elected = standby.wait_event("leader_elected")
+    elected = standby.wait_event("leader_elected", timeout_s=15)
     taken_over_s = _stamp(elected["timestamp"]) - killed
     assert taken_over_s < 3 + 1 + 1.5, f"took over after {taken_over_s:.1f} s"
     assert cluster.holder() == standby.name
@@ -296,7 +296,7 @@ def test_sigterm_releases_the_lease(cluster: Cluster) -> None:
         replica.wait_event("watch_listed", timeout_s=20)
     leader = next(r for r in cluster.replicas if r.name == cluster.holder())
     standby = next(r for r in cluster.replicas if r is not leader)
-    leader.wait_event("services_reread")  # leading, and knows it
+    leader.wait_event("services_reread", timeout_s=15)  # leading, and knows it
     stopped = time.time()
     assert leader.terminate() == 0
     assert leader.events("lease_released")
@@ -317,7 +317,7 @@ def _get(replica: ControllerProcess, path: str) -> tuple[int, str]:
     import urllib.error
     import urllib.request
 
-    address = replica.wait_event("controller_starting")["metrics"]
+    address = replica.wait_event("controller_starting", timeout_s=15)["metrics"]
     try:
         with urllib.request.urlopen(f"http://{address}{path}", timeout=5) as response:
             return response.status, response.read().decode()
