@@ -18,7 +18,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from types import FrameType
 from typing import Any
 
 import structlog
@@ -28,6 +27,7 @@ from bgpspeaker.config import MAX_CONFIG_BYTES, SpeakerConfig, load_document, pa
 from bgpspeaker.errors import ConfigError
 from bgpspeaker.logs import configure
 from bgpspeaker.observe import DEFAULT_LISTEN, DEFAULT_STATUS_ADDRESS
+from bgpspeaker.signals import SignalRelay
 
 __all__ = ["load_config", "main"]
 
@@ -235,22 +235,24 @@ def _run_daemon(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     rekeyer.loaded((config, runtimes, router_id))
 
     reload_requested = threading.Event()
+    wake = threading.Event()
+    """Wakes the main loop at once (a signal) instead of at its next 0.5 s tick."""
     signals_seen: list[int] = []
 
     interrupted = threading.Event()
 
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        signals_seen.append(signum)
-        if stop.is_set():
-            interrupted.set()  # a second signal: cut a drain short
-        stop.set()
+    def on_signal(signum: int) -> None:  # on the signals thread (bgpspeaker.signals)
+        if signum == signal.SIGHUP:
+            reload_requested.set()
+        else:
+            signals_seen.append(signum)
+            if stop.is_set():
+                interrupted.set()  # a second signal: cut a drain short
+            stop.set()
+        wake.set()
 
-    def on_hup(_signum: int, _frame: FrameType | None) -> None:
-        reload_requested.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGHUP, on_hup)
+    relay = SignalRelay(on_signal, (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)).install()
+    cleanup.callback(relay.close)
 
     # ExaBGP's configs hold MD5 keys: a previous run killed with SIGKILL may have left
     # its directory behind; ours goes on every way out.
@@ -330,7 +332,11 @@ def _run_daemon(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
 
     exit_code = EXIT_OK
     next_check = time.monotonic() + args.config_poll_interval
-    while not stop.wait(0.5):
+    while not stop.is_set():
+        wake.wait(0.5)
+        wake.clear()
+        if stop.is_set():
+            break
         if crashed.is_set():
             exit_code = EXIT_FAILED
             break

@@ -23,7 +23,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from types import FrameType
 from typing import Any
 
 import structlog
@@ -41,6 +40,7 @@ from bgpspeaker.controller.store import ClaimStore
 from bgpspeaker.controller.writer import EventWriter, StatusWriter
 from bgpspeaker.errors import ConfigError
 from bgpspeaker.httpserver import METHODS, HttpLimits, HttpServer, Render, Reply, Request
+from bgpspeaker.signals import SignalRelay
 
 __all__ = ["DEFAULT_METRICS_ADDRESS", "Controller", "run_controller"]
 
@@ -366,12 +366,11 @@ def run_controller(options: ControllerOptions, load_config: Callable[[str], Spea
         log.error("http_listen_failed", address=options.metrics_address, error=str(error))
         return 2
 
-    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+    def on_signal(_signum: int) -> None:  # on the signals thread (bgpspeaker.signals)
         stop.set()
         dirty.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    relay = SignalRelay(on_signal, (signal.SIGTERM, signal.SIGINT)).install()
     loop = _guarded(controller.run, "allocate", crashed)
     lease = _guarded(elector.run, "lease", crashed)
     threads = [_guarded(watcher.run, "watch-services", crashed), lease, loop]
@@ -416,6 +415,7 @@ def run_controller(options: ControllerOptions, load_config: Callable[[str], Spea
     lease.join(timeout=12.0)  # an acquire in flight completes (then it is ours to release)
     released = elector.release()
     server.stop()
+    relay.close()
     log.info("controller_stopped", exit_code=exit_code, lease_released=released)
     return exit_code
 
