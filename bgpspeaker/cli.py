@@ -411,7 +411,7 @@ def _reload(source: _ConfigSource, reconciler: Any, *, forced: bool) -> tuple[Sp
     source.valid = True
     trigger = "sighup" if forced else "file_changed"
     log.info("config_reloading", path=source.path, trigger=trigger)
-    changes = config_changes(reconciler.config, config)  # against the config in force
+    changes = config_changes(reconciler.latest_config, config)
     reconciler.request_config(config, runtimes, router_id)
     log.info("config_reloaded", path=source.path, trigger=trigger, **changes.fields())
     return config, runtimes, router_id

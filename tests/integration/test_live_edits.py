@@ -108,11 +108,17 @@ def settle(peering: Peering, expect: Expect, peers: tuple[str, ...] = ("tor-a", 
     )
 
 
-def reload(peering: Peering, config: str) -> dict[str, Any]:
-    """Apply ``config`` by SIGHUP; its ``config_reloaded`` line (a refused config fails the test)."""
+def reload(peering: Peering, config: str, *, trigger: str = "sighup") -> dict[str, Any]:
+    """Apply ``config`` by SIGHUP, or (``file_changed``) by replacing the file only, as a
+    ConfigMap update does; its ``config_reloaded`` line (a refused config fails the test)."""
     speaker = peering.speaker
     seen = len(speaker.events("config_reloaded")) + len(speaker.events("config_reload_failed"))
-    speaker.reload(config)
+    if trigger == "sighup":
+        speaker.reload(config)
+    else:
+        staging = speaker.config_path.with_suffix(".new")
+        staging.write_text(config)
+        staging.replace(speaker.config_path)  # found by the 2 s poll
     wait_until(
         lambda: len(speaker.events("config_reloaded")) + len(speaker.events("config_reload_failed")) > seen,
         timeout_s=15,
@@ -235,6 +241,8 @@ class Edit:
     """Router -> prefixes that stay announced through the edit (attribute changes: replaced in place)."""
     one_update: tuple[tuple[str, str], ...] = ()
     """(router, prefix) whose attribute change must reach the router as exactly one UPDATE."""
+    trigger: str = "sighup"
+    """How the edit is applied: ``sighup``, or ``file_changed`` (the config-file poll)."""
     changed: tuple[str, ...] = ("web",)
     added: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
@@ -312,6 +320,7 @@ EDITS = {
         expect_before={r: {WEB: {}, WEB24: None} for r in BOTH},
         expect_after={"tor-a": {WEB24: {}, WEB: None}, "tor-b": {WEB: {}, WEB24: {}}},
         kept={"tor-b": {WEB}},
+        trigger="file_changed",
         changed=(),
         added=("web-aggregate", "web-host"),
         removed=("web",),
@@ -326,12 +335,12 @@ def test_advertisement_edit_reaches_frr_without_resetting_sessions(rack: Peering
     settle(rack, edit.expect_before)
 
     with Witness(rack, untouched=BOTH, kept=edit.kept) as witness:
-        line = reload(rack, speaker_config(edit.after))
+        line = reload(rack, speaker_config(edit.after), trigger=edit.trigger)
         converge(rack, edit.expect_after)
         for router, _prefix in edit.one_update:
             assert witness.updates_since(router) == 1, f"{router}: {witness.updates_since(router)} UPDATEs"
         witness.check()
-    assert line["trigger"] == "sighup"
+    assert line["trigger"] == edit.trigger
     assert line["advertisements_changed"] == list(edit.changed)
     assert line["advertisements_added"] == list(edit.added)
     assert line["advertisements_removed"] == list(edit.removed)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 from typing import Any
 
 import pytest
 
-from bgpspeaker.config import SpeakerConfig, parse_config
+from bgpspeaker.config import Advertisement, SpeakerConfig, parse_config
 from bgpspeaker.configdiff import ConfigChanges, config_changes
+from tests.unit.test_reconciler_incremental import CONFIG, RUNTIMES, harness
 
 TOR_A = {"name": "tor-a", "peerAddress": "10.0.0.1", "peerASN": 64512}
 TOR_B = {"name": "tor-b", "peerAddress": "10.0.1.1", "peerASN": 64513}
@@ -84,3 +87,14 @@ def test_fields_say_whether_anything_changed() -> None:
         "settings_changed": [],
         "changed": True,
     }
+
+
+def test_a_second_reload_before_the_pass_compares_with_the_first() -> None:
+    """Two reloads within one pass: the second is compared with the first (requested, not yet
+    in force), so what the first changed is not reported again."""
+    _, reconciler, _ = harness()
+    first = dataclasses.replace(CONFIG, advertisements=(*CONFIG.advertisements, Advertisement(name="extra")))
+    reconciler.request_config(first, RUNTIMES, ipaddress.ip_address("10.0.0.2"))
+    assert reconciler.config is CONFIG
+    assert reconciler.latest_config is first
+    assert config_changes(reconciler.latest_config, first) == ConfigChanges()
