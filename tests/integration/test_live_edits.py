@@ -214,17 +214,22 @@ class Witness:
 # -- add a peer ---------------------------------------------------------------------------
 
 WEB_TO_ALL = {"name": "web", "serviceSelectors": tier("web")}
+BOTH = ("tor-a", "tor-b")
+
+
+API_TO_A = {"name": "api", "serviceSelectors": tier("api"), "peers": ["tor-a"]}
 
 
 def test_added_peer_comes_up_with_exactly_its_routes(rack: Peering) -> None:
-    """Adding tor-b starts only its session; it gets exactly the VIPs meant for it; tor-a untouched."""
+    """Adding tor-b starts only its session; it gets exactly the VIPs meant for it (not those
+    of an advertisement listing tor-a only); tor-a untouched."""
     tor_b = rack.routers["tor-b"]
-    reload(rack, speaker_config([WEB_TO_ALL], peers=("tor-a",)))
+    reload(rack, speaker_config([WEB_TO_ALL, API_TO_A], peers=("tor-a",)))
     wait_until(lambda: not established(tor_b, NEIGHBOR["tor-b"]), timeout_s=15, desc="tor-b down")
-    settle(rack, {"tor-a": {WEB: {}}}, peers=("tor-a",))
+    settle(rack, {"tor-a": {WEB: {}, API: {}}}, peers=("tor-a",))
 
-    with Witness(rack, untouched=("tor-a",), kept={"tor-a": {WEB}}) as witness:
-        line = reload(rack, speaker_config([WEB_TO_ALL]))
+    with Witness(rack, untouched=("tor-a",), kept={"tor-a": {WEB, API}}) as witness:
+        line = reload(rack, speaker_config([WEB_TO_ALL, API_TO_A]))
         wait_until(lambda: established(tor_b, NEIGHBOR["tor-b"]), timeout_s=20, desc="tor-b Established")
         wait_until(
             lambda: set(tor_b.best_paths()) == {STABLE, WEB} or None,
@@ -232,9 +237,29 @@ def test_added_peer_comes_up_with_exactly_its_routes(rack: Peering) -> None:
             desc=f"tor-b has exactly {STABLE} and {WEB}",
         )
         witness.check()
+        assert witness.updates_since("tor-a") == 0
+    sent_to_b = {e["prefix"] for e in witness.events_since("route_announced") if "tor-b" in e["peers"]}
+    assert sent_to_b == {STABLE, WEB}
     assert line["peers_added"] == ["tor-b"]
     assert line["peers_removed"] == line["peers_changed"] == line["advertisements_changed"] == []
-    assert set(rack.routers["tor-a"].best_paths()) == {STABLE, WEB}
+    assert set(rack.routers["tor-a"].best_paths()) == {STABLE, WEB, API}
+
+
+def test_removed_peer_is_withdrawn_then_closed_alone(rack: Peering) -> None:
+    """Removing tor-b withdraws its routes and closes its session; tor-a untouched."""
+    tor_b = rack.routers["tor-b"]
+    reload(rack, speaker_config([WEB_TO_ALL]))
+    settle(rack, {r: {WEB: {}} for r in BOTH})
+    with Witness(rack, untouched=("tor-a",), kept={"tor-a": {WEB}}) as witness:
+        line = reload(rack, speaker_config([WEB_TO_ALL], peers=("tor-a",)))
+        wait_until(lambda: not established(tor_b, NEIGHBOR["tor-b"]), timeout_s=15, desc="tor-b closed")
+        assert tor_b.best_paths() == {}
+        witness.check()
+        assert witness.updates_since("tor-a") == 0
+    withdrawn = {e["prefix"]: e["reason"] for e in witness.events_since("route_withdrawn") if "tor-b" in e["peers"]}
+    assert withdrawn == {STABLE: "peer_removed", WEB: "peer_removed"}
+    assert line["peers_removed"] == ["tor-b"]
+    assert line["peers_added"] == line["peers_changed"] == line["advertisements_changed"] == []
 
 
 # -- advertisement edits ----------------------------------------------------------------
@@ -264,8 +289,6 @@ class Edit:
 def web_ad(**fields: Any) -> dict[str, Any]:
     return {"name": "web", "serviceSelectors": tier("web"), **fields}
 
-
-BOTH = ("tor-a", "tor-b")
 
 EDITS = {
     "communities": Edit(
