@@ -2,11 +2,13 @@
 
 One lab for the module: a node with two routers, tor-a (eBGP, AS 64512) and tor-b (iBGP,
 AS 64513). Every scenario first reloads to its own "before" config (so none depends on
-another's end state), then applies one edit by SIGHUP and checks, in FRR's JSON, the
-attributes and the presence or absence of each prefix per router. Around every edit a
-``Witness`` asserts that no session was reset (the ExaBGP child's PID and FRR's
-established-transition count and Established epoch unchanged) and that the routes the
-edit does not concern never left either router (``PathSampler``)."""
+another's end state), then applies one edit (SIGHUP, or the config-file poll) and checks,
+in FRR's JSON, the attributes and the presence or absence of each prefix per router.
+Around every edit a ``Witness`` asserts that no other session was reset (the ExaBGP
+child's PID; FRR's established and dropped counts unchanged, its uptime not gone back),
+that the routes the edit does not concern never left FRR (``PathSampler``), and counts
+the UPDATEs each router received (an attribute change is one UPDATE: an implicit replace,
+never a withdraw then an announce)."""
 
 from __future__ import annotations
 
