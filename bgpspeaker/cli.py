@@ -24,6 +24,7 @@ import structlog
 
 from bgpspeaker import __version__
 from bgpspeaker.config import MAX_CONFIG_BYTES, SpeakerConfig, load_document, parse_config_bytes
+from bgpspeaker.configdiff import config_changes
 from bgpspeaker.errors import ConfigError
 from bgpspeaker.logs import configure
 from bgpspeaker.observe import DEFAULT_LISTEN, DEFAULT_STATUS_ADDRESS
@@ -414,8 +415,11 @@ def _reload(source: _ConfigSource, reconciler: Any, *, forced: bool) -> tuple[Sp
         log.error("config_reload_failed", path=source.path, problems=problems, kept="running config")
         return None
     source.valid = True
-    log.info("config_reloading", path=source.path, trigger="sighup" if forced else "file_changed")
+    trigger = "sighup" if forced else "file_changed"
+    log.info("config_reloading", path=source.path, trigger=trigger)
+    changes = config_changes(reconciler.latest_config, config)
     reconciler.request_config(config, runtimes, router_id)
+    log.info("config_reloaded", path=source.path, trigger=trigger, **changes.fields())
     return config, runtimes, router_id
 
 

@@ -134,6 +134,12 @@ class Reconciler:
         """The config in force."""
         return self._config
 
+    @property
+    def latest_config(self) -> SpeakerConfig:
+        """The config the next pass runs with: the last one requested, else the one in force."""
+        with self._lock:
+            return self._pending[0] if self._pending is not None else self._config
+
     def statuses(self) -> dict[str, SessionStatus]:
         """Each running session's status, by peer name."""
         return self.sessions.statuses()
