@@ -24,8 +24,8 @@ from tests.integration.conftest import NODE, require_prerequisites
 PASSWORD = "v6-md5-secret"
 
 
-def router(*, asn: int, families: tuple[str, ...], extra: str = "") -> str:
-    """FRR with one neighbor, the node's IPv6 address, activated in ``families``."""
+def router(*, asn: int, families: tuple[str, ...], extra: str = "", neighbor: str = "fd00::2") -> str:
+    """FRR with one neighbor (default: the node's IPv6 address), activated in ``families``."""
     lines = [
         "frr defaults datacenter",
         "hostname tor-v6",
@@ -34,17 +34,17 @@ def router(*, asn: int, families: tuple[str, ...], extra: str = "") -> str:
         " bgp router-id 10.0.0.1",
         " no bgp ebgp-requires-policy",
         " no bgp default ipv4-unicast",
-        " neighbor fd00::2 remote-as 64513",
-        " neighbor fd00::2 timers 1 3",
-        " neighbor fd00::2 timers connect 1",
+        f" neighbor {neighbor} remote-as 64513",
+        f" neighbor {neighbor} timers 1 3",
+        f" neighbor {neighbor} timers connect 1",
         *(f" {line}" for line in extra.splitlines() if line.strip()),
     ]
     for family in families:
-        lines += [f" address-family {family} unicast", "  neighbor fd00::2 activate", " exit-address-family"]
+        lines += [f" address-family {family} unicast", f"  neighbor {neighbor} activate", " exit-address-family"]
     return "\n".join(lines) + "\n"
 
 
-def speaker(peer_asn: int, peer_extra: str = "", extra: str = "") -> str:
+def speaker(peer_asn: int, peer_extra: str = "", extra: str = "", *, peer: str = "fd00::1") -> str:
     return (
         "apiVersion: bgpspeaker.io/v1alpha1\n"
         "kind: SpeakerConfig\n"
@@ -52,7 +52,7 @@ def speaker(peer_asn: int, peer_extra: str = "", extra: str = "") -> str:
         "routerID: 10.0.0.2\n"
         "peers:\n"
         "  - name: tor-v6\n"
-        "    peerAddress: fd00::1\n"
+        f"    peerAddress: {peer}\n"
         f"    peerASN: {peer_asn}\n" + peer_extra + extra
     )
 
@@ -118,30 +118,38 @@ advertisements:
 """
 
 
-def test_both_families_over_one_ipv6_session_with_attributes_and_aggregation(lab: Lab) -> None:
-    """iBGP over IPv6 carrying IPv4 too: the IPv4 VIP arrives with the node's IPv4 next hop
-    (10.0.0.2, not an IPv6 or mapped one), the IPv6 VIP with fd00::2; communities, large
-    communities and local-pref on both families; aggregationLength 24 and
-    aggregationLengthV6 120 announce the covering prefixes only, with their own attributes."""
+@pytest.mark.parametrize(
+    ("router_side", "node_side"),
+    [("fd00::1", "fd00::2"), ("10.0.0.1", "10.0.0.2")],
+    ids=["ipv6-session", "ipv4-session"],
+)
+def test_both_families_over_one_session_with_attributes_and_aggregation(
+    lab: Lab, router_side: str, node_side: str
+) -> None:
+    """iBGP over one session (IPv6, then IPv4) carrying both families: the IPv4 VIP arrives
+    with the node's IPv4 next hop (10.0.0.2, not an IPv6 or mapped one), the IPv6 VIP with
+    fd00::2; communities, large communities and local-pref on both families;
+    aggregationLength 24 and aggregationLengthV6 120 announce the covering prefixes only,
+    with their own attributes."""
     topology = single_node(
         lab,
-        frr_config=router(asn=64513, families=("ipv4", "ipv6")),
-        speaker_config=speaker(64513, BOTH_FAMILIES_IBGP),
+        frr_config=router(asn=64513, families=("ipv4", "ipv6"), neighbor=node_side),
+        speaker_config=speaker(64513, BOTH_FAMILIES_IBGP, peer=router_side),
     )
     try:
         lb_service(topology, "web", ["192.0.2.10", "2001:db8::10"], labels={"app": "tagged"})
         lb_service(topology, "batch", ["198.51.100.7", "2001:db8:1::7"], labels={"app": "aggregated"})
         topology.speaker.start()
-        tagged = {"locPrf": 200, "community": "64512:100", "largeCommunity": "64512:1:1", "peer": "fd00::2"}
+        tagged = {"locPrf": 200, "community": "64512:100", "largeCommunity": "64512:1:1", "peer": node_side}
         v4 = wait_attrs(topology.frr, "192.0.2.10/32", {"nexthop": "10.0.0.2", **tagged})
         v6 = wait_attrs(topology.frr, "2001:db8::10/128", {"nexthop": "fd00::2", **tagged})
-        print("IPv4 over the IPv6 session:", v4["nexthops"], "IPv6:", v6["nexthops"])
+        print(f"over the {node_side} session: IPv4", v4["nexthops"], "IPv6", v6["nexthops"])
         aggregated = {"locPrf": 150, "community": "64512:200", "largeCommunity": "64512:2:2"}
         wait_attrs(topology.frr, "198.51.100.0/24", {"nexthop": "10.0.0.2", **aggregated})
         wait_attrs(topology.frr, "2001:db8:1::/120", {"nexthop": "fd00::2", **aggregated})
         assert set(topology.frr.best_paths("ipv4")) == {"192.0.2.10/32", "198.51.100.0/24"}
         assert set(topology.frr.best_paths("ipv6")) == {"2001:db8::10/128", "2001:db8:1::/120"}
-        assert topology.frr.neighbor("fd00::2")["bgpState"] == "Established"
+        assert topology.frr.neighbor(node_side)["bgpState"] == "Established"
     finally:
         topology.close()
 

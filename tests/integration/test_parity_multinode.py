@@ -236,3 +236,18 @@ def test_graceful_restart_rolling_restart_keeps_both_families(mn: MultiNode) -> 
                 )
     report = running.report()
     assert (report.lost, report.moved, set(report.split())) == (0, 0, ALL), report.summary()
+
+
+def test_without_graceful_restart_a_restarting_node_leaves_the_next_hops(mn: MultiNode) -> None:
+    """No gracefulRestart (MetalLB's "GR disabled: the dataplane has a downtime"): while
+    node-1's speaker is stopped its paths leave both families' next hops and its flows go
+    to the other two; once it is back it is a next hop again."""
+    start(mn)
+    mn.vip_service("web", vip=[VIP, VIP6])
+    wait_both(mn, ALL)
+    code, _took_s = mn.nodes["node-1"].speaker.terminate(timeout_s=30)
+    assert code == 0
+    wait_both(mn, {"node-2", "node-3"})
+    assert answered_by(mn, VIP) == {"node-2", "node-3"}
+    mn.start_speakers(nodes=["node-1"])
+    wait_both(mn, ALL)
