@@ -137,8 +137,8 @@ NODE_SELECTED = (
 def test_advertisement_node_selectors_on_two_services(mn: MultiNode) -> None:
     """Two Services, two advertisements with different nodeSelectors (MetalLB's "one on the
     first, two on the second"): service a from the gold node only, service b from gold and
-    silver; relabelling node-3 silver adds it to b only, and no label on any node announces
-    neither."""
+    silver; relabelling node-3 silver adds it to b only; relabelling Service a app=b moves it
+    to b's nodes, app=none withdraws it; no label on any node announces neither."""
     for name, tier in (("node-1", "gold"), ("node-2", "silver"), ("node-3", "bronze")):
         set_node(mn, name, labels={"tier": tier})
     mn.vip_service("a", vip=VIP, labels={"app": "a"})
@@ -152,6 +152,12 @@ def test_advertisement_node_selectors_on_two_services(mn: MultiNode) -> None:
     set_node(mn, "node-3", labels={"tier": "silver"})
     mn.wait_multipath(V6, ALL)
     mn.wait_multipath(V4, {"node-1"})
+
+    mn.vip_service("a", vip=VIP, labels={"app": "b"})  # MetalLB: "by updating Service labels"
+    mn.wait_multipath(V4, ALL)
+    mn.vip_service("a", vip=VIP, labels={"app": "none"})
+    wait_until(lambda: not mn.paths(V4), timeout_s=30, desc=f"{V4} withdrawn: no advertisement selects it")
+    assert mn.multipath(V6) == {n.address6 for n in mn.nodes.values()}
 
     for name in ("node-1", "node-2", "node-3"):
         set_node(mn, name)
