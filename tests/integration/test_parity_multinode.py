@@ -257,3 +257,33 @@ def test_without_graceful_restart_a_restarting_node_leaves_the_next_hops(mn: Mul
     assert answered_by(mn, VIP) == {"node-2", "node-3"}
     mn.start_speakers(nodes=["node-1"])
     wait_both(mn, ALL)
+
+
+POOLS = """addressPools:
+  - name: blue
+    addresses: ["198.51.100.0/24"]
+  - name: green
+    addresses: ["2001:db8:100::/64"]
+advertisements:
+  - name: blue-web
+    addressPools: [blue]
+    serviceSelectors: [{matchLabels: {app: web}}]
+    communities: ["64512:7"]
+"""
+
+
+def test_pool_and_service_selectors_together(mn: MultiNode) -> None:
+    """An advertisement naming pool blue and selecting app=web: the app=web Service in blue is
+    announced from every node with the advertisement's community; an unlabelled Service in
+    blue and an app=web Service in pool green are not."""
+    for n in mn.nodes.values():
+        mn.set_config(n.name, speaker_config(n.index, peer_extra=FAMILIES, extra=POOLS))
+    mn.vip_service("web", vip=VIP, labels={"app": "web"})
+    mn.vip_service("plain", vip="198.51.100.20")
+    mn.vip_service("green-web", vip=VIP6, labels={"app": "web"})
+    mn.start_speakers()
+    mn.wait_multipath(V4, ALL)
+    assert {path.get("community", {}).get("string") for path in mn.paths(V4)} == {"64512:7"}
+    for n in mn.nodes.values():
+        n.speaker.wait_event("reconcile_finished", desired=1)
+    assert not mn.paths("198.51.100.20/32") and not mn.paths(V6)
