@@ -98,9 +98,11 @@ def wait_attrs(frr: Frr, prefix: str, want: dict[str, Any], *, timeout_s: float 
         return path if path is not None and all(seen[0].get(k) == v for k, v in want.items()) else None
 
     try:
-        return wait_until(check, timeout_s=timeout_s, desc=f"{prefix} best with {want}")
+        found = wait_until(check, timeout_s=timeout_s, desc=f"{prefix} best with {want}")
     except AssertionError as error:
         raise AssertionError(f"{error}; last seen: {seen[0]}") from None
+    assert found is not None  # wait_until returns a truthy value
+    return found
 
 
 BOTH_FAMILIES_IBGP = """    families: [ipv4, ipv6]

@@ -10,6 +10,7 @@ each test writes the nodes' configs, starts the speakers and leaves nothing behi
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 
 import pytest
@@ -184,6 +185,20 @@ def communities_by_node(mn: MultiNode, prefix: str) -> dict[str, tuple[str, str]
     return seen
 
 
+def wait_communities(mn: MultiNode, prefix: str, want: dict[str, tuple[str, str]]) -> None:
+    seen: dict[str, tuple[str, str]] = {}
+
+    def matches() -> bool:
+        seen.clear()
+        seen.update(communities_by_node(mn, prefix))
+        return seen == want
+
+    try:
+        wait_until(matches, timeout_s=30, desc=f"{prefix}: per-node communities {want}")
+    except AssertionError as error:
+        raise AssertionError(f"{error}; last seen {seen}") from None
+
+
 def test_one_service_two_advertisements_give_each_node_its_communities(mn: MultiNode) -> None:
     """One dual-stack Service, two advertisements selecting different nodes with different
     communities: each node's path in FRR carries its own advertisement's communities; a node
@@ -206,12 +221,13 @@ def test_one_service_two_advertisements_give_each_node_its_communities(mn: Multi
         "node-3": ("64512:1 64512:2", "64512:2:2"),
     }
     for prefix in (V4, V6):
-        wait_until(
-            lambda prefix=prefix: communities_by_node(mn, prefix) == want,
-            timeout_s=30,
-            desc=f"{prefix}: per-node communities {want}; seen {communities_by_node(mn, prefix)}",
-        )
+        wait_communities(mn, prefix, want)
         mn.wait_multipath(prefix, ALL)
+
+
+def refreshed(mn: MultiNode, prefix: str, addresses: set[str]) -> bool:
+    """No stale path for ``prefix`` and exactly ``addresses`` in FRR's multipath set."""
+    return not any(path.get("stale") for path in mn.paths(prefix)) and mn.multipath(prefix) == addresses
 
 
 def test_graceful_restart_rolling_restart_keeps_both_families(mn: MultiNode) -> None:
@@ -233,10 +249,7 @@ def test_graceful_restart_rolling_restart_keeps_both_families(mn: MultiNode) -> 
             for prefix in (V4, V6):
                 assert set(mn.kernel_nexthops(prefix)) == addresses[prefix], (name, prefix)
                 wait_until(
-                    lambda prefix=prefix: (
-                        not any(path.get("stale") for path in mn.paths(prefix))
-                        and mn.multipath(prefix) == addresses[prefix]
-                    ),
+                    functools.partial(refreshed, mn, prefix, addresses[prefix]),
                     timeout_s=30,
                     desc=f"{name}'s {prefix} path refreshed (not stale), all three in the multipath set",
                 )
