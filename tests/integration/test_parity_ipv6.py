@@ -11,13 +11,16 @@ bgpspeaker.peers), which FRR 8.4 accepts without the extended-next-hop capabilit
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from lab.kubeapi import endpoint_slice, service
+from lab.bfdrouter import bfd_profile_block, frr_with_bfd
+from lab.kubeapi import FakeKubeApi, endpoint_slice, node, service
 from lab.netns import Frr, Lab, PathSampler, wait_until
+from lab.speaker import SpeakerProcess
 from lab.topology import SingleNode, single_node
 from tests.integration.conftest import NODE, require_prerequisites
 
@@ -240,3 +243,83 @@ def test_md5_graceful_restart_and_local_policy_over_an_ipv6_session(lab: Lab) ->
         assert PASSWORD not in topology.speaker.log_path.read_text()
     finally:
         topology.close()
+
+
+BFD_BGPD = """frr defaults datacenter
+hostname tor-v6
+log stdout informational
+router bgp 64512
+ bgp router-id 10.0.0.1
+ no bgp ebgp-requires-policy
+ no bgp default ipv4-unicast
+ neighbor fd00::2 remote-as 64513
+ neighbor fd00::2 timers 30 90
+ neighbor fd00::2 timers connect 1
+ neighbor fd00::2 bfd profile fast
+ address-family ipv6 unicast
+  neighbor fd00::2 activate
+ exit-address-family
+"""
+BFD_SPEAKER = """    holdTime: 90s
+    bfdProfile: fast
+bfdProfiles:
+  - name: fast
+    receiveInterval: 300ms
+    transmitInterval: 300ms
+    detectMultiplier: 3
+"""
+
+
+def test_bfd_over_an_ipv6_session_takes_bgp_down_and_brings_it_back(lab: Lab) -> None:
+    """BFD with a profile over an IPv6 session (MetalLB's IPv6 BFD entries): FRR's bfdd sees
+    the speaker up at 300 ms; the node going dark takes the VIP out of FRR within seconds
+    although the hold time is 90 s; light again, BFD and the VIP come back."""
+    tor, node_ns = lab.netns("tor"), lab.netns("node")
+    lab.link(tor, ["10.0.0.1/24", "fd00::1/64"], node_ns, ["10.0.0.2/24", "fd00::2/64"])
+    frr = frr_with_bfd(lab, tor, BFD_BGPD, bfd_profile_block())
+    api = FakeKubeApi(netns=node_ns).start()
+    prefix = "2001:db8::30/128"
+    try:
+        api.apply(node(NODE))
+        api.apply(service("default", "web", ips=["2001:db8::30"]))
+        api.apply(endpoint_slice("default", "web-1", service_name="web", endpoints=[("10.244.1.5", NODE, True, True)]))
+        speaker_process = SpeakerProcess(
+            netns=node_ns,
+            workdir=lab.root / "speaker",
+            config=speaker(64512, BFD_SPEAKER),
+            kubeconfig=api.kubeconfig(),
+            node_name=NODE,
+        )
+        try:
+            speaker_process.start()
+            wait_attrs(frr, prefix, {"nexthop": "fd00::2"}, timeout_s=30)
+            peer = wait_until(
+                lambda: (p := frr.bfd_peer("fd00::2")) and p.get("status") == "up" and p,
+                timeout_s=20,
+                desc=f"FRR's BFD peer fd00::2 up: {frr.bfd_peers()}",
+            )
+            assert peer["receive-interval"] == 300 and peer["transmit-interval"] == 300, peer
+            speaker_process.wait_event("bfd_up", peer="tor-v6", timeout_s=10)
+
+            rules = lab.root / "dark.nft"
+            rules.write_text(
+                "table inet v6dark {\n"
+                " chain in { type filter hook input priority -10; ip6 saddr fd00::1 drop; }\n"
+                " chain out { type filter hook output priority -10; ip6 daddr fd00::1 drop; }\n"
+                "}\n"
+            )
+            darkened = time.monotonic()
+            lab.run("ip", "netns", "exec", node_ns, "nft", "-f", str(rules))
+            speaker_process.wait_event("bfd_down", peer="tor-v6", timeout_s=10)
+            wait_until(lambda: frr.best_path(prefix) is None, timeout_s=10, desc="FRR drops the VIP (its BFD)")
+            gone_s = time.monotonic() - darkened
+            print(f"IPv6 BFD: VIP gone from FRR {gone_s:.2f} s after the node went dark (hold time 90 s)")
+            assert gone_s < 5.0, gone_s
+
+            lab.run("ip", "netns", "exec", node_ns, "nft", "delete", "table", "inet", "v6dark")
+            speaker_process.wait_event("bfd_up", peer="tor-v6", after=1, timeout_s=20)
+            wait_attrs(frr, prefix, {"nexthop": "fd00::2"}, timeout_s=30)
+        finally:
+            speaker_process.close()
+    finally:
+        api.stop()
