@@ -48,6 +48,9 @@ CLIENT_ADDRESS = "10.2.0.2"
 RESPONDER_PORT = 7000
 VIP = "198.51.100.10"
 """The default VIP the helpers put on every node's ``lo``."""
+VIP6 = "2001:db8:100::10"
+"""The IPv6 VIP on every node's ``lo`` when the lab is built with ``ipv6=True``."""
+CLIENT_ADDRESS6 = "fd00:2::2"
 
 
 BFD_PROFILE = "fast"
@@ -63,10 +66,16 @@ bfdProfiles:
 
 
 def router_config(
-    *, graceful_restart: bool = True, bfd: bool = False, neighbors: int | None = None, extra: str = ""
+    *,
+    graceful_restart: bool = True,
+    bfd: bool = False,
+    neighbors: int | None = None,
+    extra: str = "",
+    ipv6: bool = False,
 ) -> str:
     """bgpd.conf for the router: a peer group for every node of 10.1.0.0/16 (``bgp listen
-    range``), or for ``neighbors`` nodes named one by one; multipath.
+    range``), or for ``neighbors`` nodes named one by one; multipath. ``ipv6``: the same
+    sessions carry IPv6 unicast too (the nodes' global IPv6 addresses as next hops).
 
     The router's timers (60/180, FRR's traditional defaults) leave the hold time to the
     speaker's ``holdTime`` (the smaller one is negotiated). With BFD name the neighbors:
@@ -97,6 +106,11 @@ def router_config(
         "  neighbor NODES activate\n"
         "  maximum-paths 8\n"
         " exit-address-family\n"
+        + (
+            " address-family ipv6 unicast\n  neighbor NODES activate\n  maximum-paths 8\n exit-address-family\n"
+            if ipv6
+            else ""
+        )
     )
 
 
@@ -160,6 +174,19 @@ class Node:
     def router_address(self) -> str:
         return f"10.1.{self.index}.1"
 
+    @property
+    def address6(self) -> str:
+        """The node's global IPv6 address on its link (labs built with ``ipv6=True``)."""
+        return f"fd00:1:{self.index}::2"
+
+    @property
+    def router_address6(self) -> str:
+        return f"fd00:1:{self.index}::1"
+
+    def address_for(self, prefix: str) -> str:
+        """The node's link address of ``prefix``'s family (what the router's next hop is)."""
+        return self.address6 if ":" in prefix else self.address
+
 
 class MultiNode:
     """The built lab; every helper the tests, the bench and the demo share."""
@@ -178,15 +205,16 @@ class MultiNode:
         self,
         name: str,
         *,
-        vip: str = VIP,
+        vip: str | list[str] = VIP,
         policy: str = "Cluster",
         endpoints: dict[str, int] | None = None,
         annotations: dict[str, str] | None = None,
         labels: dict[str, str] | None = None,
     ) -> None:
-        """A LoadBalancer Service on ``vip`` with ``endpoints`` = {node: ready endpoints}
-        (default: one on every node)."""
-        self.api.apply(service("default", name, ips=[vip], policy=policy, annotations=annotations, labels=labels))
+        """A LoadBalancer Service on ``vip`` (one, or a list: dual-stack) with ``endpoints`` =
+        {node: ready endpoints} (default: one on every node)."""
+        ips = [vip] if isinstance(vip, str) else vip
+        self.api.apply(service("default", name, ips=ips, policy=policy, annotations=annotations, labels=labels))
         self.set_endpoints(name, endpoints if endpoints is not None else {n: 1 for n in self.nodes})
 
     def set_endpoints(self, name: str, endpoints: dict[str, int]) -> None:
@@ -289,24 +317,24 @@ class MultiNode:
 
     def multipath(self, prefix: str) -> set[str]:
         """Next hops of FRR's multipath set for ``prefix`` (best path plus multipaths)."""
-        detail = self.frr.json(f"show bgp ipv4 unicast {prefix} json")
+        detail = self.frr.json(f"show bgp {_afi(prefix)} unicast {prefix} json")
         if detail.get("prefix") != prefix:
             return set()
         hops: set[str] = set()
         for path in detail.get("paths", []):
             if path.get("bestpath", {}).get("overall") or path.get("multipath"):
-                hops.update(hop["ip"] for hop in path.get("nexthops", []))
+                hops.update(hop["ip"] for hop in path.get("nexthops", []) if hop.get("scope") != "link-local")
         return hops
 
     def paths(self, prefix: str) -> list[dict[str, Any]]:
         """FRR's paths for ``prefix`` with every attribute."""
-        detail = self.frr.json(f"show bgp ipv4 unicast {prefix} json")
+        detail = self.frr.json(f"show bgp {_afi(prefix)} unicast {prefix} json")
         paths: list[dict[str, Any]] = detail.get("paths", []) if detail.get("prefix") == prefix else []
         return paths
 
     def kernel_nexthops(self, prefix: str) -> dict[str, int]:
         """{gateway: weight} of the router kernel's route to ``prefix`` (empty: no route)."""
-        result = run_in(self.router, "ip", "-j", "route", "show", prefix)
+        result = run_in(self.router, "ip", "-j", "-6" if ":" in prefix else "-4", "route", "show", prefix)
         routes = json.loads(result.stdout or "[]")
         hops: dict[str, int] = {}
         for route in routes:
@@ -319,11 +347,11 @@ class MultiNode:
 
     def node_of(self, address: str) -> str:
         """The node whose link address is ``address``."""
-        return next(n.name for n in self.nodes.values() if n.address == address)
+        return next(n.name for n in self.nodes.values() if address in (n.address, n.address6))
 
     def wait_multipath(self, prefix: str, nodes: set[str], *, timeout_s: float = 30.0) -> None:
         """Wait until FRR's multipath set and the kernel's next hops are exactly ``nodes``."""
-        want = {self.nodes[name].address for name in nodes}
+        want = {self.nodes[name].address_for(prefix) for name in nodes}
 
         def observed() -> tuple[set[str], set[str]]:
             return self.multipath(prefix), set(self.kernel_nexthops(prefix))
@@ -412,10 +440,14 @@ def multinode(
     router: str | None = None,
     vips: tuple[str, ...] = (VIP,),
     bfd: bool = False,
+    ipv6: bool = False,
 ) -> MultiNode:
     """Build the lab in ``lab``: namespaces, links, FRR (zebra + bgpd, and bfdd with a
     300 ms x 3 profile for every node when ``bfd``), the API server with a Node per
-    node, responders; speakers created, not started."""
+    node, responders; speakers created, not started. ``ipv6``: dual-stack links
+    (router fd00:1:N::1, node fd00:1:N::2; client fd00:2::2), ``VIP6`` on every node's
+    ``lo`` too, and a router that takes IPv6 unicast over the nodes' sessions (give the
+    nodes ``families: [ipv4, ipv6]``)."""
     router_ns, client_ns = lab.netns("router"), lab.netns("client")
     for ns in (router_ns, client_ns):
         _sysctl(lab, ns, "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0")
@@ -425,10 +457,19 @@ def multinode(
         "net.ipv4.ip_forward=1",
         "net.ipv4.fib_multipath_hash_policy=1",
         "net.ipv6.fib_multipath_hash_policy=1",
+        "net.ipv6.conf.all.forwarding=1",
     )
     lab.run("ip", "-n", router_ns, "addr", "add", f"{API_ADDRESS}/32", "dev", "lo")
-    lab.link(client_ns, f"{CLIENT_ADDRESS}/24", router_ns, "10.2.0.1/24")
+    client_if, router_client_if = lab.link(client_ns, f"{CLIENT_ADDRESS}/24", router_ns, "10.2.0.1/24")
     lab.run("ip", "-n", client_ns, "route", "add", "default", "via", "10.2.0.1")
+    if ipv6:
+        _add6(
+            lab,
+            client_ns,
+            router_ns,
+            addresses=(f"{CLIENT_ADDRESS6}/64", "fd00:2::1/64"),
+            interfaces=(client_if, router_client_if),
+        )
     built: list[tuple[int, str, str, str]] = []
     for index in range(1, nodes + 1):
         ns = lab.netns(f"node-{index}")
@@ -437,13 +478,22 @@ def multinode(
         lab.run("ip", "-n", ns, "route", "add", "default", "via", f"10.1.{index}.1")
         for vip in vips:
             lab.run("ip", "-n", ns, "addr", "add", f"{vip}/32", "dev", "lo")
+        if ipv6:
+            _add6(
+                lab,
+                ns,
+                router_ns,
+                addresses=(f"fd00:1:{index}::2/64", f"fd00:1:{index}::1/64"),
+                interfaces=(node_if, router_if),
+            )
+            lab.run("ip", "-n", ns, "addr", "add", f"{VIP6}/128", "dev", "lo")
         built.append((index, ns, node_if, router_if))
     if bfd:
         frr: Frr = frr_with_bfd(
             lab, router_ns, router or router_config(bfd=True, neighbors=nodes), bfd_profile_block(BFD_PROFILE)
         )
     else:
-        frr = lab.frr(router_ns, router or router_config(), zebra=True)
+        frr = lab.frr(router_ns, router or router_config(ipv6=ipv6), zebra=True)
     api = FakeKubeApi(netns=router_ns, host=API_ADDRESS).start()
     made: list[Node] = []
     try:
@@ -470,6 +520,18 @@ def multinode(
         api.stop()
         raise
     return MultiNode(lab, router_ns, client_ns, frr, api, made)
+
+
+def _afi(prefix: str) -> str:
+    return "ipv6" if ":" in prefix else "ipv4"
+
+
+def _add6(lab: Lab, near: str, router: str, *, addresses: tuple[str, str], interfaces: tuple[str, str]) -> None:
+    """IPv6 on an existing link, and the default route from ``near`` to the router."""
+    (near_address, router_address), (near_if, router_if) = addresses, interfaces
+    lab.run("ip", "-6", "-n", near, "addr", "add", near_address, "dev", near_if, "nodad")
+    lab.run("ip", "-6", "-n", router, "addr", "add", router_address, "dev", router_if, "nodad")
+    lab.run("ip", "-6", "-n", near, "route", "add", "default", "via", router_address.partition("/")[0])
 
 
 def _sysctl(lab: Lab, netns: str, *settings: str) -> None:

@@ -66,6 +66,12 @@ def encode_attributes(attributes: Attributes, *, my_asn: int) -> str:
 def announce_line(peer: IPAddress, attributes: Attributes, prefixes: Sequence[Prefix], *, my_asn: int = 0) -> str:
     """One bulk ``announce attributes ... nlri P...`` line for one peer."""
     _check_attributes(attributes)
+    hop = attributes.next_hop
+    if hop is not None and any(prefix.version != hop.version for prefix in prefixes):
+        # ExaBGP 5.0.15 acks such a route "done" and, without the extended next hop
+        # capability (RFC 8950, never configured here), sends an IPv4 prefix with an
+        # IPv6 next hop as an IPv6 prefix of its bytes (FRR: c000:20a::/32 for 192.0.2.10/32).
+        raise CommandValueError(f"next hop {hop} is not of the prefixes' family: {prefixes[0]} ...")
     nlri = " ".join(map(str, prefixes))
     return check_line(f"neighbor {peer} announce attributes {encode_attributes(attributes, my_asn=my_asn)} nlri {nlri}")
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from bgpspeaker.diff import diff
 from bgpspeaker.errors import CommandValueError
 from bgpspeaker.exabgp.commands import announce_line, check_line, withdraw_line
-from bgpspeaker.routes import UNKNOWN, Attributes
+from bgpspeaker.routes import UNKNOWN, Attributes, Prefix
 from bgpspeaker.sessions import chunks
 
 PEER = ipaddress.ip_address("10.0.0.1")
@@ -82,6 +82,15 @@ def test_withdraw_keeps_an_explicit_next_hop() -> None:
     """ExaBGP refuses next-hop self for an IPv6 prefix on an IPv4 session, so the withdraw names it."""
     line = withdraw_line(PEER, [V6], next_hop=ipaddress.ip_address("fd00::2"))
     assert line == "neighbor 10.0.0.1 withdraw attributes next-hop fd00::2 nlri 2001:db8::1/128"
+
+
+@pytest.mark.parametrize(
+    ("hop", "prefix"), [("fd00::2", P1), ("10.0.0.2", V6)], ids=["ipv4-prefix-ipv6-hop", "ipv6-prefix-ipv4-hop"]
+)
+def test_a_next_hop_of_the_other_family_is_refused(hop: str, prefix: Prefix) -> None:
+    """ExaBGP would mis-encode it (no RFC 8950): refused before it is written."""
+    with pytest.raises(CommandValueError, match="not of the prefixes' family"):
+        announce_line(PEER, Attributes(next_hop=ipaddress.ip_address(hop)), [prefix])
 
 
 @given(st.lists(st.ip_addresses(), min_size=1, max_size=20))
