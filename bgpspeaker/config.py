@@ -19,6 +19,7 @@ from bgpspeaker.bfd.config import BfdProfile, parse_peer_profile, parse_profiles
 from bgpspeaker.controller.settings import ControllerConfig, parse_controller
 from bgpspeaker.errors import ConfigError
 from bgpspeaker.nodesettings import NodeOverride, check_duplicate_addresses, parse_node_overrides
+from bgpspeaker.peeroptions import PEER_OPTION_KEYS, parse_peer_options
 from bgpspeaker.pools import AddressPool, parse_pool_names, parse_pools
 from bgpspeaker.routes import IPAddress, Prefix
 from bgpspeaker.values import (
@@ -105,11 +106,23 @@ class PeerConfig:
     node_selectors: tuple[LabelSelector, ...] = ()
     bfd: BfdProfile | None = None
     """The BFD profile this peer names (``bfdProfile``); None: no BFD."""
+    dynamic_asn: str | None = None
+    """``internal`` or ``external`` (bgpspeaker.peeroptions); then ``peer_asn`` is 0 (unknown)."""
+    connect_time_s: int | None = None
+    """The longest wait between connect attempts; None: ExaBGP's backoff (up to 60 s)."""
+    router_id: ipaddress.IPv4Address | None = None
+    """This peer's router ID; None: the top-level one (a node override wins over both)."""
 
     @property
     def ebgp(self) -> bool:
-        """True when the session is external (the ASes differ)."""
-        return self.peer_asn != self.my_asn
+        """True when the session is external (the ASes differ, or dynamicASN external)."""
+        return self.ebgp_with(self.my_asn)
+
+    def ebgp_with(self, my_asn: int) -> bool:
+        """Whether the session would be external with our AS ``my_asn``."""
+        if self.dynamic_asn is not None:
+            return self.dynamic_asn == "external"
+        return self.peer_asn != my_asn
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -241,6 +254,7 @@ _PEER_KEYS = frozenset(
         "gracefulRestart",
         "nodeSelectors",
         "bfdProfile",
+        *PEER_OPTION_KEYS,
     }
 )
 _ADVERTISEMENT_KEYS = frozenset(
@@ -347,11 +361,8 @@ def _peer(
     elif address.is_unspecified or address.is_multicast or address.is_loopback:
         problems.append(f"{path}.peerAddress: must be a unicast, non-loopback address, got {show(raw_address)}")
         address = None
-    if "peerASN" not in data:
-        problems.append(f"{path}.peerASN: required, an integer {ASN_MIN}..{ASN_MAX}")
-        peer_asn = None
-    else:
-        peer_asn = parse_asn(data["peerASN"], f"{path}.peerASN", problems)
+    options = parse_peer_options(data, path, problems)
+    peer_asn = 0 if options.dynamic_asn is not None else options.peer_asn
     my_asn = parse_asn(data["myASN"], f"{path}.myASN", problems) if "myASN" in data else top_asn
     port = parse_int(data.get("peerPort", 179), f"{path}.peerPort", problems, low=1, high=65535)
 
@@ -381,7 +392,9 @@ def _peer(
     if password_file is not None and data.get("passwordSecret") is not None:
         problems.append(f"{path}: set passwordFile or passwordSecret, not both")
 
-    ebgp = peer_asn is not None and my_asn is not None and peer_asn != my_asn
+    ebgp = options.dynamic_asn == "external" or (
+        options.dynamic_asn is None and peer_asn is not None and my_asn is not None and peer_asn != my_asn
+    )
     multihop = None
     if data.get("ebgpMultiHop") is not None:
         multihop = parse_int(data["ebgpMultiHop"], f"{path}.ebgpMultiHop", problems, low=1, high=255)
@@ -458,6 +471,9 @@ def _peer(
         graceful_restart_s=graceful,
         node_selectors=selectors,
         bfd=bfd,
+        dynamic_asn=options.dynamic_asn,
+        connect_time_s=options.connect_time_s,
+        router_id=options.router_id,
     )
 
 

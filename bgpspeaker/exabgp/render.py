@@ -59,7 +59,9 @@ def render_config(runtime: PeerRuntime, *, router_id: IPAddress, relay_command: 
         name=peer.name,  # validated as a DNS label
         router_id=router_id,
         local_as=peer.my_asn,
-        peer_as=peer.peer_asn,
+        # dynamicASN: internal is exactly our AS; external is any other (the launcher's
+        # --reject-own-asn refuses our own), bgpspeaker.peeroptions.
+        peer_as={"internal": str(peer.my_asn), "external": "auto"}.get(peer.dynamic_asn or "", str(peer.peer_asn)),
         hold_time=peer.hold_time_s,
         peer_port=peer.peer_port,
         options="".join(f"    {option}\n" for option in options),
@@ -74,4 +76,4 @@ def render_config(runtime: PeerRuntime, *, router_id: IPAddress, relay_command: 
 def session_fingerprint(runtime: PeerRuntime, router_id: IPAddress) -> str:
     """Everything that needs a new session when it changes (next hops and attributes do not)."""
     text = render_config(runtime, router_id=router_id, relay_command=["relay"])
-    return f"{text}\nkeepalive={runtime.peer.keepalive_s}"
+    return f"{text}\nkeepalive={runtime.peer.keepalive_s}\nconnect_time={runtime.peer.connect_time_s}"

@@ -39,7 +39,7 @@ import structlog
 
 from bgpspeaker.errors import CommandValueError, ExabgpUnavailable
 from bgpspeaker.exabgp.commands import announce_line, eor_line, withdraw_line
-from bgpspeaker.exabgp.diagnosis import NOTIFICATION_REASON, diagnose, is_evidence
+from bgpspeaker.exabgp.diagnosis import NOTIFICATION_REASON, asn_mismatch, diagnose, is_evidence
 from bgpspeaker.exabgp.launcher import launcher_settings
 from bgpspeaker.exabgp.privileges import RunAs, blocked_for, lacks, resolve_run_as, user_name
 from bgpspeaker.exabgp.render import render_config, session_fingerprint
@@ -494,6 +494,8 @@ class ExabgpSupervisor:
             hold_time_s=self.runtime.peer.hold_time_s,
             speed_patches=self._speed_patches,
             idle_poll_ms=IDLE_POLL_MS,
+            connect_time_s=self.runtime.peer.connect_time_s,
+            reject_own_asn=self.runtime.peer.dynamic_asn == "external",
         )
         command = [sys.executable, "-m", "bgpspeaker.exabgp.launcher", *patches.arguments(), "--"]
         try:
@@ -684,6 +686,11 @@ class ExabgpSupervisor:
         )
         self._failing_logged = True
         self._down_pending_since = None
+        mismatch = asn_mismatch(self._down_reason, self.runtime.peer)
+        if mismatch is not None:
+            self._log.warning(
+                "peer_asn_mismatch", peer_address=str(self.runtime.peer.peer_address), reason=reason, **mismatch
+            )
         self._log.warning(
             "peer_not_established",
             peer_address=str(self.runtime.peer.peer_address),

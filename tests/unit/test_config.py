@@ -178,14 +178,32 @@ CASES = [
         "peers[0].peerAddress: must be a unicast, non-loopback address, got '127.0.0.1'",
     ),
     ("peers.0.peerASN", -1, "peers[0].peerASN: must be an integer 1..4294967295, got -1"),
-    ("peers.0.peerASN", KeyError, "peers[0].peerASN: required, an integer 1..4294967295"),
+    (
+        "peers.0.peerASN",
+        KeyError,
+        "peers[0].peerASN: required, an integer 1..4294967295 (or dynamicASN: internal | external)",
+    ),
     (
         "peers.0.holdtime",
         "90s",
-        "peers[0].holdtime: unknown field (allowed: bfdProfile, ebgpMultiHop, families, gracefulRestart, holdTime,"
-        " ipv6NextHop, keepaliveTime, myASN, name, nodeSelectors, passwordFile, passwordSecret, peerASN, peerAddress,"
-        " peerPort, sourceAddress)",
+        "peers[0].holdtime: unknown field (allowed: bfdProfile, connectTime, dynamicASN, ebgpMultiHop, families,"
+        " gracefulRestart, holdTime, ipv6NextHop, keepaliveTime, myASN, name, nodeSelectors, passwordFile,"
+        " passwordSecret, peerASN, peerAddress, peerPort, routerID, sourceAddress)",
     ),
+    (
+        "peers.0.dynamicASN",
+        "external",
+        "peers[0]: set peerASN or dynamicASN, not both (got peerASN 64512, dynamicASN 'external')",
+    ),
+    ("peers.0.connectTime", "0s", "peers[0].connectTime: must be 1s..65535s, got '0s'"),
+    ("peers.0.connectTime", "19h", "peers[0].connectTime: must be 1s..65535s, got '19h'"),
+    (
+        "peers.0.connectTime",
+        "500ms",
+        "peers[0].connectTime: must be a duration in whole seconds like 90s, 2m or 1m30s, got '500ms'",
+    ),
+    ("peers.0.routerID", "fd00::2", "peers[0].routerID: must be a non-zero IPv4 address (dotted quad), got 'fd00::2'"),
+    ("peers.0.routerID", "0.0.0.0", "peers[0].routerID: must be a non-zero IPv4 address (dotted quad), got '0.0.0.0'"),
     (
         "myAsn",
         1,

@@ -293,6 +293,7 @@ def test_main_hands_over_to_exabgp() -> None:
             id="idle-poll",
         ),
         pytest.param(["--connect-errors", "--"], Settings(connect_errors=True), [], id="connect-errors"),
+        pytest.param(["--connect-retry", "5", "--"], Settings(connect_retry_s=5), [], id="connect-retry"),
         pytest.param(
             [*_EVERY_OPTION, "--", "server", "CONFIG"],
             Settings(
@@ -328,6 +329,7 @@ def test_parse_arguments(argv: list[str], settings: Settings, exabgp_argv: list[
         pytest.param(Settings(nodelay=True), (Patch.NODELAY,), id="nodelay"),
         pytest.param(Settings(fast_reactor=True, idle_poll_ms=100), (Patch.FAST_REACTOR,), id="fast-reactor"),
         pytest.param(Settings(connect_errors=True), (Patch.CONNECT_ERRORS,), id="connect-errors"),
+        pytest.param(Settings(connect_retry_s=2), (Patch.CONNECT_RETRY,), id="connect-retry"),
     ],
 )
 def test_settings_name_their_patches(settings: Settings, patches: tuple[Patch, ...]) -> None:
@@ -345,6 +347,8 @@ def test_settings_name_their_patches(settings: Settings, patches: tuple[Patch, .
         pytest.param(["--keepalive", "-1", "--"], id="keepalive-negative"),
         pytest.param(["--keepalive", "\u0661\u0660", "--"], id="keepalive-arabic-digits"),
         pytest.param(["--fast-reactor", "--idle-poll-ms", "1001", "--"], id="idle-poll-too-long"),
+        pytest.param(["--connect-retry", "0", "--"], id="connect-retry-zero"),
+        pytest.param(["--connect-retry", "65536", "--"], id="connect-retry-too-long"),
         pytest.param(["--turbo", "--"], id="unknown-option"),
         pytest.param(["--no", "--"], id="abbreviation"),
         pytest.param(["server", "exabgp.conf"], id="exabgp-arguments-without-dashes"),
@@ -364,11 +368,21 @@ def test_parse_arguments_rejects(argv: list[str]) -> None:
         Settings(keepalive_s=7, connect_errors=True),
         Settings(no_route_copy=True, nodelay=True, fast_reactor=True, idle_poll_ms=100, connect_errors=True),
         Settings(keepalive_s=1, fast_reactor=True),
+        Settings(connect_errors=True, connect_retry_s=65535),
     ],
 )
 def test_arguments_read_back(settings: Settings) -> None:
     """The supervisor's command line (``Settings.arguments``) reads back as the same settings."""
     assert parse_arguments([*settings.arguments(), "--", "server", "c"]) == (settings, ["server", "c"])
+
+
+def test_launcher_settings_connect_time() -> None:
+    """A peer's connectTime becomes the connect retry cap, with or without the speed patches."""
+    for speed in (True, False):
+        settings = launcher_settings(
+            keepalive_s=30, hold_time_s=90, speed_patches=speed, idle_poll_ms=100, connect_time_s=2
+        )
+        assert settings.connect_retry_s == 2 and Patch.CONNECT_RETRY in settings.patches
 
 
 _SPEED = {"no_route_copy": True, "nodelay": True, "fast_reactor": True, "idle_poll_ms": 100}
@@ -628,3 +642,28 @@ def test_connect_errors_patch(options: list[str], reported: list[str]) -> None:
     run = run_patched(options, _CONNECT)
     lines = [line.split(None, 1)[1] for line in run.log if "Could not" in line]
     assert lines == [text.format(port=run.result) for text in reported]
+
+
+_DELAYS = """
+import time
+from exabgp.reactor.delay import Delay
+delay, waits = Delay(), []
+for _ in range(12):
+    before = time.time()
+    delay.increase()
+    waits.append(round(delay._time - before))
+result(waits)
+"""
+
+
+@pytest.mark.parametrize(
+    ("options", "waits"),
+    [
+        pytest.param([], [0, 1, 2, 3, 4, 5, 7, 9, 11, 14, 17, 21], id="as-released"),
+        pytest.param(["--connect-retry", "3"], [0, 1, 2, 3, 3, 3, 3, 3, 3, 3, 3, 3], id="connect-retry-3"),
+        pytest.param(["--connect-retry", "1"], [0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1], id="connect-retry-1"),
+    ],
+)
+def test_connect_retry_patch(options: list[str], waits: list[int]) -> None:
+    """ExaBGP's waits between connect attempts grow to 60 s; with --connect-retry they stop at its value."""
+    assert run_patched(options, _DELAYS).result == waits
