@@ -605,7 +605,9 @@ class ExabgpSupervisor:
             conn.acks.put(False)
         elif line.startswith(b"{"):
             try:
-                event = json.loads(line)
+                # ExaBGP 5.0.15 writes Python's None as the peer AS with ``peer-as auto``
+                # (dynamicASN external): '"asn": { "local": 64513, "peer": None }'.
+                event = json.loads(line.replace(_AUTO_PEER_AS, _NULL_PEER_AS))
             except ValueError:
                 self._log.warning("exabgp_event_unparsed", line=line[:200].decode("ascii", "replace"))
                 return
@@ -701,6 +703,7 @@ class ExabgpSupervisor:
         )
 
 
+_AUTO_PEER_AS, _NULL_PEER_AS = b'"peer": None }', b'"peer": null }'
 _NOISY = ("error", "fail", "invalid", "problem", "could not", "not found", "refused", "traceback")
 
 
