@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from bgpspeaker.bfd.config import BfdProfile, parse_peer_profile, parse_profiles
+from bgpspeaker.communityaliases import parse_community_aliases
 from bgpspeaker.controller.settings import ControllerConfig, parse_controller
 from bgpspeaker.errors import ConfigError
 from bgpspeaker.nodesettings import NodeOverride, check_duplicate_addresses, parse_node_overrides
@@ -210,6 +211,8 @@ class SpeakerConfig:
     """Where ``bgpspeaker controller`` allocates VIPs from (the speaker only selects by them)."""
     controller: ControllerConfig = dataclasses.field(default_factory=ControllerConfig)
     bfd_profiles: tuple[BfdProfile, ...] = ()
+    community_aliases: tuple[tuple[str, str], ...] = ()
+    """(name, community) pairs from ``communityAliases`` (bgpspeaker.communityaliases)."""
 
     def peer(self, name: str) -> PeerConfig | None:
         """The peer called ``name``, if any."""
@@ -234,6 +237,7 @@ _TOP_KEYS = frozenset(
         "addressPools",
         "controller",
         "bfdProfiles",
+        "communityAliases",
     }
 )
 _PEER_KEYS = frozenset(
@@ -477,7 +481,13 @@ def _peer(
     )
 
 
-def _advertisement(data: Any, path: str, peers: Mapping[str, PeerConfig], problems: list[str]) -> Advertisement | None:
+def _advertisement(
+    data: Any,
+    path: str,
+    peers: Mapping[str, PeerConfig],
+    problems: list[str],
+    aliases: Mapping[str, str] | None = None,
+) -> Advertisement | None:
     if not isinstance(data, Mapping):
         problems.append(f"{path}: must be a mapping, got {show(data)}")
         return None
@@ -503,7 +513,7 @@ def _advertisement(data: Any, path: str, peers: Mapping[str, PeerConfig], proble
     length_v6 = parse_int(
         data.get("aggregationLengthV6", 128), f"{path}.aggregationLengthV6", problems, low=0, high=128
     )
-    communities = parse_communities(data.get("communities", []), f"{path}.communities", problems)
+    communities = parse_communities(data.get("communities", []), f"{path}.communities", problems, aliases=aliases)
     local_pref = (
         parse_int(data["localPref"], f"{path}.localPref", problems, low=0, high=U32_MAX)
         if data.get("localPref") is not None
@@ -665,6 +675,7 @@ def parse_config(data: Any) -> SpeakerConfig:
         check_duplicate_addresses(peers, problems)
 
     pools = parse_pools(data.get("addressPools"), "addressPools", problems)
+    aliases = parse_community_aliases(data.get("communityAliases"), "communityAliases", problems)
     advertisements: list[tuple[int, Advertisement]] = []
     raw_advertisements = data.get("advertisements")
     if raw_advertisements is not None and not isinstance(raw_advertisements, list):
@@ -672,7 +683,7 @@ def parse_config(data: Any) -> SpeakerConfig:
     elif raw_advertisements:
         by_name = {peer.name: peer for _, peer in peers}
         for index, raw in enumerate(raw_advertisements):
-            advertisement = _advertisement(raw, f"advertisements[{index}]", by_name, problems)
+            advertisement = _advertisement(raw, f"advertisements[{index}]", by_name, problems, dict(aliases))
             if advertisement is not None:
                 advertisements.append((index, advertisement))
         _duplicates(advertisements, "name", "advertisements", "name", problems)
@@ -707,6 +718,7 @@ def parse_config(data: Any) -> SpeakerConfig:
         address_pools=pools,
         controller=controller,
         bfd_profiles=tuple(bfd_profiles.values()),
+        community_aliases=aliases,
     )
 
 

@@ -4,7 +4,8 @@ never installed. One lab for the module: a node with two routers.
     tor-a AS 64512 (eBGP, passive: only the node connects)   10.0.0.1 == 10.0.0.2  node AS 64513
     tor-b AS 64513 (iBGP)                                    10.0.1.1 == 10.0.1.2
 
-Both peers start as ``dynamicASN: external``: tor-a comes up, tor-b (our own AS) is refused
+A Service with a community alias in its annotation goes to tor-a through an advertisement
+with another alias. Both peers start as ``dynamicASN: external``: tor-a comes up, tor-b (our own AS) is refused
 with a ``peer_asn_mismatch`` line. tor-a has its own ``routerID`` and ``connectTime: 1s``.
 tor-a also announces two prefixes to the node, which must never reach its kernel table.
 """
@@ -19,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from lab.kubeapi import endpoint_slice, service
 from lab.netns import Frr, Lab, run_in, wait_until
 from lab.topology import Peering, two_tors
 from tests.integration.conftest import require_prerequisites
@@ -67,6 +69,14 @@ peers:
     peerAddress: 10.0.1.1
     dynamicASN: {tor_b_kind}
     holdTime: 3s
+serviceAnnotations: true
+communityAliases:
+  - {{name: vpn-only, value: "64512:100"}}
+  - {{name: region-eu, value: "large:64512:1:2"}}
+advertisements:
+  - name: tagged
+    peers: [tor-a]
+    communities: [vpn-only]
 """
 CONNECT_TIME_S = 1
 
@@ -165,6 +175,27 @@ def test_received_routes_are_never_installed(rack: tuple[Peering, list[Any]]) ->
     after = kernel_routes(peering.node_ns)
     assert after == before
     assert not [r for r in after if str(r.get("dst", "")).startswith(("198.51.100.", "203.0.113."))]
+
+
+def test_community_aliases_reach_the_router(rack: tuple[Peering, list[Any]]) -> None:
+    """An alias in the advertisement and one in the annotation arrive as their communities."""
+    peering, _ = rack
+    tor_a = peering.routers["tor-a"]
+    peering.api.apply(
+        service("default", "web", ips=["192.0.2.10"], annotations={"bgpspeaker.io/communities": "region-eu"})
+    )
+    peering.api.apply(
+        endpoint_slice("default", "web-1", service_name="web", endpoints=[("10.244.1.5", "node-b", True, True)])
+    )
+
+    def tags() -> tuple[str, str] | None:
+        path = tor_a.best_path("192.0.2.10/32")
+        if path is None:
+            return None
+        return path.get("community", {}).get("string", ""), path.get("largeCommunity", {}).get("string", "")
+
+    found = wait_until(tags, timeout_s=30, desc=f"192.0.2.10/32 at tor-a; speaker: {peering.speaker.tail(6)}")
+    assert found == ("64512:100", "64512:1:2")
 
 
 def syn_counter(netns: str) -> int:

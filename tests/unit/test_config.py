@@ -208,8 +208,8 @@ CASES = [
         "myAsn",
         1,
         "myAsn: unknown field (allowed: addressPools, advertisements, allowedVIPRanges, apiOutage, apiVersion,"
-        " bfdProfiles, controller, holdDown, kind, loadBalancerClass, myASN, nodeOverrides, peers, routerID,"
-        " serviceAnnotations, shutdown)",
+        " bfdProfiles, communityAliases, controller, holdDown, kind, loadBalancerClass, myASN, nodeOverrides,"
+        " peers, routerID, serviceAnnotations, shutdown)",
     ),
     ("serviceAnnotations", "yes", "serviceAnnotations: must be true or false, got 'yes'"),
     ("shutdown", "drain", "shutdown: must be a mapping with drainLocalPref, drainSeconds, mode; got 'drain'"),
@@ -334,15 +334,15 @@ CASES = [
         "advertisements.0.communities",
         ["64512:70000"],
         "advertisements[0].communities[0]: must be 'ASN:VALUE'"
-        " (each 0..65535), 'large:GLOBAL:LOCAL1:LOCAL2' (each 0..4294967295) or one of blackhole, graceful-shutdown,"
-        " no-advertise, no-export, no-export-subconfed, no-peer; got '64512:70000'",
+        " (each 0..65535), 'large:GLOBAL:LOCAL1:LOCAL2' (each 0..4294967295), one of blackhole, graceful-shutdown,"
+        " no-advertise, no-export, no-export-subconfed, no-peer or a communityAliases name; got '64512:70000'",
     ),
     (
         "advertisements.0.communities",
         ["large:1:2"],
         "advertisements[0].communities[0]: must be 'ASN:VALUE'"
-        " (each 0..65535), 'large:GLOBAL:LOCAL1:LOCAL2' (each 0..4294967295) or one of blackhole, graceful-shutdown,"
-        " no-advertise, no-export, no-export-subconfed, no-peer; got 'large:1:2'",
+        " (each 0..65535), 'large:GLOBAL:LOCAL1:LOCAL2' (each 0..4294967295), one of blackhole, graceful-shutdown,"
+        " no-advertise, no-export, no-export-subconfed, no-peer or a communityAliases name; got 'large:1:2'",
     ),
     (
         "advertisements.0.communities",
