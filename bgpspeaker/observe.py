@@ -190,6 +190,11 @@ class _Collector(Collector):
             "1 when the config file in force is the latest one on disk",
             value=float(source.config_valid()),
         )
+        yield GaugeMetricFamily(  # MetalLB's metallb_k8s_client_config_stale_bool, the other way round
+            "bgpspeaker_config_stale",
+            "1 after a reload failed (the previous config still runs), 0 after a good one",
+            value=float(not source.config_valid()),
+        )
         internal = CounterMetricFamily(
             "bgpspeaker_internal_errors",
             "Unexpected exceptions caught by a thread's last-resort guard (a bug; the thread recovered)",

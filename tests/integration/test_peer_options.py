@@ -19,9 +19,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from lab.kubeapi import endpoint_slice, service
-from lab.netns import Frr, Lab, run_in, wait_until
+from lab.netns import Frr, Lab, http_get, run_in, wait_until
 from lab.topology import Peering, two_tors
 from tests.integration.conftest import require_prerequisites
 
@@ -79,6 +80,7 @@ advertisements:
     communities: [vpn-only]
 """
 CONNECT_TIME_S = 1
+LISTEN = "127.0.0.1:7473"
 
 
 def kernel_routes(netns: str) -> list[Any]:
@@ -98,7 +100,7 @@ def rack() -> Iterator[tuple[Peering, list[Any]]]:
         peering = two_tors(lab, tor_a=TOR_A, tor_b=TOR_B, speaker_config=SPEAKER.format(tor_b_kind="external"))
         try:
             before = kernel_routes(peering.node_ns)
-            peering.speaker.start()
+            peering.speaker.start("--listen", LISTEN)
             yield peering, before
         finally:
             peering.close()
@@ -250,3 +252,31 @@ def test_connect_time_bounds_the_retry_interval(rack: tuple[Peering, list[Any]])
         f"connectTime {CONNECT_TIME_S}s: back {back_after_clear_s:.2f} s after clear bgp;"
         f" {attempts} attempts in {shut_s:.1f} s shut; back {time.monotonic() - opened:.2f} s after no shutdown"
     )
+
+
+def config_stale(peering: Peering) -> float | None:
+    status, body = http_get(peering.node_ns, f"http://{LISTEN}/metrics")
+    assert status == 200
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            if sample.name == "bgpspeaker_config_stale":
+                return float(sample.value)
+    return None
+
+
+def test_config_stale_after_a_bad_reload_and_back(rack: tuple[Peering, list[Any]]) -> None:
+    """A reload naming an unknown community alias fails with the precise problem and
+    ``bgpspeaker_config_stale`` 1; the next good reload sets it back to 0."""
+    peering, _ = rack
+    speaker = peering.speaker
+    good = SPEAKER.format(tor_b_kind="internal")
+    assert wait_until(lambda: config_stale(peering) == 0.0 or None, timeout_s=10, desc="config_stale 0 at first")
+    before = len(speaker.events("config_reload_failed"))
+    speaker.reload(good.replace("communities: [vpn-only]", "communities: [vpn-onyl]"))
+    failed = speaker.wait_event("config_reload_failed", after=before, timeout_s=15)
+    assert failed["problems"] == [
+        "advertisements[0].communities[0]: no community alias named 'vpn-onyl' (communityAliases: region-eu, vpn-only)"
+    ]
+    wait_until(lambda: config_stale(peering) == 1.0 or None, timeout_s=10, desc="config_stale 1 after a bad reload")
+    speaker.reload(good)
+    wait_until(lambda: config_stale(peering) == 0.0 or None, timeout_s=15, desc="config_stale 0 after a good reload")
