@@ -1,6 +1,6 @@
 """Start ExaBGP 5.0.15 with a setting it lacks, no needless copy, no naps while busy, and why a connect failed.
 
-Seven patches to private ExaBGP functions, each switched on by an option (the supervisor
+Eight patches to private ExaBGP functions, each switched on by an option (the supervisor
 builds them with ``launcher_settings``; ``Settings.arguments`` and ``parse_arguments``
 are the two directions of that command line):
 
@@ -48,6 +48,12 @@ are the two directions of that command line):
   ``peer-as auto`` ExaBGP accepts any AS in the router's OPEN, ours included (an iBGP
   session). With the option ``Negotiated.validate`` refuses an OPEN carrying the local AS
   with NOTIFICATION 2/2 (Bad Peer AS), as it refuses a wrong fixed ``peer-as``.
+- Message counters (``--message-counters``; always on, it costs a dict update per BGP
+  message). ExaBGP counts the messages of the current session only (``Peer.stats``, zeroed
+  on every reset) and shows them only through ``show neighbor``, which fails with
+  ``peer-as auto``. With the option every increment is added to totals for the life of
+  the process, and at most once a second, when they changed, the peer's API processes get
+  one line ``{"type": "bgpspeaker-counters", "counters": {"send-update": 3, ...}}``.
 
 Before patching anything the launcher checks that the installed ExaBGP is a release the
 patches were written against (``SUPPORTED_EXABGP``) and that every function a requested
@@ -122,6 +128,7 @@ class Patch(enum.StrEnum):
     CONNECT_ERRORS = "connect-errors"
     CONNECT_RETRY = "connect-retry"
     REJECT_OWN_ASN = "reject-own-asn"
+    MESSAGE_COUNTERS = "message-counters"
 
 
 class Kind(enum.StrEnum):
@@ -174,6 +181,11 @@ TARGETS: dict[Patch, tuple[Target, ...]] = {
     Patch.CONNECT_RETRY: (Target("exabgp.reactor.delay", "Delay.increase", ("self",)),),
     Patch.REJECT_OWN_ASN: (
         Target("exabgp.bgp.message.open.capability.negotiated", "Negotiated.validate", ("self", "neighbor")),
+    ),
+    Patch.MESSAGE_COUNTERS: (
+        Target("exabgp.reactor.peer", "Stats.__setitem__", ("self", "key", "val")),
+        Target("exabgp.reactor.peer", "Peer.run", ("self",)),
+        Target("exabgp.reactor.api.processes", "Processes.write", ("self", "process", "string", "neighbor")),
     ),
 }
 """Every name in ExaBGP a patch replaces (``HoldTime.keepalive``, ``Neighbor.remove_self``,
@@ -272,6 +284,7 @@ class Settings:
     connect_retry_s: int | None = None
     """The longest wait between connect attempts; None: ExaBGP's own backoff (up to 60 s)."""
     reject_own_asn: bool = False
+    message_counters: bool = False
 
     @property
     def patches(self) -> tuple[Patch, ...]:
@@ -284,6 +297,7 @@ class Settings:
             (Patch.CONNECT_ERRORS, self.connect_errors),
             (Patch.CONNECT_RETRY, self.connect_retry_s is not None),
             (Patch.REJECT_OWN_ASN, self.reject_own_asn),
+            (Patch.MESSAGE_COUNTERS, self.message_counters),
         )
         return tuple(patch for patch, on in switched if on)
 
@@ -306,6 +320,8 @@ class Settings:
             options += ["--connect-retry", str(self.connect_retry_s)]
         if self.reject_own_asn:
             options.append("--reject-own-asn")
+        if self.message_counters:
+            options.append("--message-counters")
         return options
 
 
@@ -325,7 +341,7 @@ def launcher_settings(
     nothing, since the negotiated hold time is never above ours and the patch takes the
     minimum. The connect retry cap whenever ``connect_time_s`` is set (the peer's
     ``connectTime``); our own AS refused with ``reject_own_asn`` (``dynamicASN: external``).
-    The connect-error report always (it only logs). The speed patches (no route
+    The connect-error report and the message counters always (they only log and count). The speed patches (no route
     copy, TCP_NODELAY, the fast reactor with ``idle_poll_ms``) unless ``speed_patches`` is
     False: the benchmark's anchor "ExaBGP as released"."""
     return Settings(
@@ -337,6 +353,7 @@ def launcher_settings(
         connect_errors=True,
         connect_retry_s=connect_time_s,
         reject_own_asn=reject_own_asn,
+        message_counters=True,
     )
 
 
@@ -386,6 +403,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--reject-own-asn", action="store_true", help="refuse a router whose OPEN carries our own AS (peer-as auto)"
     )
+    parser.add_argument(
+        "--message-counters", action="store_true", help="send BGP message totals to the API process (1/s at most)"
+    )
     return parser
 
 
@@ -409,6 +429,7 @@ def parse_arguments(argv: Sequence[str]) -> tuple[Settings, list[str]]:
         connect_errors=options.connect_errors,
         connect_retry_s=options.connect_retry_s,
         reject_own_asn=options.reject_own_asn,
+        message_counters=options.message_counters,
     )
     return settings, theirs
 
@@ -595,6 +616,45 @@ def _reject_own_asn() -> None:
     Negotiated.validate = checked
 
 
+MESSAGE_COUNTERS_EVENT = "bgpspeaker-counters"
+MESSAGE_COUNTERS_INTERVAL_S = 1.0
+"""Totals go to the API process at most this often (and only when they changed)."""
+
+
+def _count_messages() -> None:
+    import json
+    import time
+
+    from exabgp.reactor.peer import Peer, Stats
+
+    totals: dict[str, int] = {}
+    pushed: dict[str, int] = {}
+    pushed_at = 0.0
+    setitem = Stats.__setitem__
+
+    def counting(self: Stats, key: str, val: object) -> None:
+        if isinstance(key, str) and key.startswith(("send-", "receive-")) and isinstance(val, int):
+            previous = self.get(key, 0)
+            if isinstance(previous, int) and val > previous:  # an increment; resets go through update()
+                totals[key] = totals.get(key, 0) + val - previous
+        setitem(self, key, val)
+
+    run = Peer.run
+
+    def run_and_report(self: Peer) -> object:
+        nonlocal pushed, pushed_at
+        now = time.monotonic()
+        if now - pushed_at >= MESSAGE_COUNTERS_INTERVAL_S and totals != pushed:
+            pushed, pushed_at = dict(totals), now
+            line = json.dumps({"type": MESSAGE_COUNTERS_EVENT, "counters": pushed}, separators=(",", ":"))
+            for process in self.neighbor.api["neighbor-changes"]:
+                self.reactor.processes.write(process, line, self.neighbor)
+        return run(self)
+
+    Stats.__setitem__ = counting
+    Peer.run = run_and_report
+
+
 def apply(settings: Settings) -> None:
     """Patch the imported ExaBGP as ``settings`` say (checked first: ``refusal``). Not undone."""
     if settings.connect_errors:
@@ -603,6 +663,8 @@ def apply(settings: Settings) -> None:
         _cap_connect_retry(settings.connect_retry_s)
     if settings.reject_own_asn:
         _reject_own_asn()
+    if settings.message_counters:
+        _count_messages()
     if settings.fast_reactor:
         _no_event_loop_per_pass()
         _no_idle_wait_while_busy(settings.idle_poll_ms)

@@ -40,7 +40,7 @@ import structlog
 from bgpspeaker.errors import CommandValueError, ExabgpUnavailable
 from bgpspeaker.exabgp.commands import announce_line, eor_line, withdraw_line
 from bgpspeaker.exabgp.diagnosis import NOTIFICATION_REASON, asn_mismatch, diagnose, is_evidence
-from bgpspeaker.exabgp.launcher import launcher_settings
+from bgpspeaker.exabgp.launcher import MESSAGE_COUNTERS_EVENT, launcher_settings
 from bgpspeaker.exabgp.privileges import RunAs, blocked_for, lacks, resolve_run_as, user_name
 from bgpspeaker.exabgp.render import render_config, session_fingerprint
 from bgpspeaker.peers import PeerRuntime
@@ -180,6 +180,10 @@ class ExabgpSupervisor:
         self._ready = threading.Condition(self._lock)
         self.state = PeerState(self.name, "down", time.monotonic())
         self.restarts = 0
+        self._messages_before: dict[str, int] = {}
+        """BGP message totals of the ExaBGP processes that exited (each counts from 0)."""
+        self._messages: dict[str, int] = {}
+        """The running ExaBGP's totals, from its ``bgpspeaker-counters`` lines."""
         self.failed: BaseException | None = None
         """Set when ExaBGP cannot be kept running; the entry point exits non-zero."""
         self._thread = threading.Thread(target=self._run, name=f"exabgp-{self.name}", daemon=True)
@@ -330,7 +334,16 @@ class ExabgpSupervisor:
             pid=self.pid,
             restarts=self.restarts,
             failed=None if self.failed is None else str(self.failed),
+            messages=self.message_totals(),
         )
+
+    def message_totals(self) -> dict[str, int]:
+        """BGP messages sent and received over this peer since it started (``send-update``:
+        3, ``receive-keepalive``: 12, ...), across ExaBGP restarts."""
+        running = self._messages
+        return {
+            key: self._messages_before.get(key, 0) + running.get(key, 0) for key in {*self._messages_before, *running}
+        }
 
     def stop(self, timeout_s: float = 3.0) -> None:
         """Stop ExaBGP (SIGTERM, then SIGKILL after ``timeout_s``) and the supervisor; then
@@ -577,6 +590,7 @@ class ExabgpSupervisor:
         code = proc.wait()
         if conn is not None:
             self._drop_connection(conn)
+        self._messages_before, self._messages = self.message_totals(), {}
         output.join(2.0)
         level = self._log.info if self._stopping.is_set() else self._log.error
         level(
@@ -622,6 +636,15 @@ class ExabgpSupervisor:
                 self._evidence.append(text)
 
     def _on_event(self, event: dict[str, Any]) -> None:
+        if event.get("type") == MESSAGE_COUNTERS_EVENT:
+            counters = event.get("counters")
+            if isinstance(counters, dict) and len(counters) <= 32:  # a handful of message types
+                self._messages = {
+                    str(key)[:40]: value
+                    for key, value in counters.items()
+                    if isinstance(value, int) and not isinstance(value, bool) and value >= 0
+                }
+            return
         if event.get("type") != "state":
             return
         neighbor = event.get("neighbor", {})

@@ -139,6 +139,66 @@ def test_dynamic_external_peers_with_an_external_router_under_the_peers_router_i
     assert found[2] == "10.9.9.9"
 
 
+def metric_samples(peering: Peering, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """Every sample of metric ``name`` (labels -> value) from the speaker's /metrics."""
+    status, body = http_get(peering.node_ns, f"http://{LISTEN}/metrics")
+    assert status == 200
+    return {
+        tuple(sorted(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+        if sample.name == name
+    }
+
+
+FRR_COUNTERS = {
+    "open": ("opensSent", "opensRecv"),
+    "update": ("updatesSent", "updatesRecv"),
+    "keepalive": ("keepalivesSent", "keepalivesRecv"),
+    "notification": ("notificationsSent", "notificationsRecv"),
+    "route-refresh": ("routeRefreshSent", "routeRefreshRecv"),
+}
+
+
+def message_mismatches(peering: Peering) -> dict[str, tuple[int, int]]:
+    """{direction/type: (ours, FRR's)} where FRR's sent != our received or FRR's received !=
+    our sent; keepalives may differ by one (in flight, or pushed up to 1 s late)."""
+    tor_a = peering.routers["tor-a"]
+    stats = tor_a.neighbor("10.0.0.2").get("messageStats", {})
+    ours = metric_samples(peering, "bgpspeaker_bgp_messages_total")
+    found = {}
+    for kind, (frr_sent, frr_received) in FRR_COUNTERS.items():
+        for direction, theirs in (("received", stats.get(frr_sent)), ("sent", stats.get(frr_received))):
+            mine = ours.get((("direction", direction), ("peer", "tor-a"), ("type", kind)))
+            slack = 1 if kind == "keepalive" else 0
+            if mine is None or theirs is None or abs(int(mine) - int(theirs)) > slack:
+                found[f"{direction}/{kind}"] = (int(mine) if mine is not None else -1, theirs)
+    return found
+
+
+def test_message_counters_match_the_routers(rack: tuple[Peering, list[Any]]) -> None:
+    """``bgpspeaker_bgp_messages_total`` per type and direction equals FRR's own counters
+    the other way round (keepalives within one in flight)."""
+    peering, _ = rack
+    tor_a = peering.routers["tor-a"]
+    wait_until(lambda: established(tor_a, "10.0.0.2"), timeout_s=30, desc="tor-a Established")
+    received = (("direction", "received"), ("peer", "tor-a"))
+
+    def matching() -> dict[tuple[tuple[str, str], ...], float] | None:
+        ours = metric_samples(peering, "bgpspeaker_bgp_messages_total")
+        updates = ours.get((*received, ("type", "update")), 0)
+        return ours if updates >= 1 and not message_mismatches(peering) else None  # the router's prefixes came
+
+    ours = wait_until(
+        matching,
+        timeout_s=15,
+        desc="our message counters == FRR's, with the router's UPDATEs (last: None = mismatch or no UPDATE yet)",
+    )
+    assert ours[(*received, ("type", "open"))] == 1
+    mine = {f"{labels[0][1]}/{labels[2][1]}": int(v) for labels, v in sorted(ours.items()) if labels[1][1] == "tor-a"}
+    print(f"tor-a messages: {mine}")
+
+
 def test_dynamic_external_refuses_an_internal_router_then_internal_accepts_it(
     rack: tuple[Peering, list[Any]],
 ) -> None:
