@@ -113,6 +113,8 @@ class PeerConfig:
     """The longest wait between connect attempts; None: ExaBGP's backoff (up to 60 s)."""
     router_id: ipaddress.IPv4Address | None = None
     """This peer's router ID; None: the top-level one (a node override wins over both)."""
+    interface: str | None = None
+    """The link the session is bound to (unnumbered: a link-local peerAddress); None: any."""
 
     @property
     def ebgp(self) -> bool:
@@ -478,6 +480,7 @@ def _peer(
         dynamic_asn=options.dynamic_asn,
         connect_time_s=options.connect_time_s,
         router_id=options.router_id,
+        interface=options.interface,
     )
 
 

@@ -7,6 +7,10 @@
 - ``routerID``: this peer's BGP identifier, instead of the top-level ``routerID``. A
   ``nodeOverrides`` entry that sets ``routerID`` on a node still wins there (the most
   specific setting), as it does over the top-level one.
+- ``interface``: the link the session runs on (unnumbered peering with a link-local
+  ``peerAddress`` such as ``fe80::1``, which needs it). ExaBGP's ``source-interface``:
+  the socket is bound to the device (SO_BINDTODEVICE, allowed to ExaBGP's unprivileged
+  user since Linux 5.7), which also gives a link-local address its scope.
 - ``dynamicASN``: ``internal`` or ``external`` instead of ``peerASN`` (exactly one of
   the two). ``internal`` is ExaBGP's ``peer-as`` set to this session's own ``myASN``;
   ``external`` is ``peer-as auto`` plus the launcher's ``--reject-own-asn``, which makes
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,7 +32,9 @@ __all__ = ["DYNAMIC_ASN_KINDS", "MAX_CONNECT_TIME_S", "PEER_OPTION_KEYS", "PeerO
 DYNAMIC_ASN_KINDS = ("internal", "external")
 MAX_CONNECT_TIME_S = 65535
 """MetalLB's bound (``connectTime`` must be 1s..65535s); FRR's ``timers connect`` has the same."""
-PEER_OPTION_KEYS = frozenset({"connectTime", "routerID", "dynamicASN"})
+PEER_OPTION_KEYS = frozenset({"connectTime", "routerID", "dynamicASN", "interface"})
+_INTERFACE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+"""A Linux interface name (IFNAMSIZ 16 with the NUL), in characters ExaBGP's config takes."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -39,6 +46,7 @@ class PeerOptions:
     dynamic_asn: str | None = None
     connect_time_s: int | None = None
     router_id: ipaddress.IPv4Address | None = None
+    interface: str | None = None
 
 
 def parse_peer_options(data: Mapping[str, Any], path: str, problems: list[str]) -> PeerOptions:
@@ -80,4 +88,21 @@ def parse_peer_options(data: Mapping[str, Any], path: str, problems: list[str]) 
             )
         else:
             router_id = parsed
-    return PeerOptions(peer_asn=peer_asn, dynamic_asn=dynamic, connect_time_s=connect, router_id=router_id)
+    interface: str | None = None
+    raw_interface = data.get("interface")
+    if raw_interface is not None:
+        if not isinstance(raw_interface, str) or not _INTERFACE.match(raw_interface) or raw_interface in (".", ".."):
+            problems.append(
+                f"{path}.interface: must be an interface name (1..15 letters, digits, '_', '-', '.'),"
+                f" got {show(raw_interface)}"
+            )
+        else:
+            interface = raw_interface
+    address = parse_ip(data.get("peerAddress"))
+    if address is not None and address.is_link_local and raw_interface is None:
+        problems.append(
+            f"{path}.interface: required with a link-local peerAddress ({address}): the link it is on, like 'eth0'"
+        )
+    return PeerOptions(
+        peer_asn=peer_asn, dynamic_asn=dynamic, connect_time_s=connect, router_id=router_id, interface=interface
+    )

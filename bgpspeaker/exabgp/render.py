@@ -39,8 +39,10 @@ def render_config(runtime: PeerRuntime, *, router_id: IPAddress, relay_command: 
     templates are read from disk once, on first use)."""
     peer = runtime.peer
     options = []
-    if peer.source_address is not None:
-        options.append(f"local-address {peer.source_address};")
+    if peer.source_address is not None and not peer.source_address.is_link_local:
+        options.append(f"local-address {peer.source_address};")  # a link-local one cannot be bound by name
+    if peer.interface is not None:
+        options.append(f"source-interface {peer.interface};")  # validated: [A-Za-z0-9_.-]{1,15}
     if runtime.password is not None:
         # base64 keeps any byte of the key out of ExaBGP's tokenizer.
         options.append(f"md5-password {base64.b64encode(runtime.password.reveal()).decode('ascii')};")

@@ -187,7 +187,7 @@ CASES = [
         "peers.0.holdtime",
         "90s",
         "peers[0].holdtime: unknown field (allowed: bfdProfile, connectTime, dynamicASN, ebgpMultiHop, families,"
-        " gracefulRestart, holdTime, ipv6NextHop, keepaliveTime, myASN, name, nodeSelectors, passwordFile,"
+        " gracefulRestart, holdTime, interface, ipv6NextHop, keepaliveTime, myASN, name, nodeSelectors, passwordFile,"
         " passwordSecret, peerASN, peerAddress, peerPort, routerID, sourceAddress)",
     ),
     (

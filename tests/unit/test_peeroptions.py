@@ -136,3 +136,40 @@ def test_router_id_order(peer_router_id: str | None, override: str | None, expec
     chosen = peers_for_node(parsed, {"n": "a"}).peers["tor-a"]
     _, router_id = node_runtime(PeerRuntime(peer=parsed.peers[0]), chosen, ipaddress.ip_address("10.0.0.2"))
     assert str(router_id) == expected
+
+
+@pytest.mark.parametrize(
+    ("peer", "expected"),
+    [
+        pytest.param(
+            {"peerAddress": "fe80::1"},
+            ["peers[0].interface: required with a link-local peerAddress (fe80::1): the link it is on, like 'eth0'"],
+            id="link-local-without-interface",
+        ),
+        pytest.param(
+            {"peerAddress": "fe80::1", "interface": "eth0; x"},
+            ["peers[0].interface: must be an interface name (1..15 letters, digits, '_', '-', '.'), got 'eth0; x'"],
+            id="interface-with-a-semicolon",
+        ),
+        pytest.param(
+            {"interface": "a-very-long-interface"},
+            [
+                "peers[0].interface: must be an interface name (1..15 letters, digits, '_', '-', '.'),"
+                " got 'a-very-long-interface'"
+            ],
+            id="interface-too-long",
+        ),
+    ],
+)
+def test_bad_interface(peer: dict[str, Any], expected: list[str]) -> None:
+    """A link-local peer needs its link; the name is one ExaBGP's config and Linux accept."""
+    assert problems({"peerASN": 64512, **peer}) == expected
+
+
+def test_link_local_peer_renders_source_interface() -> None:
+    """``interface`` becomes ExaBGP's source-interface; a link-local source is never named."""
+    peer = config({"peerASN": 64512, "peerAddress": "fe80::1", "interface": "eth0", "sourceAddress": "fe80::2"})
+    rendered = render_config(
+        PeerRuntime(peer=peer.peers[0]), router_id=ipaddress.ip_address("10.0.0.2"), relay_command=["r"]
+    )
+    assert "source-interface eth0;" in rendered and "local-address" not in rendered
