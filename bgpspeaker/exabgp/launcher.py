@@ -186,6 +186,7 @@ TARGETS: dict[Patch, tuple[Target, ...]] = {
         Target("exabgp.reactor.peer", "Stats.__setitem__", ("self", "key", "val")),
         Target("exabgp.reactor.peer", "Peer.run", ("self",)),
         Target("exabgp.reactor.api.processes", "Processes.write", ("self", "process", "string", "neighbor")),
+        Target("exabgp.reactor.api.processes", "ProcessError", kind=Kind.VALUE),
     ),
 }
 """Every name in ExaBGP a patch replaces (``HoldTime.keepalive``, ``Neighbor.remove_self``,
@@ -625,6 +626,7 @@ def _count_messages() -> None:
     import json
     import time
 
+    from exabgp.reactor.api.processes import ProcessError
     from exabgp.reactor.peer import Peer, Stats
 
     totals: dict[str, int] = {}
@@ -648,7 +650,10 @@ def _count_messages() -> None:
             pushed, pushed_at = dict(totals), now
             line = json.dumps({"type": MESSAGE_COUNTERS_EVENT, "counters": pushed}, separators=(",", ":"))
             for process in self.neighbor.api["neighbor-changes"]:
-                self.reactor.processes.write(process, line, self.neighbor)
+                try:
+                    self.reactor.processes.write(process, line, self.neighbor)
+                except (ProcessError, KeyError):  # the helper is being respawned: send again next time
+                    pushed = {}
         return run(self)
 
     Stats.__setitem__ = counting
