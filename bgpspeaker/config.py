@@ -16,9 +16,11 @@ from typing import Any, TypeVar
 import yaml
 
 from bgpspeaker.bfd.config import BfdProfile, parse_peer_profile, parse_profiles
+from bgpspeaker.communityaliases import parse_community_aliases
 from bgpspeaker.controller.settings import ControllerConfig, parse_controller
 from bgpspeaker.errors import ConfigError
 from bgpspeaker.nodesettings import NodeOverride, check_duplicate_addresses, parse_node_overrides
+from bgpspeaker.peeroptions import PEER_OPTION_KEYS, parse_peer_options
 from bgpspeaker.pools import AddressPool, parse_pool_names, parse_pools
 from bgpspeaker.routes import IPAddress, Prefix
 from bgpspeaker.values import (
@@ -106,11 +108,25 @@ class PeerConfig:
     node_selectors: tuple[LabelSelector, ...] = ()
     bfd: BfdProfile | None = None
     """The BFD profile this peer names (``bfdProfile``); None: no BFD."""
+    dynamic_asn: str | None = None
+    """``internal`` or ``external`` (bgpspeaker.peeroptions); then ``peer_asn`` is 0 (unknown)."""
+    connect_time_s: int | None = None
+    """The longest wait between connect attempts; None: ExaBGP's backoff (up to 60 s)."""
+    router_id: ipaddress.IPv4Address | None = None
+    """This peer's router ID; None: the top-level one (a node override wins over both)."""
+    interface: str | None = None
+    """The link the session is bound to (unnumbered: a link-local peerAddress); None: any."""
 
     @property
     def ebgp(self) -> bool:
-        """True when the session is external (the ASes differ)."""
-        return self.peer_asn != self.my_asn
+        """True when the session is external (the ASes differ, or dynamicASN external)."""
+        return self.ebgp_with(self.my_asn)
+
+    def ebgp_with(self, my_asn: int) -> bool:
+        """Whether the session would be external with our AS ``my_asn``."""
+        if self.dynamic_asn is not None:
+            return self.dynamic_asn == "external"
+        return self.peer_asn != my_asn
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -198,6 +214,8 @@ class SpeakerConfig:
     """Where ``bgpspeaker controller`` allocates VIPs from (the speaker only selects by them)."""
     controller: ControllerConfig = dataclasses.field(default_factory=ControllerConfig)
     bfd_profiles: tuple[BfdProfile, ...] = ()
+    community_aliases: tuple[tuple[str, str], ...] = ()
+    """(name, community) pairs from ``communityAliases`` (bgpspeaker.communityaliases)."""
 
     def peer(self, name: str) -> PeerConfig | None:
         """The peer called ``name``, if any."""
@@ -222,6 +240,7 @@ _TOP_KEYS = frozenset(
         "addressPools",
         "controller",
         "bfdProfiles",
+        "communityAliases",
     }
 )
 _PEER_KEYS = frozenset(
@@ -242,6 +261,7 @@ _PEER_KEYS = frozenset(
         "gracefulRestart",
         "nodeSelectors",
         "bfdProfile",
+        *PEER_OPTION_KEYS,
     }
 )
 _ADVERTISEMENT_KEYS = frozenset(
@@ -348,11 +368,8 @@ def _peer(
     elif address.is_unspecified or address.is_multicast or address.is_loopback:
         problems.append(f"{path}.peerAddress: must be a unicast, non-loopback address, got {show(raw_address)}")
         address = None
-    if "peerASN" not in data:
-        problems.append(f"{path}.peerASN: required, an integer {ASN_MIN}..{ASN_MAX}")
-        peer_asn = None
-    else:
-        peer_asn = parse_asn(data["peerASN"], f"{path}.peerASN", problems)
+    options = parse_peer_options(data, path, problems)
+    peer_asn = 0 if options.dynamic_asn is not None else options.peer_asn
     my_asn = parse_asn(data["myASN"], f"{path}.myASN", problems) if "myASN" in data else top_asn
     port = parse_int(data.get("peerPort", 179), f"{path}.peerPort", problems, low=1, high=65535)
 
@@ -382,7 +399,9 @@ def _peer(
     if password_file is not None and data.get("passwordSecret") is not None:
         problems.append(f"{path}: set passwordFile or passwordSecret, not both")
 
-    ebgp = peer_asn is not None and my_asn is not None and peer_asn != my_asn
+    ebgp = options.dynamic_asn == "external" or (
+        options.dynamic_asn is None and peer_asn is not None and my_asn is not None and peer_asn != my_asn
+    )
     multihop = None
     if data.get("ebgpMultiHop") is not None:
         multihop = parse_int(data["ebgpMultiHop"], f"{path}.ebgpMultiHop", problems, low=1, high=255)
@@ -459,10 +478,20 @@ def _peer(
         graceful_restart_s=graceful,
         node_selectors=selectors,
         bfd=bfd,
+        dynamic_asn=options.dynamic_asn,
+        connect_time_s=options.connect_time_s,
+        router_id=options.router_id,
+        interface=options.interface,
     )
 
 
-def _advertisement(data: Any, path: str, peers: Mapping[str, PeerConfig], problems: list[str]) -> Advertisement | None:
+def _advertisement(
+    data: Any,
+    path: str,
+    peers: Mapping[str, PeerConfig],
+    problems: list[str],
+    aliases: Mapping[str, str] | None = None,
+) -> Advertisement | None:
     if not isinstance(data, Mapping):
         problems.append(f"{path}: must be a mapping, got {show(data)}")
         return None
@@ -477,7 +506,7 @@ def _advertisement(data: Any, path: str, peers: Mapping[str, PeerConfig], proble
     length_v6 = parse_int(
         data.get("aggregationLengthV6", 128), f"{path}.aggregationLengthV6", problems, low=0, high=128
     )
-    communities = parse_communities(data.get("communities", []), f"{path}.communities", problems)
+    communities = parse_communities(data.get("communities", []), f"{path}.communities", problems, aliases=aliases)
     local_pref = (
         parse_int(data["localPref"], f"{path}.localPref", problems, low=0, high=U32_MAX)
         if data.get("localPref") is not None
@@ -639,6 +668,7 @@ def parse_config(data: Any) -> SpeakerConfig:
         check_duplicate_addresses(peers, problems)
 
     pools = parse_pools(data.get("addressPools"), "addressPools", problems)
+    aliases = parse_community_aliases(data.get("communityAliases"), "communityAliases", problems)
     advertisements: list[tuple[int, Advertisement]] = []
     raw_advertisements = data.get("advertisements")
     if raw_advertisements is not None and not isinstance(raw_advertisements, list):
@@ -646,7 +676,7 @@ def parse_config(data: Any) -> SpeakerConfig:
     elif raw_advertisements:
         by_name = {peer.name: peer for _, peer in peers}
         for index, raw in enumerate(raw_advertisements):
-            advertisement = _advertisement(raw, f"advertisements[{index}]", by_name, problems)
+            advertisement = _advertisement(raw, f"advertisements[{index}]", by_name, problems, dict(aliases))
             if advertisement is not None:
                 advertisements.append((index, advertisement))
         _duplicates(advertisements, "name", "advertisements", "name", problems)
@@ -681,6 +711,7 @@ def parse_config(data: Any) -> SpeakerConfig:
         address_pools=pools,
         controller=controller,
         bfd_profiles=tuple(bfd_profiles.values()),
+        community_aliases=aliases,
     )
 
 

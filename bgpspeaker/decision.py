@@ -130,7 +130,7 @@ def service_reason(
     return reason
 
 
-def _annotation_extras(service: Service) -> tuple[Attributes | None, str]:
+def _annotation_extras(service: Service, aliases: tuple[tuple[str, str], ...] = ()) -> tuple[Attributes | None, str]:
     """Attributes asked for by the service's annotations, or (None, why they are ignored)."""
     problems: list[str] = []
     communities: tuple[tuple[str, ...], tuple[str, ...]] | None = ((), ())
@@ -144,7 +144,9 @@ def _annotation_extras(service: Service) -> tuple[Attributes | None, str]:
                 f" in {MAX_ANNOTATION_LENGTH} characters, got {len(raw)} characters"
             )
         else:
-            communities = parse_communities(items, f"annotation {ANNOTATION_COMMUNITIES}", problems)
+            communities = parse_communities(
+                items, f"annotation {ANNOTATION_COMMUNITIES}", problems, aliases=dict(aliases)
+            )
         if not items:
             problems.append(f"annotation {ANNOTATION_COMMUNITIES}: must list communities, got {show(raw)}")
     med = _annotation_int(service, ANNOTATION_MED, U32_MAX, problems)
@@ -414,7 +416,9 @@ def decide_service(
     advertisements, selected = plan.advertisements_for(service)
     if not advertisements:
         return [Verdict(service=service.key, reason=Reason.NODE_NOT_SELECTED if selected else Reason.NO_ADVERTISEMENT)]
-    extras, annotation_problem = _annotation_extras(service) if config.service_annotations else (None, "")
+    extras, annotation_problem = (
+        _annotation_extras(service, config.community_aliases) if config.service_annotations else (None, "")
+    )
     bandwidth: int | None = None
     if any(advertisement.ecmp_weight == "localEndpoints" for advertisement in advertisements):
         bandwidth, weight_problem = service_link_bandwidth(

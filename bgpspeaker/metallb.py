@@ -14,7 +14,8 @@ them (its API types and documentation, read field by field):
   ``password`` in clear -> a Secret reference the operator creates (never echoed),
   ``routerID`` -> a nodeOverride for that peer on every node, ``enableGracefulRestart`` ->
   ``gracefulRestart: 120s`` (FRR's default restart time), ``dualStackAddressFamily`` ->
-  both families, ``bfdProfile`` kept (issue 13's ``peers[].bfdProfile``).
+  both families, ``bfdProfile`` kept (issue 13's ``peers[].bfdProfile``), ``dynamicASN``
+  and ``connectTime`` kept (at least 1s; bgpspeaker.peeroptions).
 - BGPAdvertisement -> ``advertisements``: peers, nodeSelectors, serviceSelectors,
   aggregation lengths, communities (Community aliases resolved to their values),
   ``localPref`` (iBGP only in MetalLB as here: an advertisement that reaches both kinds is
@@ -24,7 +25,7 @@ them (its API types and documentation, read field by field):
   nothing over BGP, so neither does the result (an advertisement that selects no Service).
 - BFDProfile -> ``bfdProfiles`` (intervals in milliseconds).
 
-Everything else (L2Advertisement, VRFs, interfaces, dynamic ASNs, connectTime, ...) is
+Everything else (L2Advertisement, VRFs, interface-only unnumbered peers, ...) is
 one warning line each. A document that is not a MetalLB object is a warning too; input
 that cannot be read (not UTF-8, not YAML, a value of the wrong type) is a ConfigError.
 """
@@ -238,26 +239,32 @@ def _convert_peer(name: str, spec: Mapping[str, Any], namespace: str, problems: 
         problems.warnings.append(f"{label}: spec.{key}: unknown to this converter, not carried")
     for key, why in (
         ("localASN", "local-as is not supported; the session uses myASN"),
-        ("connectTime", "ExaBGP retries on its own schedule"),
         ("vrf", "bgpspeaker peers in the node's default VRF"),
     ):
         if spec.get(key):
             problems.warnings.append(f"{label}: spec.{key}: not carried ({why})")
     if spec.get("disableMP"):
         problems.warnings.append(f"{label}: spec.disableMP: not carried (deprecated; each session carries its family)")
-    if spec.get("interface") or spec.get("dynamicASN"):
-        which = "interface (unnumbered BGP)" if spec.get("interface") else "dynamicASN"
-        problems.warnings.append(f"{label}: spec.{which}: not supported by bgpspeaker; this peer is not converted")
+    if spec.get("interface"):
+        problems.warnings.append(
+            f"{label}: spec.interface (unnumbered BGP): not supported by bgpspeaker without the router's link-local"
+            " address (peerAddress fe80::... plus interface); this peer is not converted"
+        )
         return None
     my_asn = _uint(spec.get("myASN"), f"{label}: spec.myASN", problems)
-    peer_asn = _uint(spec.get("peerASN"), f"{label}: spec.peerASN", problems)
+    dynamic = spec.get("dynamicASN")
+    if dynamic in ("internal", "external"):
+        peer_asn: int | None = (my_asn or 0) if dynamic == "internal" else 0  # 0: any AS but ours
+    else:
+        peer_asn = _uint(spec.get("peerASN"), f"{label}: spec.peerASN", problems)
     address = spec.get("peerAddress")
     if not isinstance(address, str) or not address:
         problems.errors.append(f"{label}: spec.peerAddress: required, an IP address, got {show(address)}")
         return None
     if my_asn is None or peer_asn is None:
         return None
-    out: dict[str, Any] = {"name": name, "peerAddress": address, "peerASN": peer_asn}
+    out: dict[str, Any] = {"name": name, "peerAddress": address}
+    out.update({"dynamicASN": dynamic} if dynamic in ("internal", "external") else {"peerASN": peer_asn})
     if spec.get("peerPort"):
         out["peerPort"] = _uint(spec["peerPort"], f"{label}: spec.peerPort", problems, high=65535)
     if spec.get("sourceAddress"):
@@ -273,6 +280,10 @@ def _convert_peer(name: str, spec: Mapping[str, Any], namespace: str, problems: 
         keepalive = keepalive if keepalive is not None else hold / 3
         out["holdTime"] = _seconds(hold, f"{label}: spec.holdTime", problems)
         out["keepaliveTime"] = _seconds(keepalive, f"{label}: spec.keepaliveTime", problems)
+    if spec.get("connectTime"):
+        connect = _go_duration_ms(spec["connectTime"], f"{label}: spec.connectTime", problems)
+        if connect is not None:
+            out["connectTime"] = _seconds(max(connect, 1000.0), f"{label}: spec.connectTime", problems)
     if spec.get("ebgpMultiHop"):
         if my_asn == peer_asn:
             problems.warnings.append(f"{label}: spec.ebgpMultiHop: not carried (an iBGP session; MetalLB refuses it)")
@@ -521,8 +532,8 @@ def convert(objects: list[tuple[str, Any]]) -> Conversion:
 
 
 _PEER_ORDER = (
-    "name", "peerAddress", "peerASN", "myASN", "peerPort", "sourceAddress", "holdTime", "keepaliveTime",
-    "ebgpMultiHop", "gracefulRestart", "families", "passwordSecret", "bfdProfile", "nodeSelectors",
+    "name", "peerAddress", "peerASN", "dynamicASN", "myASN", "peerPort", "sourceAddress", "holdTime", "keepaliveTime",
+    "connectTime", "ebgpMultiHop", "gracefulRestart", "families", "passwordSecret", "bfdProfile", "nodeSelectors",
 )  # fmt: skip
 
 

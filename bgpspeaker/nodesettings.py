@@ -162,10 +162,12 @@ def peers_for_node(config: SpeakerConfig, labels: Mapping[str, str]) -> NodePeer
 
 
 def node_runtime(runtime: PeerRuntime, chosen: NodePeer, router_id: IPAddress) -> tuple[PeerRuntime, IPAddress]:
-    """(``runtime`` with this node's overrides, the router ID its session uses). An overridden
-    source address is also the next hop of the session's own family."""
+    """(``runtime`` with this node's overrides, the router ID its session uses: this node's
+    override, else the peer's own ``routerID``, else ``router_id``). An overridden source
+    address is also the next hop of the session's own family."""
+    router_id = chosen.router_id or runtime.peer.router_id or router_id
     if chosen.my_asn is None and chosen.source_address is None:
-        return runtime, chosen.router_id or router_id
+        return runtime, router_id
     peer = dataclasses.replace(
         runtime.peer,
         my_asn=chosen.my_asn if chosen.my_asn is not None else runtime.peer.my_asn,
@@ -174,7 +176,7 @@ def node_runtime(runtime: PeerRuntime, chosen: NodePeer, router_id: IPAddress) -
     next_hops = dict(runtime.next_hops)
     if chosen.source_address is not None:
         next_hops[chosen.source_address.version] = chosen.source_address
-    return dataclasses.replace(runtime, peer=peer, next_hops=next_hops), chosen.router_id or router_id
+    return dataclasses.replace(runtime, peer=peer, next_hops=next_hops), router_id
 
 
 def unconditional_peers(config: SpeakerConfig) -> set[str]:
@@ -267,7 +269,7 @@ def _override(data: Any, path: str, peers: Mapping[str, PeerConfig], problems: l
     my_asn = parse_asn(data["myASN"], f"{path}.myASN", problems) if data.get("myASN") is not None else None
     if my_asn is not None:
         for peer in targets:
-            if (peer.peer_asn != my_asn) != peer.ebgp:
+            if peer.ebgp_with(my_asn) != peer.ebgp:
                 kind, now = ("iBGP", "eBGP") if peer.ebgp else ("eBGP", "iBGP")
                 problems.append(
                     f"{path}.myASN: {my_asn} would make peer {show(peer.name)} {kind} (peerASN {peer.peer_asn});"

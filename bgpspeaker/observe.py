@@ -153,6 +153,7 @@ class _Collector(Collector):
         yield up
         yield prefixes
         yield restarts
+        yield _message_metric(sessions)
         updates = CounterMetricFamily(
             "bgpspeaker_bgp_updates",
             "announce/withdraw commands sent (each becomes at least one UPDATE)",
@@ -190,6 +191,11 @@ class _Collector(Collector):
             "1 when the config file in force is the latest one on disk",
             value=float(source.config_valid()),
         )
+        yield GaugeMetricFamily(  # MetalLB's metallb_k8s_client_config_stale_bool, the other way round
+            "bgpspeaker_config_stale",
+            "1 after a reload failed (the previous config still runs), 0 after a good one",
+            value=float(not source.config_valid()),
+        )
         internal = CounterMetricFamily(
             "bgpspeaker_internal_errors",
             "Unexpected exceptions caught by a thread's last-resort guard (a bug; the thread recovered)",
@@ -204,6 +210,32 @@ class _Collector(Collector):
             "1 once services, endpointslices and nodes have listed",
             value=float(source.store.synced),
         )
+
+
+MESSAGE_TYPES = {"open": "open", "update": "update", "keepalive": "keepalive", "notification": "notification"}
+MESSAGE_TYPES |= {"refresh": "route-refresh", "route-refresh": "route-refresh"}
+"""ExaBGP's counter suffix -> the ``type`` label (FRR's names for route refresh differ)."""
+
+
+def _message_metric(sessions: Mapping[str, SessionStatus]) -> Metric:
+    """``bgpspeaker_bgp_messages_total{peer,direction,type}``: every type, both directions."""
+    family = CounterMetricFamily(
+        "bgpspeaker_bgp_messages",
+        "BGP messages sent and received over the session, by type (from ExaBGP's own counters)",
+        labels=["peer", "direction", "type"],
+    )
+    for name in sorted(sessions):
+        counts: dict[tuple[str, str], int] = {}
+        for key, value in sessions[name].messages.items():
+            direction, _, suffix = key.partition("-")
+            kind = MESSAGE_TYPES.get(suffix)
+            if direction in ("send", "receive") and kind is not None:
+                label = "sent" if direction == "send" else "received"
+                counts[label, kind] = counts.get((label, kind), 0) + value
+        for direction in ("sent", "received"):
+            for kind in ("open", "update", "keepalive", "notification", "route-refresh"):
+                family.add_metric([name, direction, kind], float(counts.get((direction, kind), 0)))
+    return family
 
 
 def _bfd_metrics(statuses: Mapping[str, Mapping[str, Any]]) -> Iterator[Metric]:

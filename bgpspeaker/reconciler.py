@@ -168,7 +168,7 @@ class Reconciler:
         if self._bfd is not None:
             self._bfd.want(bfd_sessions(started))  # BFD comes up with them, not after the lists
         for name, runtime in started.items():
-            self.sessions.start(name, runtime, self._router_id)
+            self.sessions.start(name, runtime, runtime.peer.router_id or self._router_id)
 
     # -- the loop ----------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ fields: the reconciler calls methods and reads ``status()``.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from bgpspeaker.peers import PeerRuntime
@@ -61,6 +61,8 @@ class SessionStatus:
     restarts: int = 0
     failed: str | None = None
     """Set when the session gave up (the process exits non-zero)."""
+    messages: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    """BGP messages by ExaBGP's counter name (``send-update``, ``receive-keepalive``, ...)."""
 
     @property
     def established(self) -> bool:

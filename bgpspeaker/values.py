@@ -53,6 +53,7 @@ _STANDARD = re.compile(r"^([0-9]{1,5}):([0-9]{1,5})$")
 _LARGE = re.compile(r"^large:([0-9]{1,10}):([0-9]{1,10}):([0-9]{1,10})$")
 _DURATION = re.compile(r"^(?:([0-9]{1,7})h)?(?:([0-9]{1,9})m(?!s))?(?:([0-9]{1,10})s)?(?:([0-9]{1,10})ms)?$")
 _UNSIGNED = re.compile(r"^[0-9]{1,20}$")
+_ALIAS_LIKE = re.compile(r"^[a-z]([-a-z0-9.]{0,61}[a-z0-9])?$")  # bgpspeaker.communityaliases names
 _SHOW = reprlib.Repr()
 _SHOW.maxstring = _SHOW.maxother = 80
 _SHOW.maxlist = _SHOW.maxdict = _SHOW.maxtuple = _SHOW.maxset = 6
@@ -132,11 +133,14 @@ def _milliseconds(value: Any) -> int | None:
     return None
 
 
-def parse_communities(value: Any, path: str, problems: list[str]) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+def parse_communities(
+    value: Any, path: str, problems: list[str], *, aliases: Mapping[str, str] | None = None
+) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
     """(standard, large) communities in ExaBGP's spelling, from a list of strings.
 
     Accepted: ``"64512:100"`` (both halves 0..65535), the names in
-    ``WELL_KNOWN_COMMUNITIES``, and ``"large:GLOBAL:LOCAL1:LOCAL2"`` (each 0..2^32-1).
+    ``WELL_KNOWN_COMMUNITIES``, ``"large:GLOBAL:LOCAL1:LOCAL2"`` (each 0..2^32-1), and the
+    names in ``aliases`` (``communityAliases``: name -> one of the former).
     """
     if not isinstance(value, list):
         problems.append(f"{path}: must be a list of communities, got {show(value)}")
@@ -149,7 +153,8 @@ def parse_communities(value: Any, path: str, problems: list[str]) -> tuple[tuple
         if not isinstance(item, str):
             problems.append(f"{where}: must be a string like '64512:100', got {show(item)}")
             continue
-        text = item.strip().lower()
+        alias = aliases.get(item.strip()) if aliases else None
+        text = (alias if alias is not None else item).strip().lower()
         if text in WELL_KNOWN_COMMUNITIES:
             spelled = WELL_KNOWN_COMMUNITIES[text]
             if spelled not in standard:
@@ -167,9 +172,13 @@ def parse_communities(value: Any, path: str, problems: list[str]) -> tuple[tuple
             if spelled not in large:
                 large.append(spelled)
             continue
+        if _ALIAS_LIKE.match(item.strip()):
+            names = ", ".join(sorted(aliases or {})[:20]) or "none defined"
+            problems.append(f"{where}: no community alias named {show(item.strip())} (communityAliases: {names})")
+            continue
         problems.append(
-            f"{where}: must be 'ASN:VALUE' (each 0..65535), 'large:GLOBAL:LOCAL1:LOCAL2' (each 0..4294967295)"
-            f" or one of {', '.join(sorted(WELL_KNOWN_COMMUNITIES))}; got {show(item)}"
+            f"{where}: must be 'ASN:VALUE' (each 0..65535), 'large:GLOBAL:LOCAL1:LOCAL2' (each 0..4294967295),"
+            f" one of {', '.join(sorted(WELL_KNOWN_COMMUNITIES))} or a communityAliases name; got {show(item)}"
         )
     if len(problems) != before:
         return None

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from bgpspeaker.config import PeerConfig
 from bgpspeaker.routes import IPAddress
 
-__all__ = ["NOTIFICATION_REASON", "Diagnosis", "FailureCause", "diagnose", "is_evidence"]
+__all__ = ["NOTIFICATION_REASON", "Diagnosis", "FailureCause", "asn_mismatch", "diagnose", "is_evidence"]
 
 # -- why a session does not come up ---------------------------------------------------
 
@@ -129,6 +129,19 @@ def diagnose(reason: str, lines: Sequence[str], *, peer: PeerConfig, router_id: 
     )
 
 
+def asn_mismatch(reason: str, peer: PeerConfig) -> dict[str, object] | None:
+    """The keys of a ``peer_asn_mismatch`` log line when ``reason`` is a NOTIFICATION 2/2
+    (Bad Peer AS) either way; None otherwise."""
+    notification = NOTIFICATION_REASON.search(reason)
+    if notification is None or (int(notification.group(2)), int(notification.group(3))) != (2, 2):
+        return None
+    return {
+        "rejected_by": "router" if notification.group(1) == "received" else "speaker",
+        "expected": peer.dynamic_asn or peer.peer_asn,
+        "my_asn": peer.my_asn,
+    }
+
+
 def _notification_hint(received: bool, code: int, subcode: int, *, peer: PeerConfig, router_id: IPAddress) -> str:
     text = _NOTIFICATION_CODES.get(code, "unknown error")
     if (code, subcode) in _NOTIFICATION_SUBCODES:
@@ -141,7 +154,7 @@ def _notification_hint(received: bool, code: int, subcode: int, *, peer: PeerCon
     )
     facts = {
         "my_asn": peer.my_asn,
-        "peer_asn": peer.peer_asn,
+        "peer_asn": peer.peer_asn if peer.dynamic_asn is None else f"(dynamicASN {peer.dynamic_asn})",
         "router_id": router_id,
         "hold_time_s": peer.hold_time_s,
         "families": ", ".join(sorted(peer.families)),

@@ -1,6 +1,6 @@
 """Start ExaBGP 5.0.15 with a setting it lacks, no needless copy, no naps while busy, and why a connect failed.
 
-Five patches to private ExaBGP functions, each switched on by an option (the supervisor
+Eight patches to private ExaBGP functions, each switched on by an option (the supervisor
 builds them with ``launcher_settings``; ``Settings.arguments`` and ``parse_arguments``
 are the two directions of that command line):
 
@@ -39,6 +39,21 @@ are the two directions of that command line):
   distinct error per minute; the supervisor turns it into the cause of a session that
   does not come up. What ExaBGP does next (reset, back off, retry) is unchanged. Only
   sockets still connecting are looked at.
+- Connect retry (``--connect-retry SECONDS``; the peer's ``connectTime``, MetalLB's and
+  FRR's ``timers connect``). After a failed connect or a reset ExaBGP 5.0.15 waits 0, 1,
+  2, 3, 4, 5, 7, 9, ... s (``Delay.increase``: ``int(1 + previous * 1.2)``), up to 60 s,
+  so a router back after a long outage waited up to a minute. With the option the wait
+  never exceeds SECONDS (the first retry after a session drops stays immediate).
+- Our own AS refused (``--reject-own-asn``; the peer's ``dynamicASN: external``). With
+  ``peer-as auto`` ExaBGP accepts any AS in the router's OPEN, ours included (an iBGP
+  session). With the option ``Negotiated.validate`` refuses an OPEN carrying the local AS
+  with NOTIFICATION 2/2 (Bad Peer AS), as it refuses a wrong fixed ``peer-as``.
+- Message counters (``--message-counters``; always on, it costs a dict update per BGP
+  message). ExaBGP counts the messages of the current session only (``Peer.stats``, zeroed
+  on every reset) and shows them only through ``show neighbor``, which fails with
+  ``peer-as auto``. With the option every increment is added to totals for the life of
+  the process, and at most once a second, when they changed, the peer's API processes get
+  one line ``{"type": "bgpspeaker-counters", "counters": {"send-update": 3, ...}}``.
 
 Before patching anything the launcher checks that the installed ExaBGP is a release the
 patches were written against (``SUPPORTED_EXABGP``) and that every function a requested
@@ -99,6 +114,7 @@ KEEPALIVE_DIVISOR = 3
 """ExaBGP's keepalive interval is the hold time over this (RFC 4271 4.4; ``HoldTime.KEEPALIVE_DIVISOR``)."""
 
 _MAX_KEEPALIVE_S = 65535  # the largest hold time a BGP OPEN carries
+_MAX_CONNECT_RETRY_S = 65535  # MetalLB's and FRR's upper bound for connectTime
 _MAX_IDLE_POLL_MS = 1000  # timers (keepalives, hold time, connect retries) run at most this late
 
 
@@ -110,6 +126,9 @@ class Patch(enum.StrEnum):
     NODELAY = "nodelay"
     FAST_REACTOR = "fast-reactor"
     CONNECT_ERRORS = "connect-errors"
+    CONNECT_RETRY = "connect-retry"
+    REJECT_OWN_ASN = "reject-own-asn"
+    MESSAGE_COUNTERS = "message-counters"
 
 
 class Kind(enum.StrEnum):
@@ -159,10 +178,20 @@ TARGETS: dict[Patch, tuple[Target, ...]] = {
         Target("exabgp.util.errstr", "errstr", ("exc",)),
         Target("exabgp.logger", "log.warning", ("message", "source", "level")),
     ),
+    Patch.CONNECT_RETRY: (Target("exabgp.reactor.delay", "Delay.increase", ("self",)),),
+    Patch.REJECT_OWN_ASN: (
+        Target("exabgp.bgp.message.open.capability.negotiated", "Negotiated.validate", ("self", "neighbor")),
+    ),
+    Patch.MESSAGE_COUNTERS: (
+        Target("exabgp.reactor.peer", "Stats.__setitem__", ("self", "key", "val")),
+        Target("exabgp.reactor.peer", "Peer.run", ("self",)),
+        Target("exabgp.reactor.api.processes", "Processes.write", ("self", "process", "string", "neighbor")),
+        Target("exabgp.reactor.api.processes", "ProcessError", kind=Kind.VALUE),
+    ),
 }
 """Every name in ExaBGP a patch replaces (``HoldTime.keepalive``, ``Neighbor.remove_self``,
 ``Outgoing._setup``, ``ASYNC.run``, ``Reactor._wait_for_io``, ``Outgoing._connect``,
-``ready``) or calls, with the shape the patch needs it to have."""
+``ready``, ``Delay.increase``) or calls, with the shape the patch needs it to have."""
 
 
 # -- the checks ------------------------------------------------------------------------
@@ -253,6 +282,10 @@ class Settings:
     idle_poll_ms: int = 0
     """With ``fast_reactor``: the nap when every session is up and idle; 0: ExaBGP's own nap."""
     connect_errors: bool = False
+    connect_retry_s: int | None = None
+    """The longest wait between connect attempts; None: ExaBGP's own backoff (up to 60 s)."""
+    reject_own_asn: bool = False
+    message_counters: bool = False
 
     @property
     def patches(self) -> tuple[Patch, ...]:
@@ -263,6 +296,9 @@ class Settings:
             (Patch.NODELAY, self.nodelay),
             (Patch.FAST_REACTOR, self.fast_reactor),
             (Patch.CONNECT_ERRORS, self.connect_errors),
+            (Patch.CONNECT_RETRY, self.connect_retry_s is not None),
+            (Patch.REJECT_OWN_ASN, self.reject_own_asn),
+            (Patch.MESSAGE_COUNTERS, self.message_counters),
         )
         return tuple(patch for patch, on in switched if on)
 
@@ -281,16 +317,32 @@ class Settings:
                 options += ["--idle-poll-ms", str(self.idle_poll_ms)]
         if self.connect_errors:
             options.append("--connect-errors")
+        if self.connect_retry_s is not None:
+            options += ["--connect-retry", str(self.connect_retry_s)]
+        if self.reject_own_asn:
+            options.append("--reject-own-asn")
+        if self.message_counters:
+            options.append("--message-counters")
         return options
 
 
-def launcher_settings(*, keepalive_s: int, hold_time_s: int, speed_patches: bool, idle_poll_ms: int) -> Settings:
+def launcher_settings(
+    *,
+    keepalive_s: int,
+    hold_time_s: int,
+    speed_patches: bool,
+    idle_poll_ms: int,
+    connect_time_s: int | None = None,
+    reject_own_asn: bool = False,
+) -> Settings:
     """The patches for one peer's ExaBGP.
 
     The keepalive patch whenever ``keepalive_s`` is shorter than ExaBGP's own interval
     (a third of ``hold_time_s``): it is what the peer's config says. A longer one changes
     nothing, since the negotiated hold time is never above ours and the patch takes the
-    minimum. The connect-error report always (it only logs). The speed patches (no route
+    minimum. The connect retry cap whenever ``connect_time_s`` is set (the peer's
+    ``connectTime``); our own AS refused with ``reject_own_asn`` (``dynamicASN: external``).
+    The connect-error report and the message counters always (they only log and count). The speed patches (no route
     copy, TCP_NODELAY, the fast reactor with ``idle_poll_ms``) unless ``speed_patches`` is
     False: the benchmark's anchor "ExaBGP as released"."""
     return Settings(
@@ -300,6 +352,9 @@ def launcher_settings(*, keepalive_s: int, hold_time_s: int, speed_patches: bool
         fast_reactor=speed_patches,
         idle_poll_ms=idle_poll_ms if speed_patches else 0,
         connect_errors=True,
+        connect_retry_s=connect_time_s,
+        reject_own_asn=reject_own_asn,
+        message_counters=True,
     )
 
 
@@ -339,6 +394,19 @@ def _parser() -> argparse.ArgumentParser:
         help="with --fast-reactor: the nap when every session is up and nothing is queued",
     )
     parser.add_argument("--connect-errors", action="store_true", help="log why a connect failed, at warning level")
+    parser.add_argument(
+        "--connect-retry",
+        type=_whole_number(1, _MAX_CONNECT_RETRY_S),
+        metavar="SECONDS",
+        dest="connect_retry_s",
+        help="wait at most SECONDS between connect attempts (ExaBGP backs off up to 60 s)",
+    )
+    parser.add_argument(
+        "--reject-own-asn", action="store_true", help="refuse a router whose OPEN carries our own AS (peer-as auto)"
+    )
+    parser.add_argument(
+        "--message-counters", action="store_true", help="send BGP message totals to the API process (1/s at most)"
+    )
     return parser
 
 
@@ -360,6 +428,9 @@ def parse_arguments(argv: Sequence[str]) -> tuple[Settings, list[str]]:
         fast_reactor=options.fast_reactor,
         idle_poll_ms=options.idle_poll_ms or 0,
         connect_errors=options.connect_errors,
+        connect_retry_s=options.connect_retry_s,
+        reject_own_asn=options.reject_own_asn,
+        message_counters=options.message_counters,
     )
     return settings, theirs
 
@@ -519,10 +590,86 @@ def _report_connect_errors() -> None:
     outgoing.ready = _ready
 
 
+def _cap_connect_retry(longest_s: int) -> None:
+    import time
+
+    from exabgp.reactor.delay import Delay
+
+    def increase(self: Delay) -> None:
+        # Upstream's sequence (0, 1, 2, 3, 4, 5, 7, ...), never longer than longest_s.
+        self._time = time.time() + min(self._next, longest_s)
+        self._next = min(int(1 + self._next * 1.2), longest_s)
+
+    Delay.increase = increase
+
+
+def _reject_own_asn() -> None:
+    from exabgp.bgp.message.open.capability.negotiated import Negotiated
+
+    validate = Negotiated.validate
+
+    def checked(self: Negotiated, neighbor: object) -> object:
+        local_as = neighbor["local-as"]  # type: ignore[index]  # ExaBGP's Neighbor is a mapping
+        if neighbor["peer-as"] is None and self.peer_as == local_as:  # type: ignore[index]  # as above
+            return (2, 2, f"ASN in OPEN ({self.peer_as}) is our own: dynamicASN external expects another AS")
+        return validate(self, neighbor)
+
+    Negotiated.validate = checked
+
+
+MESSAGE_COUNTERS_EVENT = "bgpspeaker-counters"
+MESSAGE_COUNTERS_INTERVAL_S = 1.0
+"""Totals go to the API process at most this often (and only when they changed)."""
+
+
+def _count_messages() -> None:
+    import json
+    import time
+
+    from exabgp.reactor.api.processes import ProcessError
+    from exabgp.reactor.peer import Peer, Stats
+
+    totals: dict[str, int] = {}
+    pushed: dict[str, int] = {}
+    pushed_at = 0.0
+    setitem = Stats.__setitem__
+
+    def counting(self: Stats, key: str, val: object) -> None:
+        if isinstance(key, str) and key.startswith(("send-", "receive-")) and isinstance(val, int):
+            previous = self.get(key, 0)
+            if isinstance(previous, int) and val > previous:  # an increment; resets go through update()
+                totals[key] = totals.get(key, 0) + val - previous
+        setitem(self, key, val)
+
+    run = Peer.run
+
+    def run_and_report(self: Peer) -> object:
+        nonlocal pushed, pushed_at
+        now = time.monotonic()
+        if now - pushed_at >= MESSAGE_COUNTERS_INTERVAL_S and totals != pushed:
+            pushed, pushed_at = dict(totals), now
+            line = json.dumps({"type": MESSAGE_COUNTERS_EVENT, "counters": pushed}, separators=(",", ":"))
+            for process in self.neighbor.api["neighbor-changes"]:
+                try:
+                    self.reactor.processes.write(process, line, self.neighbor)
+                except (ProcessError, KeyError):  # the helper is being respawned: send again next time
+                    pushed = {}
+        return run(self)
+
+    Stats.__setitem__ = counting
+    Peer.run = run_and_report
+
+
 def apply(settings: Settings) -> None:
     """Patch the imported ExaBGP as ``settings`` say (checked first: ``refusal``). Not undone."""
     if settings.connect_errors:
         _report_connect_errors()
+    if settings.connect_retry_s is not None:
+        _cap_connect_retry(settings.connect_retry_s)
+    if settings.reject_own_asn:
+        _reject_own_asn()
+    if settings.message_counters:
+        _count_messages()
     if settings.fast_reactor:
         _no_event_loop_per_pass()
         _no_idle_wait_while_busy(settings.idle_poll_ms)

@@ -39,8 +39,10 @@ def render_config(runtime: PeerRuntime, *, router_id: IPAddress, relay_command: 
     templates are read from disk once, on first use)."""
     peer = runtime.peer
     options = []
-    if peer.source_address is not None:
-        options.append(f"local-address {peer.source_address};")
+    if peer.source_address is not None and not peer.source_address.is_link_local:
+        options.append(f"local-address {peer.source_address};")  # a link-local one cannot be bound by name
+    if peer.interface is not None:
+        options.append(f"source-interface {peer.interface};")  # validated: [A-Za-z0-9_.-]{1,15}
     if runtime.password is not None:
         # base64 keeps any byte of the key out of ExaBGP's tokenizer.
         options.append(f"md5-password {base64.b64encode(runtime.password.reveal()).decode('ascii')};")
@@ -59,7 +61,9 @@ def render_config(runtime: PeerRuntime, *, router_id: IPAddress, relay_command: 
         name=peer.name,  # validated as a DNS label
         router_id=router_id,
         local_as=peer.my_asn,
-        peer_as=peer.peer_asn,
+        # dynamicASN: internal is exactly our AS; external is any other (the launcher's
+        # --reject-own-asn refuses our own), bgpspeaker.peeroptions.
+        peer_as={"internal": str(peer.my_asn), "external": "auto"}.get(peer.dynamic_asn or "", str(peer.peer_asn)),
         hold_time=peer.hold_time_s,
         peer_port=peer.peer_port,
         options="".join(f"    {option}\n" for option in options),
@@ -74,4 +78,4 @@ def render_config(runtime: PeerRuntime, *, router_id: IPAddress, relay_command: 
 def session_fingerprint(runtime: PeerRuntime, router_id: IPAddress) -> str:
     """Everything that needs a new session when it changes (next hops and attributes do not)."""
     text = render_config(runtime, router_id=router_id, relay_command=["relay"])
-    return f"{text}\nkeepalive={runtime.peer.keepalive_s}"
+    return f"{text}\nkeepalive={runtime.peer.keepalive_s}\nconnect_time={runtime.peer.connect_time_s}"

@@ -39,8 +39,8 @@ import structlog
 
 from bgpspeaker.errors import CommandValueError, ExabgpUnavailable
 from bgpspeaker.exabgp.commands import announce_line, eor_line, withdraw_line
-from bgpspeaker.exabgp.diagnosis import NOTIFICATION_REASON, diagnose, is_evidence
-from bgpspeaker.exabgp.launcher import launcher_settings
+from bgpspeaker.exabgp.diagnosis import NOTIFICATION_REASON, asn_mismatch, diagnose, is_evidence
+from bgpspeaker.exabgp.launcher import MESSAGE_COUNTERS_EVENT, launcher_settings
 from bgpspeaker.exabgp.privileges import RunAs, blocked_for, lacks, resolve_run_as, user_name
 from bgpspeaker.exabgp.render import render_config, session_fingerprint
 from bgpspeaker.peers import PeerRuntime
@@ -180,6 +180,10 @@ class ExabgpSupervisor:
         self._ready = threading.Condition(self._lock)
         self.state = PeerState(self.name, "down", time.monotonic())
         self.restarts = 0
+        self._messages_before: dict[str, int] = {}
+        """BGP message totals of the ExaBGP processes that exited (each counts from 0)."""
+        self._messages: dict[str, int] = {}
+        """The running ExaBGP's totals, from its ``bgpspeaker-counters`` lines."""
         self.failed: BaseException | None = None
         """Set when ExaBGP cannot be kept running; the entry point exits non-zero."""
         self._thread = threading.Thread(target=self._run, name=f"exabgp-{self.name}", daemon=True)
@@ -330,7 +334,16 @@ class ExabgpSupervisor:
             pid=self.pid,
             restarts=self.restarts,
             failed=None if self.failed is None else str(self.failed),
+            messages=self.message_totals(),
         )
+
+    def message_totals(self) -> dict[str, int]:
+        """BGP messages sent and received over this peer since it started (``send-update``:
+        3, ``receive-keepalive``: 12, ...), across ExaBGP restarts."""
+        running = self._messages
+        return {
+            key: self._messages_before.get(key, 0) + running.get(key, 0) for key in {*self._messages_before, *running}
+        }
 
     def stop(self, timeout_s: float = 3.0) -> None:
         """Stop ExaBGP (SIGTERM, then SIGKILL after ``timeout_s``) and the supervisor; then
@@ -494,6 +507,8 @@ class ExabgpSupervisor:
             hold_time_s=self.runtime.peer.hold_time_s,
             speed_patches=self._speed_patches,
             idle_poll_ms=IDLE_POLL_MS,
+            connect_time_s=self.runtime.peer.connect_time_s,
+            reject_own_asn=self.runtime.peer.dynamic_asn == "external",
         )
         command = [sys.executable, "-m", "bgpspeaker.exabgp.launcher", *patches.arguments(), "--"]
         try:
@@ -575,6 +590,7 @@ class ExabgpSupervisor:
         code = proc.wait()
         if conn is not None:
             self._drop_connection(conn)
+        self._messages_before, self._messages = self.message_totals(), {}
         output.join(2.0)
         level = self._log.info if self._stopping.is_set() else self._log.error
         level(
@@ -603,7 +619,9 @@ class ExabgpSupervisor:
             conn.acks.put(False)
         elif line.startswith(b"{"):
             try:
-                event = json.loads(line)
+                # ExaBGP 5.0.15 writes Python's None as the peer AS with ``peer-as auto``
+                # (dynamicASN external): '"asn": { "local": 64513, "peer": None }'.
+                event = json.loads(line.replace(_AUTO_PEER_AS, _NULL_PEER_AS))
             except ValueError:
                 self._log.warning("exabgp_event_unparsed", line=line[:200].decode("ascii", "replace"))
                 return
@@ -618,6 +636,15 @@ class ExabgpSupervisor:
                 self._evidence.append(text)
 
     def _on_event(self, event: dict[str, Any]) -> None:
+        if event.get("type") == MESSAGE_COUNTERS_EVENT:
+            counters = event.get("counters")
+            if isinstance(counters, dict) and len(counters) <= 32:  # a handful of message types
+                self._messages = {
+                    str(key)[:40]: value
+                    for key, value in counters.items()
+                    if isinstance(value, int) and not isinstance(value, bool) and value >= 0
+                }
+            return
         if event.get("type") != "state":
             return
         neighbor = event.get("neighbor", {})
@@ -684,6 +711,11 @@ class ExabgpSupervisor:
         )
         self._failing_logged = True
         self._down_pending_since = None
+        mismatch = asn_mismatch(self._down_reason, self.runtime.peer)
+        if mismatch is not None:
+            self._log.warning(
+                "peer_asn_mismatch", peer_address=str(self.runtime.peer.peer_address), reason=reason, **mismatch
+            )
         self._log.warning(
             "peer_not_established",
             peer_address=str(self.runtime.peer.peer_address),
@@ -694,6 +726,7 @@ class ExabgpSupervisor:
         )
 
 
+_AUTO_PEER_AS, _NULL_PEER_AS = b'"peer": None }', b'"peer": null }'
 _NOISY = ("error", "fail", "invalid", "problem", "could not", "not found", "refused", "traceback")
 
 

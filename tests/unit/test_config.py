@@ -178,20 +178,38 @@ CASES = [
         "peers[0].peerAddress: must be a unicast, non-loopback address, got '127.0.0.1'",
     ),
     ("peers.0.peerASN", -1, "peers[0].peerASN: must be an integer 1..4294967295, got -1"),
-    ("peers.0.peerASN", KeyError, "peers[0].peerASN: required, an integer 1..4294967295"),
+    (
+        "peers.0.peerASN",
+        KeyError,
+        "peers[0].peerASN: required, an integer 1..4294967295 (or dynamicASN: internal | external)",
+    ),
     (
         "peers.0.holdtime",
         "90s",
-        "peers[0].holdtime: unknown field (allowed: bfdProfile, ebgpMultiHop, families, gracefulRestart, holdTime,"
-        " ipv6NextHop, keepaliveTime, myASN, name, nodeSelectors, passwordFile, passwordSecret, peerASN, peerAddress,"
-        " peerPort, sourceAddress)",
+        "peers[0].holdtime: unknown field (allowed: bfdProfile, connectTime, dynamicASN, ebgpMultiHop, families,"
+        " gracefulRestart, holdTime, interface, ipv6NextHop, keepaliveTime, myASN, name, nodeSelectors, passwordFile,"
+        " passwordSecret, peerASN, peerAddress, peerPort, routerID, sourceAddress)",
     ),
+    (
+        "peers.0.dynamicASN",
+        "external",
+        "peers[0]: set peerASN or dynamicASN, not both (got peerASN 64512, dynamicASN 'external')",
+    ),
+    ("peers.0.connectTime", "0s", "peers[0].connectTime: must be 1s..65535s, got '0s'"),
+    ("peers.0.connectTime", "19h", "peers[0].connectTime: must be 1s..65535s, got '19h'"),
+    (
+        "peers.0.connectTime",
+        "500ms",
+        "peers[0].connectTime: must be a duration in whole seconds like 90s, 2m or 1m30s, got '500ms'",
+    ),
+    ("peers.0.routerID", "fd00::2", "peers[0].routerID: must be a non-zero IPv4 address (dotted quad), got 'fd00::2'"),
+    ("peers.0.routerID", "0.0.0.0", "peers[0].routerID: must be a non-zero IPv4 address (dotted quad), got '0.0.0.0'"),
     (
         "myAsn",
         1,
         "myAsn: unknown field (allowed: addressPools, advertisements, allowedVIPRanges, apiOutage, apiVersion,"
-        " bfdProfiles, controller, holdDown, kind, loadBalancerClass, myASN, nodeOverrides, peers, routerID,"
-        " serviceAnnotations, shutdown)",
+        " bfdProfiles, communityAliases, controller, holdDown, kind, loadBalancerClass, myASN, nodeOverrides,"
+        " peers, routerID, serviceAnnotations, shutdown)",
     ),
     ("serviceAnnotations", "yes", "serviceAnnotations: must be true or false, got 'yes'"),
     ("shutdown", "drain", "shutdown: must be a mapping with drainLocalPref, drainSeconds, mode; got 'drain'"),
@@ -316,15 +334,15 @@ CASES = [
         "advertisements.0.communities",
         ["64512:70000"],
         "advertisements[0].communities[0]: must be 'ASN:VALUE'"
-        " (each 0..65535), 'large:GLOBAL:LOCAL1:LOCAL2' (each 0..4294967295) or one of blackhole, graceful-shutdown,"
-        " no-advertise, no-export, no-export-subconfed, no-peer; got '64512:70000'",
+        " (each 0..65535), 'large:GLOBAL:LOCAL1:LOCAL2' (each 0..4294967295), one of blackhole, graceful-shutdown,"
+        " no-advertise, no-export, no-export-subconfed, no-peer or a communityAliases name; got '64512:70000'",
     ),
     (
         "advertisements.0.communities",
         ["large:1:2"],
         "advertisements[0].communities[0]: must be 'ASN:VALUE'"
-        " (each 0..65535), 'large:GLOBAL:LOCAL1:LOCAL2' (each 0..4294967295) or one of blackhole, graceful-shutdown,"
-        " no-advertise, no-export, no-export-subconfed, no-peer; got 'large:1:2'",
+        " (each 0..65535), 'large:GLOBAL:LOCAL1:LOCAL2' (each 0..4294967295), one of blackhole, graceful-shutdown,"
+        " no-advertise, no-export, no-export-subconfed, no-peer or a communityAliases name; got 'large:1:2'",
     ),
     (
         "advertisements.0.communities",

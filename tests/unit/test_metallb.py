@@ -161,11 +161,10 @@ CASES = [
         ["spec.routerID 10.10.10.10: every node uses it"],
     ),
     Case(
-        "what cannot be carried: one warning each; unnumbered and dynamic-ASN peers are skipped",
+        "what cannot be carried: one warning each; unnumbered peers are skipped",
         [
-            peer(vrf="red", connectTime="5s", localASN=65000, disableMP=True, newField=1),
+            peer(vrf="red", localASN=65000, disableMP=True, newField=1),
             peer("tor-if", interface="eth1", peerAddress=None),
-            peer("tor-dyn", dynamicASN="external", peerASN=None, peerAddress="10.0.9.1"),
             mlb("L2Advertisement", "l2"),
             ADV_ALL,
         ],
@@ -174,12 +173,25 @@ CASES = [
             "L2Advertisement l2: not converted",
             "spec.newField: unknown to this converter",
             "spec.localASN: not carried",
-            "spec.connectTime: not carried",
             "spec.vrf: not carried",
             "spec.disableMP: not carried",
             "tor-if: spec.interface (unnumbered BGP): not supported",
-            "tor-dyn: spec.dynamicASN: not supported",
         ],
+    ),
+    Case(
+        "connectTime and dynamicASN are carried",
+        [
+            peer(connectTime="5s"),
+            peer("tor-dyn", dynamicASN="external", peerASN=None, peerAddress="10.0.9.1"),
+            ADV_ALL,
+        ],
+        {
+            "peers": [
+                {**TOR_A, "connectTime": "5s"},
+                {"name": "tor-dyn", "peerAddress": "10.0.9.1", "dynamicASN": "external"},
+            ]
+        },
+        [],
     ),
     Case(
         "pools: addresses, autoAssign, avoidBuggyIPs, namespaces, service selectors; allowedVIPRanges from them",
