@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from typing import Any
 
 import pytest
@@ -33,13 +34,13 @@ def state(new: str, old: str | None = None, **fields: Any) -> dict[str, Any]:
     return event
 
 
-def run_child(lines: list[dict[str, Any]]) -> BfdClient:
+def run_child(lines: list[dict[str, Any]], spec: dict[str, Any] | None = None) -> BfdClient:
     """A client whose child writes ``lines`` and then waits for the shutdown command."""
     script = "import sys\n" + "".join(f"print({json.dumps(json.dumps(e))}, flush=True)\n" for e in lines)
     script += "for line in sys.stdin:\n    if 'shutdown' in line:\n        break\n"
     changes: list[int] = []
     client = BfdClient(lambda: changes.append(1), command=[sys.executable, "-c", script])
-    client.want({"tor-a": SPEC})
+    client.want({"tor-a": spec or SPEC})
     wait_until(lambda: client.statuses()["tor-a"].last_change or None, timeout_s=10, desc="the child's lines read")
     return client
 
@@ -118,3 +119,20 @@ def test_path_failure_rule() -> None:
     assert not is_path_failure(
         {"diag": "neighbor_signaled_session_down", "remote_diag": "neighbor_signaled_session_down"}
     )
+
+
+@pytest.mark.parametrize("hold_ms", [0, 400], ids=["zero-hold", "400ms-hold"])
+def test_hold_runs_out_without_bfd_up(hold_ms: int) -> None:
+    """BFD Down and never Up again (a router that deletes its session with BGP): BGP is held
+    at least once, then let go after bgpHoldDown, and the session no longer counts as Up."""
+    client = run_child([state("up", "down"), DETECTED], {**SPEC, "bgp_hold_down_ms": hold_ms})
+    try:
+        wait_until(lambda: client.statuses()["tor-a"].state == "down", timeout_s=10, desc="the Down read")
+        down_at = time.monotonic()
+        assert client.blocked() == {"tor-a"}  # seen by the reconciler once, however short the hold
+        wait_until(lambda: not client.blocked(), timeout_s=10, desc="the hold ended")
+        assert time.monotonic() - down_at >= hold_ms / 1000 - 0.1
+        status = client.statuses()["tor-a"]
+        assert (status.bgp_held, status.was_up, status.flaps, status.down_events) == (False, False, 1, 1)
+    finally:
+        client.stop()
