@@ -167,6 +167,10 @@ class BfdClient:
         self._unseen: set[str] = set()
         """Peers taken down since the reconciler last asked (``blocked``): their hold may not
         end before it has seen it, or a short hold would end before BGP was taken down."""
+        self._let_go: set[str] = set()
+        """Peers whose hold ran out (BGP let go without BFD Up) and whose BFD is not Up since."""
+        self._reconnect: set[str] = set()
+        """Of those, the ones whose BFD came Up since: see ``reconnect_now``."""
         self._wake = threading.Event()
         """Wakes ``bfd-child`` to look at the holds again (or to stop)."""
         self._proc: subprocess.Popen[bytes] | None = None
@@ -198,6 +202,8 @@ class BfdClient:
                 self._statuses.pop(peer, None)
                 self._holds.pop(peer, None)
                 self._unseen.discard(peer)
+                self._let_go.discard(peer)
+                self._reconnect.discard(peer)
             self._wanted = dict(sessions)
             proc = self._proc
             start = bool(sessions) and not self._thread.is_alive() and not self._stopping.is_set()
@@ -215,6 +221,15 @@ class BfdClient:
             return frozenset(
                 peer for peer, status in self._statuses.items() if status.blocks_bgp and peer in self._wanted
             )
+
+    def reconnect_now(self) -> frozenset[str]:
+        """Peers whose BFD came Up after their hold ran out (once each): a BGP session of
+        theirs still waiting to connect may start over now rather than at its next retry
+        (ExaBGP waits for the kernel's SYN retransmissions, up to 16 s apart after 30 s).
+        FRR does the same: a BFD Up starts a BGP peer that is not Established."""
+        with self._lock:
+            peers, self._reconnect = frozenset(self._reconnect & set(self._wanted)), set()
+            return peers
 
     def statuses(self) -> dict[str, BfdStatus]:
         """Each wanted peer's BFD status (a copy)."""
@@ -279,7 +294,7 @@ class BfdClient:
             with self._lock:
                 self._proc = proc
                 self._statuses = {}  # a new child starts every session Down: nothing blocks yet
-                self._holds, self._unseen = {}, set()
+                self._holds, self._unseen, self._let_go, self._reconnect = {}, set(), set(), set()
                 wanted = list(self._wanted.values())
             log.info("bfd_started", pid=proc.pid, restarts=self.restarts)
             self._send(proc, {"op": "set", "sessions": wanted})
@@ -308,7 +323,7 @@ class BfdClient:
             with self._lock:
                 self._proc = None
                 self._statuses = {}
-                self._holds, self._unseen = {}, set()
+                self._holds, self._unseen, self._let_go, self._reconnect = {}, set(), set(), set()
             self._on_change()
             self._stopping.wait(min(0.2 * 2**failures, 5.0))
 
@@ -348,14 +363,20 @@ class BfdClient:
             went_down = old.state == "up" and state != "up"
             came_up = state == "up" and old.state != "up"
             released: holds.Release | None = None
+            reconnect = False
             if went_down and is_path_failure(event):
                 base_s = float(self._wanted[peer].get("bgp_hold_down_ms", DEFAULT_BGP_HOLD_DOWN_MS)) / 1000
                 hold = holds.take_down(hold, now=now, base_s=base_s)
+                self._let_go.discard(peer)
                 if hold.held_since == now:
                     self._unseen.add(peer)
                     self._wake.set()
             elif came_up:
                 hold, released = holds.bfd_up(hold, now=now)
+                if peer in self._let_go:
+                    self._let_go.discard(peer)
+                    self._reconnect.add(peer)
+                    reconnect = True
             self._holds[peer] = hold
             new = BfdStatus(
                 state=state,
@@ -405,7 +426,7 @@ class BfdClient:
                     bgp_hold_s=new.hold_s,
                     hint="BFD failed again soon after BGP came back: BGP stays down the whole hold, BFD Up or not",
                 )
-        if old.blocks_bgp != new.blocks_bgp:
+        if old.blocks_bgp != new.blocks_bgp or reconnect:
             self._on_change()
 
     def _until_next_check(self) -> float:
@@ -432,6 +453,7 @@ class BfdClient:
                 self._statuses[peer] = dataclasses.replace(status, bgp_held=False, was_up=False)
                 self._wanted_since[peer] = now  # the never-Up warning counts from the reconnect
                 self._warned.discard(peer)
+                self._let_go.add(peer)
                 ended.append((peer, hold, now - since))
         for peer, hold, held_s in ended:
             log.warning(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -34,10 +35,15 @@ def state(new: str, old: str | None = None, **fields: Any) -> dict[str, Any]:
     return event
 
 
-def run_child(lines: list[dict[str, Any]], spec: dict[str, Any] | None = None) -> BfdClient:
-    """A client whose child writes ``lines`` and then waits for the shutdown command."""
+def run_child(
+    lines: list[dict[str, Any]], spec: dict[str, Any] | None = None, later: Sequence[dict[str, Any]] = ()
+) -> BfdClient:
+    """A client whose child writes ``lines``, then ``later`` when it is sent a second set of
+    sessions, and waits for the shutdown command."""
     script = "import sys\n" + "".join(f"print({json.dumps(json.dumps(e))}, flush=True)\n" for e in lines)
-    script += "for line in sys.stdin:\n    if 'shutdown' in line:\n        break\n"
+    script += "sets = 0\nfor line in sys.stdin:\n    if 'shutdown' in line:\n        break\n"
+    script += "    sets += '\"set\"' in line\n    if sets == 2:\n"
+    script += "".join(f"        print({json.dumps(json.dumps(e))}, flush=True)\n" for e in later) or "        pass\n"
     changes: list[int] = []
     client = BfdClient(lambda: changes.append(1), command=[sys.executable, "-c", script])
     client.want({"tor-a": spec or SPEC})
@@ -134,5 +140,33 @@ def test_hold_runs_out_without_bfd_up(hold_ms: int) -> None:
         assert time.monotonic() - down_at >= hold_ms / 1000 - 0.1
         status = client.statuses()["tor-a"]
         assert (status.bgp_held, status.was_up, status.flaps, status.down_events) == (False, False, 1, 1)
+    finally:
+        client.stop()
+
+
+def test_bfd_up_after_the_hold_ran_out_asks_for_a_reconnect() -> None:
+    """BGP let go without BFD; BFD Up later (a named neighbor after a long outage): the peer
+    is handed out once by reconnect_now, so a session still connecting starts over."""
+    spec = {**SPEC, "bgp_hold_down_ms": 0}
+    client = run_child([state("up", "down"), DETECTED], spec, later=[state("init", "down"), state("up", "init")])
+    try:
+        wait_until(lambda: client.statuses()["tor-a"].state == "down", timeout_s=10, desc="the Down read")
+        assert client.blocked() == {"tor-a"} and client.reconnect_now() == frozenset()
+        wait_until(lambda: not client.blocked(), timeout_s=10, desc="the hold ended")
+        client.want({"tor-a": {**spec, "tx_ms": 200}})  # the child writes the later lines
+        wait_until(lambda: client.statuses()["tor-a"].state == "up", timeout_s=10, desc="BFD Up read")
+        assert client.reconnect_now() == {"tor-a"}
+        assert client.reconnect_now() == frozenset()
+    finally:
+        client.stop()
+
+
+def test_bfd_up_ending_a_hold_asks_for_no_reconnect() -> None:
+    """A hold that BFD Up ended starts the session anew anyway: nothing to hand out."""
+    client = run_child([state("up", "down"), DETECTED, state("init", "down"), state("up", "init")])
+    try:
+        wait_until(lambda: client.statuses()["tor-a"].down_events == 1, timeout_s=10, desc="the Down read")
+        wait_until(lambda: client.statuses()["tor-a"].state == "up", timeout_s=10, desc="BFD Up read")
+        assert (client.blocked(), client.reconnect_now()) == (frozenset(), frozenset())
     finally:
         client.stop()
