@@ -368,6 +368,7 @@ class BfdClient:
                 base_s = float(self._wanted[peer].get("bgp_hold_down_ms", DEFAULT_BGP_HOLD_DOWN_MS)) / 1000
                 hold = holds.take_down(hold, now=now, base_s=base_s)
                 self._let_go.discard(peer)
+                self._reconnect.discard(peer)  # taken down again: nothing to hurry
                 if hold.held_since == now:
                     self._unseen.add(peer)
                     self._wake.set()
@@ -439,7 +440,7 @@ class BfdClient:
         """End the holds whose bound passed: BGP reconnects without waiting for BFD, and BFD
         must come Up again before it can take BGP down (``bfd_never_up`` if it does not)."""
         now = time.monotonic()
-        ended: list[tuple[str, holds.Hold, float]] = []
+        ended: list[tuple[str, holds.Hold, float, bool]] = []
         with self._lock:
             for peer, before in list(self._holds.items()):
                 if peer in self._unseen:
@@ -450,19 +451,23 @@ class BfdClient:
                     continue
                 self._holds[peer] = hold
                 status = self._statuses.get(peer, BfdStatus())
-                self._statuses[peer] = dataclasses.replace(status, bgp_held=False, was_up=False)
-                self._wanted_since[peer] = now  # the never-Up warning counts from the reconnect
-                self._warned.discard(peer)
-                self._let_go.add(peer)
-                ended.append((peer, hold, now - since))
-        for peer, hold, held_s in ended:
+                up = status.state == "up"  # a flap's hold: BFD may be Up already, and armed
+                self._statuses[peer] = dataclasses.replace(status, bgp_held=False, was_up=up)
+                if not up:
+                    self._wanted_since[peer] = now  # the never-Up warning counts from the reconnect
+                    self._warned.discard(peer)
+                    self._let_go.add(peer)
+                ended.append((peer, hold, now - since, up))
+        for peer, hold, held_s, up in ended:
             log.warning(
                 "bfd_hold_ended",
                 peer=peer,
                 reason=str(holds.Release.HOLD_EXPIRED),
                 held_s=round(held_s, 3),
                 flaps=hold.flaps,
-                hint="BFD is not Up: BGP reconnects without it; BFD takes BGP down again only after coming Up",
+                bfd_state="up" if up else "not_up",
+                hint="BGP reconnects; BFD takes it down again only from Up"
+                + ("" if up else " (not Up since: BGP runs without BFD until it is)"),
             )
         if ended:
             self._on_change()

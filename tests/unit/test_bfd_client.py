@@ -170,3 +170,27 @@ def test_bfd_up_ending_a_hold_asks_for_no_reconnect() -> None:
         assert (client.blocked(), client.reconnect_now()) == (frozenset(), frozenset())
     finally:
         client.stop()
+
+
+def test_a_flap_is_held_through_bfd_up_and_then_let_go_armed() -> None:
+    """A second takedown soon after the first (bgpHoldDown 0s: the flap hold is 2 s): BFD
+    Up does not end it; when it runs out BFD is Up, so BGP goes back with BFD armed (no
+    never-Up count, nothing to reconnect)."""
+    spec = {**SPEC, "bgp_hold_down_ms": 0}
+    flap = [state("init", "down"), state("up", "init"), DETECTED, state("init", "down"), state("up", "init")]
+    client = run_child([state("up", "down"), DETECTED], spec, later=flap)
+    try:
+        wait_until(lambda: client.statuses()["tor-a"].state == "down", timeout_s=10, desc="the Down read")
+        assert client.blocked() == {"tor-a"}
+        wait_until(lambda: not client.blocked(), timeout_s=10, desc="the first hold ended")
+        client.want({"tor-a": {**spec, "tx_ms": 200}})  # the child writes the flap
+        wait_until(lambda: client.statuses()["tor-a"].down_events == 2, timeout_s=10, desc="the second Down read")
+        wait_until(lambda: client.statuses()["tor-a"].state == "up", timeout_s=10, desc="BFD Up again read")
+        status = client.statuses()["tor-a"]
+        assert (status.bgp_held, status.flaps, status.hold_s) == (True, 2, 2.0)
+        assert client.blocked() == {"tor-a"}  # BFD Up, still held
+        wait_until(lambda: not client.blocked(), timeout_s=10, desc="the flap hold ended")
+        status = client.statuses()["tor-a"]
+        assert (status.bgp_held, status.was_up, client.reconnect_now()) == (False, True, frozenset())
+    finally:
+        client.stop()
