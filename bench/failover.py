@@ -14,9 +14,10 @@ the speakers with its config, lets traffic run, applies one fault, and reports:
 
 Scenarios (``--only``): hang-default, hang-3s, rolling-gr-keep, rolling-withdraw,
 drain, link-down, link-down-no-nhg, router-restart, router-restart-gr, router-crash-gr,
-split, churn; with BFD on router and nodes: hang-bfd, rolling-bfd-gr-keep,
-restart-bfd-listen-range, hang-bfd-listen-range (the router accepts nodes by ``bgp
-listen range``).
+split, churn; with BFD on router and nodes: hang-bfd, hang-bfd-long (lit again 20 s
+after the path left: past the speaker's 5 s ``bgpHoldDown``), rolling-bfd-gr-keep,
+restart-bfd-listen-range, hang-bfd-listen-range, hang-bfd-listen-range-long (the router
+accepts nodes by ``bgp listen range``).
 The default-holdTime hang stops after 10 s (the path is still there; FIELD-NOTES
 measured 85 s) unless ``--full-hold``.
 Figures only: nothing here passes or fails. Timings are noisy on a shared 2-core
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.bfdrouter import FrrBfd
-from lab.multinode import BFD_PROFILE, SPEAKER_BFD, VIP, MultiNode, multinode, router_config, speaker_config
+from lab.multinode import BFD_PROFILE, SPEAKER_BFD, VIP, MultiNode, multinode, speaker_config
 from lab.netns import Lab, wait_until
 
 PREFIX = f"{VIP}/32"
@@ -77,15 +78,24 @@ def _row(name: str, config: str, report: Any, **extra: Any) -> dict[str, Any]:
     return row
 
 
+LONG_DARK_S = 20.0
+"""hang-*-long: the node stays dark this long after it left the multipath set (past the 5 s hold)."""
 BFD = {"bfd_profile": BFD_PROFILE, "extra": SPEAKER_BFD}
 """speaker_config arguments for BFD 300 ms x 3 (the lab's router has the same profile)."""
 
 
 def hang(
-    mn: MultiNode, flows: int, *, hold_time: str | None, watch_s: float, bfd: bool = False, recover: bool = False
+    mn: MultiNode,
+    flows: int,
+    *,
+    hold_time: str | None,
+    watch_s: float,
+    bfd: bool = False,
+    recover: bool = False,
+    dark_s: float = 0.0,
 ) -> dict[str, Any]:
     """node-2 goes dark (nftables drop, link up); until the router drops its path
-    (``recover``: then lit again; how long until it is back in the multipath set)."""
+    (``recover``: then lit again ``dark_s`` later; how long until it is back in the multipath set)."""
     _start(mn, functools.partial(speaker_config, hold_time=hold_time, **(BFD if bfd else {})))
     with mn.prober(flows=flows) as running:
         time.sleep(SETTLE_S)
@@ -96,6 +106,7 @@ def hang(
     label = f"holdTime {hold_time or '90s (default)'}" + (", BFD 300ms x 3" if bfd else "")
     extra: dict[str, Any] = {}
     if recover:
+        time.sleep(dark_s)  # the outage itself
         lit = time.monotonic()
         mn.come_back("node-2")
         address = mn.nodes["node-2"].address
@@ -103,6 +114,7 @@ def hang(
             time.sleep(0.1)
         back = address in mn.multipath(PREFIX)
         extra["back_after_lit_s"] = round(time.monotonic() - lit, 2) if back else "> 30 (not back)"
+        extra["lit_after_detected_s"] = round(lit - started - (detected or 0.0), 2)
     return _row(
         f"node hang, {label}",
         label,
@@ -324,10 +336,16 @@ def main() -> None:
     with_bfd: dict[str, Callable[[MultiNode], Any]] = {
         "hang-bfd": lambda mn: hang(mn, args.flows, hold_time=None, watch_s=30.0, bfd=True, recover=True),
         "rolling-bfd-gr-keep": lambda mn: rolling(mn, args.flows, graceful=True, bfd=True),
+        "hang-bfd-long": lambda mn: hang(
+            mn, args.flows, hold_time=None, watch_s=30.0, bfd=True, recover=True, dark_s=LONG_DARK_S
+        ),
     }
     listen_range_bfd: dict[str, Callable[[MultiNode], Any]] = {
         "restart-bfd-listen-range": lambda mn: rolling(mn, args.flows, graceful=True, bfd=True, only="node-1"),
         "hang-bfd-listen-range": lambda mn: hang(mn, args.flows, hold_time=None, watch_s=30.0, bfd=True, recover=True),
+        "hang-bfd-listen-range-long": lambda mn: hang(
+            mn, args.flows, hold_time=None, watch_s=30.0, bfd=True, recover=True, dark_s=LONG_DARK_S
+        ),
     }
     results: dict[str, Any] = {}
     if args.json and args.only and Path(args.json).exists():  # a partial run updates the file
@@ -337,7 +355,7 @@ def main() -> None:
         (scenarios, multinode),
         (with_bfd, lambda lab: multinode(lab, bfd=True)),
         # BFD, but the router accepts the nodes by listen range (dynamic neighbors).
-        (listen_range_bfd, lambda lab: multinode(lab, bfd=True, router=router_config(bfd=True))),
+        (listen_range_bfd, lambda lab: multinode(lab, bfd=True, listen_range=True)),
     ]
     for chosen, build in labs:
         wanted = [name for name in chosen if args.only is None or name in args.only]

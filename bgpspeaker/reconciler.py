@@ -59,6 +59,9 @@ class BfdLink(Protocol):
     def blocked(self) -> frozenset[str]:
         """Peers whose BGP session must be down now (BFD Down after Up)."""
 
+    def reconnect_now(self) -> frozenset[str]:
+        """Peers whose BFD came Up while BGP was let go without it (once each)."""
+
 
 class Reconciler:
     """The loop that converges the sessions on the decision, and its state between passes."""
@@ -326,10 +329,10 @@ class Reconciler:
             for name, node_peer in chosen.peers.items()
             if name in self._runtimes
         }
-        blocked: frozenset[str] = frozenset()
+        blocked, reconnect = frozenset[str](), frozenset[str]()
         if self._bfd is not None:
             self._bfd.want(bfd_sessions({name: runtime for name, (runtime, _) in wanted.items()}))
-            blocked = self._bfd.blocked()
+            blocked, reconnect = self._bfd.blocked(), self._bfd.reconnect_now()
         for name in sorted(self.sessions.names()):
             if name in blocked:
                 self._bfd_down(name)
@@ -340,6 +343,10 @@ class Reconciler:
                     Withdrawal.PEER_REMOVED if name not in self._runtimes else Reason.NODE_NOT_SELECTED
                 )
                 self._retire(name, reason)
+            elif name in reconnect and self.sessions.statuses()[name].state == "down":
+                log.info("session_restarting", peer=name, reason="bfd_up")  # connect now, not at the next retry
+                self.sessions.stop(name, timeout_s=1.0)
+                self.sessions.start(name, *found)
             else:
                 self.sessions.restart_if_changed(name, *found)
         for name, (runtime, router_id) in wanted.items():

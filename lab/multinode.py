@@ -78,9 +78,10 @@ def router_config(
     sessions carry IPv6 unicast too (the nodes' global IPv6 addresses as next hops).
 
     The router's timers (60/180, FRR's traditional defaults) leave the hold time to the
-    speaker's ``holdTime`` (the smaller one is negotiated). With BFD name the neighbors:
-    FRR deletes a dynamic neighbor, and its BFD session, when its BGP session ends, so a
-    speaker that waits for BFD before BGP would wait for ever."""
+    speaker's ``holdTime`` (the smaller one is negotiated). With BFD and a listen range FRR
+    creates a dynamic neighbor's BFD session only once its BGP session is up and deletes
+    both together: the speaker lets BGP reconnect after its ``bgpHoldDown``
+    (bgpspeaker.bfd.hold) instead of waiting for BFD Up."""
     gr = " bgp graceful-restart\n" if graceful_restart else ""
     if neighbors is None:
         members = " bgp listen range 10.1.0.0/16 peer-group NODES\n"
@@ -441,13 +442,15 @@ def multinode(
     vips: tuple[str, ...] = (VIP,),
     bfd: bool = False,
     ipv6: bool = False,
+    listen_range: bool = False,
 ) -> MultiNode:
     """Build the lab in ``lab``: namespaces, links, FRR (zebra + bgpd, and bfdd with a
     300 ms x 3 profile for every node when ``bfd``), the API server with a Node per
-    node, responders; speakers created, not started. ``ipv6``: dual-stack links
-    (router fd00:1:N::1, node fd00:1:N::2; client fd00:2::2), ``VIP6`` on every node's
-    ``lo`` too, and a router that takes IPv6 unicast over the nodes' sessions (give the
-    nodes ``families: [ipv4, ipv6]``)."""
+    node, responders; speakers created, not started. With ``bfd`` the router names the
+    nodes as neighbors, or accepts them by ``bgp listen range`` when ``listen_range``.
+    ``ipv6``: dual-stack links (router fd00:1:N::1, node fd00:1:N::2; client fd00:2::2),
+    ``VIP6`` on every node's ``lo`` too, and a router that takes IPv6 unicast over the
+    nodes' sessions (give the nodes ``families: [ipv4, ipv6]``)."""
     router_ns, client_ns = lab.netns("router"), lab.netns("client")
     for ns in (router_ns, client_ns):
         _sysctl(lab, ns, "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0")
@@ -490,7 +493,10 @@ def multinode(
         built.append((index, ns, node_if, router_if))
     if bfd:
         frr: Frr = frr_with_bfd(
-            lab, router_ns, router or router_config(bfd=True, neighbors=nodes), bfd_profile_block(BFD_PROFILE)
+            lab,
+            router_ns,
+            router or router_config(bfd=True, neighbors=None if listen_range else nodes, ipv6=ipv6),
+            bfd_profile_block(BFD_PROFILE),
         )
     else:
         frr = lab.frr(router_ns, router or router_config(ipv6=ipv6), zebra=True)

@@ -2,16 +2,19 @@
 restarts it when it dies, tells it the wanted sessions and turns its state reports
 into what the reconciler needs: the peers whose BGP session must be down now.
 
-A peer is *blocked* when its BFD session left Up because the path failed (our detection
-timer expired, or the router reported a failure) and is not Up again. A router's
+A peer is *blocked* while a hold is in force (bgpspeaker.bfd.hold): its BFD session left
+Up because the path failed (our detection timer expired, or the router reported a
+failure), and BFD is not Up again (a flap: the hold has not run out) and the profile's
+``bgpHoldDown`` has not passed. A router's
 AdminDown (RFC 5882 section 3.2: administrative, not a failure) or a router that
 re-creates its session blocks nothing.
 A session that never came Up blocks nothing (a router without BFD keeps its BGP
 session) and is reported once, ``bfd_never_up``. A new child starts every session
 afresh: what the old one knew does not block anything.
 
-Threads: ``bfd-child`` owns the process (start, restart, the never-Up check) and
-``bfd-events`` reads its stdout. ``want`` and ``statuses`` may be called from any thread.
+Threads: ``bfd-child`` owns the process (start, restart, the never-Up check, the end of
+holds that run out) and ``bfd-events`` reads its stdout. ``want`` and ``statuses`` may be
+called from any thread.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from typing import IO, Any
 
 import structlog
 
-from bgpspeaker.bfd.config import BfdProfile
+from bgpspeaker.bfd import hold as holds
+from bgpspeaker.bfd.config import DEFAULT_BGP_HOLD_DOWN_MS, BfdProfile
 
 __all__ = ["PATH_FAILURE_DIAGS", "BfdClient", "BfdStatus", "is_path_failure", "session_spec"]
 
@@ -55,6 +59,7 @@ def session_spec(
         "multiplier": profile.detect_multiplier,
         "passive": profile.passive_mode,
         "minimum_ttl": profile.minimum_ttl,
+        "bgp_hold_down_ms": profile.bgp_hold_down_ms,  # the daemon's (the child ignores it)
     }
 
 
@@ -73,13 +78,17 @@ class BfdStatus:
     was_up: bool = False
     """Up at least once since this child started the session."""
     down_events: int = 0
-    path_failed: bool = False
-    """Left Up because the path failed (see ``is_path_failure``), and not Up since."""
+    bgp_held: bool = False
+    """BFD took BGP down and the hold is in force (bgpspeaker.bfd.hold)."""
+    hold_s: float = 0.0
+    """That hold's bound."""
+    flaps: int = 0
+    """Takedowns in a row (2 and more: a flapping path, the hold doubles)."""
 
     @property
     def blocks_bgp(self) -> bool:
-        """The path to the peer failed while BFD was Up and BFD is not Up again."""
-        return self.path_failed and self.state != "up"
+        """BGP must stay down now."""
+        return self.bgp_held
 
     def document(self) -> dict[str, Any]:
         """The /status form."""
@@ -93,6 +102,8 @@ class BfdStatus:
             "last_change": self.last_change or None,
             "down_events": self.down_events,
             "blocks_bgp": self.blocks_bgp,
+            "bgp_hold_s": self.hold_s if self.bgp_held else None,
+            "flaps": self.flaps,
         }
 
 
@@ -151,6 +162,17 @@ class BfdClient:
         self._statuses: dict[str, BfdStatus] = {}
         self._down_events: dict[str, int] = {}
         """Per peer, across child restarts (the metric is a counter)."""
+        self._holds: dict[str, holds.Hold] = {}
+        """Per peer; a new child starts them afresh (see the module docstring)."""
+        self._unseen: set[str] = set()
+        """Peers taken down since the reconciler last asked (``blocked``): their hold may not
+        end before it has seen it, or a short hold would end before BGP was taken down."""
+        self._let_go: set[str] = set()
+        """Peers whose hold ran out (BGP let go without BFD Up) and whose BFD is not Up since."""
+        self._reconnect: set[str] = set()
+        """Of those, the ones whose BFD came Up since: see ``reconnect_now``."""
+        self._wake = threading.Event()
+        """Wakes ``bfd-child`` to look at the holds again (or to stop)."""
         self._proc: subprocess.Popen[bytes] | None = None
         self._stopping = threading.Event()
         self._admin_down_sent = threading.Event()
@@ -178,6 +200,10 @@ class BfdClient:
             for peer in set(self._wanted) - set(sessions):
                 self._wanted_since.pop(peer, None)
                 self._statuses.pop(peer, None)
+                self._holds.pop(peer, None)
+                self._unseen.discard(peer)
+                self._let_go.discard(peer)
+                self._reconnect.discard(peer)
             self._wanted = dict(sessions)
             proc = self._proc
             start = bool(sessions) and not self._thread.is_alive() and not self._stopping.is_set()
@@ -189,9 +215,21 @@ class BfdClient:
     def blocked(self) -> frozenset[str]:
         """The peers whose BGP session must be down now (BFD Down after Up)."""
         with self._lock:
+            if self._unseen:
+                self._unseen.clear()
+                self._wake.set()  # a hold that ran out meanwhile may end now
             return frozenset(
                 peer for peer, status in self._statuses.items() if status.blocks_bgp and peer in self._wanted
             )
+
+    def reconnect_now(self) -> frozenset[str]:
+        """Peers whose BFD came Up after their hold ran out (once each): a BGP session of
+        theirs still waiting to connect may start over now rather than at its next retry
+        (ExaBGP waits for the kernel's SYN retransmissions, up to 16 s apart after 30 s).
+        FRR does the same: a BFD Up starts a BGP peer that is not Established."""
+        with self._lock:
+            peers, self._reconnect = frozenset(self._reconnect & set(self._wanted)), set()
+            return peers
 
     def statuses(self) -> dict[str, BfdStatus]:
         """Each wanted peer's BFD status (a copy)."""
@@ -216,6 +254,7 @@ class BfdClient:
     def stop(self, *, linger_s: float = 0.0, timeout_s: float = 2.0) -> None:
         """Stop the child; ``linger_s``: let it go on sending (AdminDown) this long first."""
         self._stopping.set()
+        self._wake.set()
         proc = self._proc
         if proc is None or proc.poll() is not None:
             return
@@ -255,6 +294,7 @@ class BfdClient:
             with self._lock:
                 self._proc = proc
                 self._statuses = {}  # a new child starts every session Down: nothing blocks yet
+                self._holds, self._unseen, self._let_go, self._reconnect = {}, set(), set(), set()
                 wanted = list(self._wanted.values())
             log.info("bfd_started", pid=proc.pid, restarts=self.restarts)
             self._send(proc, {"op": "set", "sessions": wanted})
@@ -263,8 +303,11 @@ class BfdClient:
             reader = threading.Thread(target=self._read, args=(proc.stdout,), name="bfd-events", daemon=True)
             reader.start()
             while proc.poll() is None:
-                if self._stopping.wait(1.0):
+                self._wake.wait(self._until_next_check())
+                self._wake.clear()
+                if self._stopping.is_set():
                     break
+                self._expire_holds()
                 self._check_never_up()
             try:
                 code = proc.wait(5.0 if self._stopping.is_set() else 0.1)
@@ -280,6 +323,7 @@ class BfdClient:
             with self._lock:
                 self._proc = None
                 self._statuses = {}
+                self._holds, self._unseen, self._let_go, self._reconnect = {}, set(), set(), set()
             self._on_change()
             self._stopping.wait(min(0.2 * 2**failures, 5.0))
 
@@ -313,6 +357,28 @@ class BfdClient:
                 self._statuses[peer] = dataclasses.replace(old, tx_ms=event["tx_ms"], detect_ms=event["detect_ms"])
                 return
             state = str(event["state"])
+            now = time.monotonic()
+            hold = self._holds.get(peer, holds.Hold())
+            held_since = hold.held_since
+            went_down = old.state == "up" and state != "up"
+            came_up = state == "up" and old.state != "up"
+            released: holds.Release | None = None
+            reconnect = False
+            if went_down and is_path_failure(event):
+                base_s = float(self._wanted[peer].get("bgp_hold_down_ms", DEFAULT_BGP_HOLD_DOWN_MS)) / 1000
+                hold = holds.take_down(hold, now=now, base_s=base_s)
+                self._let_go.discard(peer)
+                self._reconnect.discard(peer)  # taken down again: nothing to hurry
+                if hold.held_since == now:
+                    self._unseen.add(peer)
+                    self._wake.set()
+            elif came_up:
+                hold, released = holds.bfd_up(hold, now=now)
+                if peer in self._let_go:
+                    self._let_go.discard(peer)
+                    self._reconnect.add(peer)
+                    reconnect = True
+            self._holds[peer] = hold
             new = BfdStatus(
                 state=state,
                 remote_state=str(event.get("remote_state")),
@@ -322,13 +388,14 @@ class BfdClient:
                 detect_ms=float(event.get("detect_ms", 0)),
                 last_change=wall if "old" in event else old.last_change,
                 was_up=old.was_up or state == "up",
-                path_failed=state != "up" and (old.path_failed or (old.state == "up" and is_path_failure(event))),
+                bgp_held=hold.held,
+                hold_s=hold.hold_s,
+                flaps=hold.flaps,
             )
             self._statuses[peer] = new
-            went_down = old.state == "up" and state != "up"
             if went_down:
                 self._down_events[peer] = self._down_events.get(peer, 0) + 1
-        if state == "up" and old.state != "up":
+        if came_up:
             log.info(
                 "bfd_up",
                 peer=peer,
@@ -336,6 +403,8 @@ class BfdClient:
                 detect_ms=new.detect_ms,
                 remote_discriminator=event.get("remote_discriminator"),
             )
+            if released is not None:
+                log.info("bfd_hold_ended", peer=peer, reason=str(released), held_s=round(now - (held_since or now), 3))
         elif went_down:
             log.warning(
                 "bfd_down",
@@ -346,9 +415,61 @@ class BfdClient:
                 remote_diag=new.remote_diag,
                 remote_discriminator=event.get("remote_discriminator"),
                 remote_restarted=bool(event.get("remote_restarted")),
-                takes_bgp_down=new.blocks_bgp,
+                takes_bgp_down=new.blocks_bgp and not old.blocks_bgp,
+                bgp_hold_s=new.hold_s if new.blocks_bgp else None,
+                flaps=new.flaps,
             )
-        if old.blocks_bgp != new.blocks_bgp:
+            if new.blocks_bgp and not old.blocks_bgp and new.flaps > 1:
+                log.warning(
+                    "bfd_flap_dampened",
+                    peer=peer,
+                    flaps=new.flaps,
+                    bgp_hold_s=new.hold_s,
+                    hint="BFD failed again soon after BGP came back: BGP stays down the whole hold, BFD Up or not",
+                )
+        if old.blocks_bgp != new.blocks_bgp or reconnect:
+            self._on_change()
+
+    def _until_next_check(self) -> float:
+        """Seconds until the next hold runs out, at most 1 (the never-Up check's pace)."""
+        with self._lock:
+            deadlines = [h.deadline for p, h in self._holds.items() if h.deadline is not None and p not in self._unseen]
+        return max(0.0, min([1.0, *(d - time.monotonic() for d in deadlines)]))
+
+    def _expire_holds(self) -> None:
+        """End the holds whose bound passed: BGP reconnects without waiting for BFD, and BFD
+        must come Up again before it can take BGP down (``bfd_never_up`` if it does not)."""
+        now = time.monotonic()
+        ended: list[tuple[str, holds.Hold, float, bool]] = []
+        with self._lock:
+            for peer, before in list(self._holds.items()):
+                if peer in self._unseen:
+                    continue
+                since = before.held_since
+                hold, released = holds.expire(before, now=now)
+                if released is None or since is None:
+                    continue
+                self._holds[peer] = hold
+                status = self._statuses.get(peer, BfdStatus())
+                up = status.state == "up"  # a flap's hold: BFD may be Up already, and armed
+                self._statuses[peer] = dataclasses.replace(status, bgp_held=False, was_up=up)
+                if not up:
+                    self._wanted_since[peer] = now  # the never-Up warning counts from the reconnect
+                    self._warned.discard(peer)
+                    self._let_go.add(peer)
+                ended.append((peer, hold, now - since, up))
+        for peer, hold, held_s, up in ended:
+            log.warning(
+                "bfd_hold_ended",
+                peer=peer,
+                reason=str(holds.Release.HOLD_EXPIRED),
+                held_s=round(held_s, 3),
+                flaps=hold.flaps,
+                bfd_state="up" if up else "not_up",
+                hint="BGP reconnects; BFD takes it down again only from Up"
+                + ("" if up else " (not Up since: BGP runs without BFD until it is)"),
+            )
+        if ended:
             self._on_change()
 
     def _check_never_up(self) -> None:

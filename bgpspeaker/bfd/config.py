@@ -11,12 +11,14 @@ from typing import Any
 
 from bgpspeaker.values import parse_duration_ms, parse_int, show
 
-__all__ = ["PROFILE_KEYS", "BfdProfile", "parse_peer_profile", "parse_profiles"]
+__all__ = ["DEFAULT_BGP_HOLD_DOWN_MS", "PROFILE_KEYS", "BfdProfile", "parse_peer_profile", "parse_profiles"]
 
 PROFILE_KEYS = frozenset(
-    {"name", "receiveInterval", "transmitInterval", "detectMultiplier", "passiveMode", "minimumTtl"}
+    {"name", "receiveInterval", "transmitInterval", "detectMultiplier", "passiveMode", "minimumTtl", "bgpHoldDown"}
 )
 MIN_INTERVAL_MS, MAX_INTERVAL_MS = 10, 60_000
+MAX_BGP_HOLD_DOWN_MS = 3_600_000
+DEFAULT_BGP_HOLD_DOWN_MS = 5_000
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
@@ -34,6 +36,12 @@ class BfdProfile:
     """Wait for the router's first packet instead of sending first."""
     minimum_ttl: int = 254
     """Multihop only: packets arriving with a lower TTL are dropped (one router between)."""
+    bgp_hold_down_ms: int = DEFAULT_BGP_HOLD_DOWN_MS
+    """Not MetalLB's: after BFD took BGP down, BGP stays down until BFD is Up again or this
+    long (bgpspeaker.bfd.hold). 5 s: longer than FRR's 1 s slow rate times 3, so a named
+    neighbor's BFD has come Up by then when the path is back; short enough that a router
+    which runs BFD only for established sessions (FRR's ``bgp listen range``) gets BGP
+    back within seconds. 0: reconnect at once (FRR's non-strict ``neighbor X bfd``)."""
 
 
 def _interval(data: Mapping[str, Any], key: str, path: str, problems: list[str]) -> int | None:
@@ -78,9 +86,11 @@ def parse_profiles(value: Any, problems: list[str]) -> dict[str, BfdProfile]:
         if not isinstance(passive, bool):
             problems.append(f"{path}.passiveMode: must be true or false, got {show(passive)}")
         minimum_ttl = parse_int(data.get("minimumTtl", 254), f"{path}.minimumTtl", problems, low=1, high=254)
+        hold_down = _hold_down(data, path, problems)
         if len(problems) != before or not isinstance(name, str) or None in (receive, transmit, multiplier, minimum_ttl):
             continue
         assert receive is not None and transmit is not None and multiplier is not None and minimum_ttl is not None
+        assert hold_down is not None
         profiles[name] = BfdProfile(
             name=name,
             receive_interval_ms=receive,
@@ -88,8 +98,19 @@ def parse_profiles(value: Any, problems: list[str]) -> dict[str, BfdProfile]:
             detect_multiplier=multiplier,
             passive_mode=bool(passive),
             minimum_ttl=minimum_ttl,
+            bgp_hold_down_ms=hold_down,
         )
     return profiles
+
+
+def _hold_down(data: Mapping[str, Any], path: str, problems: list[str]) -> int | None:
+    if "bgpHoldDown" not in data:
+        return DEFAULT_BGP_HOLD_DOWN_MS
+    value = parse_duration_ms(data["bgpHoldDown"], f"{path}.bgpHoldDown", problems)
+    if value is not None and value > MAX_BGP_HOLD_DOWN_MS:
+        problems.append(f"{path}.bgpHoldDown: must be 0s..1h, got {show(data['bgpHoldDown'])}")
+        return None
+    return value
 
 
 def parse_peer_profile(

@@ -149,11 +149,14 @@ def lab() -> Iterator[Lab]:
 
 def test_bfd_down_takes_bgp_down_at_once_and_up_brings_it_back(lab: Lab) -> None:
     """FRR's bfdd shows the speaker up; the node goes dark: the speaker logs bfd_down and closes
-    its BGP session within about a second (hold time 90 s); light again: BFD and BGP come back."""
+    its BGP session within about a second (hold time 90 s) and holds it down (bgpHoldDown 1m,
+    longer than the test); light again: BFD and BGP come back."""
     rig = Rig(
         lab,
         router=BGPD.format(global_extra="", neighbor_extra=" neighbor 10.0.0.2 bfd profile fast\n"),
-        speaker=SPEAKER.format(peer_extra="", extra=""),
+        speaker=SPEAKER.format(peer_extra="", extra="").replace(
+            "Multiplier: 3\n", "Multiplier: 3\n    bgpHoldDown: 1m\n"
+        ),
     )
     try:
         rig.start()
@@ -193,6 +196,7 @@ def test_bfd_down_takes_bgp_down_at_once_and_up_brings_it_back(lab: Lab) -> None
         }
         _, document = rig.status()
         assert document["bfd"][0]["blocks_bgp"] is True and document["bfd"][0]["state"] == "down"
+        assert document["bfd"][0]["bgp_hold_s"] == 60.0
 
         lit = time.monotonic()
         rig.dark(False)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -33,13 +35,18 @@ def state(new: str, old: str | None = None, **fields: Any) -> dict[str, Any]:
     return event
 
 
-def run_child(lines: list[dict[str, Any]]) -> BfdClient:
-    """A client whose child writes ``lines`` and then waits for the shutdown command."""
+def run_child(
+    lines: list[dict[str, Any]], spec: dict[str, Any] | None = None, later: Sequence[dict[str, Any]] = ()
+) -> BfdClient:
+    """A client whose child writes ``lines``, then ``later`` when it is sent a second set of
+    sessions, and waits for the shutdown command."""
     script = "import sys\n" + "".join(f"print({json.dumps(json.dumps(e))}, flush=True)\n" for e in lines)
-    script += "for line in sys.stdin:\n    if 'shutdown' in line:\n        break\n"
+    script += "sets = 0\nfor line in sys.stdin:\n    if 'shutdown' in line:\n        break\n"
+    script += "    sets += '\"set\"' in line\n    if sets == 2:\n"
+    script += "".join(f"        print({json.dumps(json.dumps(e))}, flush=True)\n" for e in later) or "        pass\n"
     changes: list[int] = []
     client = BfdClient(lambda: changes.append(1), command=[sys.executable, "-c", script])
-    client.want({"tor-a": SPEC})
+    client.want({"tor-a": spec or SPEC})
     wait_until(lambda: client.statuses()["tor-a"].last_change or None, timeout_s=10, desc="the child's lines read")
     return client
 
@@ -118,3 +125,72 @@ def test_path_failure_rule() -> None:
     assert not is_path_failure(
         {"diag": "neighbor_signaled_session_down", "remote_diag": "neighbor_signaled_session_down"}
     )
+
+
+@pytest.mark.parametrize("hold_ms", [0, 400], ids=["zero-hold", "400ms-hold"])
+def test_hold_runs_out_without_bfd_up(hold_ms: int) -> None:
+    """BFD Down and never Up again (a router that deletes its session with BGP): BGP is held
+    at least once, then let go after bgpHoldDown, and the session no longer counts as Up."""
+    client = run_child([state("up", "down"), DETECTED], {**SPEC, "bgp_hold_down_ms": hold_ms})
+    try:
+        wait_until(lambda: client.statuses()["tor-a"].state == "down", timeout_s=10, desc="the Down read")
+        down_at = time.monotonic()
+        assert client.blocked() == {"tor-a"}  # seen by the reconciler once, however short the hold
+        wait_until(lambda: not client.blocked(), timeout_s=10, desc="the hold ended")
+        assert time.monotonic() - down_at >= hold_ms / 1000 - 0.1
+        status = client.statuses()["tor-a"]
+        assert (status.bgp_held, status.was_up, status.flaps, status.down_events) == (False, False, 1, 1)
+    finally:
+        client.stop()
+
+
+def test_bfd_up_after_the_hold_ran_out_asks_for_a_reconnect() -> None:
+    """BGP let go without BFD; BFD Up later (a named neighbor after a long outage): the peer
+    is handed out once by reconnect_now, so a session still connecting starts over."""
+    spec = {**SPEC, "bgp_hold_down_ms": 0}
+    client = run_child([state("up", "down"), DETECTED], spec, later=[state("init", "down"), state("up", "init")])
+    try:
+        wait_until(lambda: client.statuses()["tor-a"].state == "down", timeout_s=10, desc="the Down read")
+        assert client.blocked() == {"tor-a"} and client.reconnect_now() == frozenset()
+        wait_until(lambda: not client.blocked(), timeout_s=10, desc="the hold ended")
+        client.want({"tor-a": {**spec, "tx_ms": 200}})  # the child writes the later lines
+        wait_until(lambda: client.statuses()["tor-a"].state == "up", timeout_s=10, desc="BFD Up read")
+        assert client.reconnect_now() == {"tor-a"}
+        assert client.reconnect_now() == frozenset()
+    finally:
+        client.stop()
+
+
+def test_bfd_up_ending_a_hold_asks_for_no_reconnect() -> None:
+    """A hold that BFD Up ended starts the session anew anyway: nothing to hand out."""
+    client = run_child([state("up", "down"), DETECTED, state("init", "down"), state("up", "init")])
+    try:
+        wait_until(lambda: client.statuses()["tor-a"].down_events == 1, timeout_s=10, desc="the Down read")
+        wait_until(lambda: client.statuses()["tor-a"].state == "up", timeout_s=10, desc="BFD Up read")
+        assert (client.blocked(), client.reconnect_now()) == (frozenset(), frozenset())
+    finally:
+        client.stop()
+
+
+def test_a_flap_is_held_through_bfd_up_and_then_let_go_armed() -> None:
+    """A second takedown soon after the first (bgpHoldDown 0s: the flap hold is 2 s): BFD
+    Up does not end it; when it runs out BFD is Up, so BGP goes back with BFD armed (no
+    never-Up count, nothing to reconnect)."""
+    spec = {**SPEC, "bgp_hold_down_ms": 0}
+    flap = [state("init", "down"), state("up", "init"), DETECTED, state("init", "down"), state("up", "init")]
+    client = run_child([state("up", "down"), DETECTED], spec, later=flap)
+    try:
+        wait_until(lambda: client.statuses()["tor-a"].state == "down", timeout_s=10, desc="the Down read")
+        assert client.blocked() == {"tor-a"}
+        wait_until(lambda: not client.blocked(), timeout_s=10, desc="the first hold ended")
+        client.want({"tor-a": {**spec, "tx_ms": 200}})  # the child writes the flap
+        wait_until(lambda: client.statuses()["tor-a"].down_events == 2, timeout_s=10, desc="the second Down read")
+        wait_until(lambda: client.statuses()["tor-a"].state == "up", timeout_s=10, desc="BFD Up again read")
+        status = client.statuses()["tor-a"]
+        assert (status.bgp_held, status.flaps, status.hold_s) == (True, 2, 2.0)
+        assert client.blocked() == {"tor-a"}  # BFD Up, still held
+        wait_until(lambda: not client.blocked(), timeout_s=10, desc="the flap hold ended")
+        status = client.statuses()["tor-a"]
+        assert (status.bgp_held, status.was_up, client.reconnect_now()) == (False, True, frozenset())
+    finally:
+        client.stop()

@@ -82,7 +82,13 @@ def test_defaults_and_no_bfd() -> None:
         ([{"name": "f", "detectMultiplier": 256}], {}, "bfdProfiles[0].detectMultiplier: must be"),
         ([{"name": "f", "minimumTtl": 255}], {}, "bfdProfiles[0].minimumTtl: must be"),
         ([{"name": "f", "passiveMode": "yes"}], {}, "bfdProfiles[0].passiveMode: must be true or false, got 'yes'"),
-        ([{"name": "f", "echoMode": True}], {}, "bfdProfiles[0].echoMode: unknown field (allowed: detectMultiplier,"),
+        (
+            [{"name": "f", "echoMode": True}],
+            {},
+            "bfdProfiles[0].echoMode: unknown field (allowed: bgpHoldDown, detectMultiplier,",
+        ),
+        ([{"name": "f", "bgpHoldDown": "2h"}], {}, "bfdProfiles[0].bgpHoldDown: must be 0s..1h, got '2h'"),
+        ([{"name": "f", "bgpHoldDown": "soon"}], {}, "bfdProfiles[0].bgpHoldDown: must be a duration like 300ms"),
         ([{"name": "f"}, {"name": "f"}], {}, "bfdProfiles[1].name: duplicate profile name 'f'"),
         ([{"name": "Fast"}], {}, "bfdProfiles[0].name: must be a DNS label"),
         ({"name": "f"}, {}, "bfdProfiles: must be a list of profiles"),
@@ -104,6 +110,8 @@ def test_defaults_and_no_bfd() -> None:
         "ttl-255",
         "passive-not-bool",
         "unknown-key",
+        "hold-down-too-long",
+        "hold-down-not-a-duration",
         "duplicate",
         "bad-name",
         "not-a-list",
@@ -114,6 +122,17 @@ def test_problems(profiles: Any, peer: dict[str, Any], want: str) -> None:
     """Each bad input is one precise check-config line."""
     found = problems(config(profiles, **peer))
     assert any(p.startswith(want) for p in found), found
+
+
+@pytest.mark.parametrize(
+    ("value", "milliseconds"), [(None, 5000), ("0s", 0), ("1s500ms", 1500), ("10m", 600_000)], ids=str
+)
+def test_bgp_hold_down(value: str | None, milliseconds: int) -> None:
+    """bgpHoldDown (ours, not MetalLB's): 5 s by default, 0 (reconnect at once) up to 1 h."""
+    profile: dict[str, Any] = {"name": "f"} if value is None else {"name": "f", "bgpHoldDown": value}
+    assert parse_config(config([profile], bfdProfile="f")).peers[0].bfd == BfdProfile(
+        "f", bgp_hold_down_ms=milliseconds
+    )
 
 
 def test_a_broken_profile_is_reported_once() -> None:
