@@ -6,8 +6,9 @@ Three LoadBalancer services, seen from node "node-a":
   default/web      192.0.2.10  Cluster, endpoints on node-b      -> announced
   default/ingress  192.0.2.20  Local, an endpoint on node-a      -> announced
   default/batch    192.0.2.30  Local, endpoints only on node-b   -> not announced (no_local_endpoints)
-It prints FRR's BGP table and the speaker's route log, then (unless --keep) stops
-everything it started.
+then ``bgpspeaker controller`` allocates default/shop, created with no address, from the
+address pool ``demo`` (192.0.2.64/28) and the speaker announces it. It prints FRR's BGP
+table and the speaker's route log, then (unless --keep) stops everything it started.
 """
 
 from __future__ import annotations
@@ -17,11 +18,17 @@ import sys
 import time
 from pathlib import Path
 
-from lab.kubeapi import load_seed
+from lab.controller import ControllerProcess
+from lab.kubeapi import endpoint_slice, load_seed, service
 from lab.netns import Lab, run_in, wait_until
-from lab.topology import SingleNode, single_node
+from lab.topology import CONFIG_DIR, SingleNode, single_node
 
 SEED = Path(__file__).resolve().parents[1] / "deploy" / "compose" / "cluster.json"
+POOL = """
+addressPools:
+  - name: demo
+    addresses: ["192.0.2.64/28"]
+"""
 
 
 def main() -> int:
@@ -30,11 +37,19 @@ def main() -> int:
     args = parser.parse_args()
 
     with Lab("demo") as lab:
-        topo = single_node(lab)
-        return _show(topo, keep=args.keep)
+        config = (CONFIG_DIR / "speaker.yaml").read_text() + POOL  # one file for both, as deploy/ does
+        topo = single_node(lab, speaker_config=config)
+        controller = ControllerProcess(
+            name="controller-0",
+            workdir=lab.root / "controller",
+            config=config,
+            kubeconfig=topo.api.kubeconfig(),
+            netns=topo.speaker.netns,
+        )
+        return _show(topo, controller, keep=args.keep)
 
 
-def _show(topo: SingleNode, *, keep: bool) -> int:
+def _show(topo: SingleNode, controller: ControllerProcess, *, keep: bool) -> int:
     frr, api, speaker = topo.frr, topo.api, topo.speaker
     try:
         for obj in load_seed(str(SEED)):  # the same example cluster as docker-compose.yml
@@ -56,6 +71,22 @@ def _show(topo: SingleNode, *, keep: bool) -> int:
             print(f"  route_announced {event['prefix']} services={event['services']} reason={event['reason']}")
         assert "192.0.2.30/32" not in frr.best_paths()
         print("  192.0.2.30/32 (default/batch) not announced: Local policy, no endpoint on node-a")
+
+        controller.start()
+        shop_endpoints = [("10.244.1.9", "node-b", True, True)]
+        api.apply(endpoint_slice("default", "shop-1", service_name="shop", endpoints=shop_endpoints))
+        created = time.monotonic()
+        api.apply(service("default", "shop"))  # no address: the controller's to give
+        wait_until(
+            lambda: "192.0.2.64/32" in frr.best_paths(),
+            timeout_s=30,
+            desc=f"default/shop allocated and best in FRR; controller log:\n{controller.tail()}",
+        )
+        ingress = (api.get("services", "default/shop") or {})["status"]["loadBalancer"]["ingress"]
+        print(
+            f"\ndefault/shop, created with no address: the controller gave it {ingress[0]['ip']} (pool demo),"
+            f" best in FRR {time.monotonic() - created:.1f} s after the Service was created."
+        )
         cli = [sys.executable, "-m", "bgpspeaker.cli"]
         for title, argv in (
             ("bgpspeaker status", [*cli, "status"]),
@@ -74,6 +105,7 @@ def _show(topo: SingleNode, *, keep: bool) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
+        controller.close()
         if speaker.proc is not None:
             code, took_s = speaker.terminate()
             print(f"\nspeaker stopped (exit {code}, {took_s:.1f} s); routes left in FRR: {len(frr.best_paths())}")
