@@ -31,7 +31,16 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from bgpspeaker.routes import IPAddress
-from bgpspeaker.values import LabelSelector, matches_any, parse_asn, parse_ip, parse_names, parse_selectors, show
+from bgpspeaker.values import (
+    LabelSelector,
+    matches_any,
+    parse_asn,
+    parse_ip,
+    parse_names,
+    parse_router_id,
+    parse_selectors,
+    show,
+)
 
 if TYPE_CHECKING:
     from bgpspeaker.config import PeerConfig, SpeakerConfig
@@ -257,15 +266,7 @@ def _override(data: Any, path: str, peers: Mapping[str, PeerConfig], problems: l
     peer_names = parse_names(raw_peers, f"{path}.peers", peers.keys(), problems, what="peer", listing="peers")
     targets = [peers[n] for n in peer_names] if raw_peers else list(peers.values())
 
-    router_id: ipaddress.IPv4Address | None = None
-    if data.get("routerID") is not None:
-        parsed = parse_ip(data["routerID"])
-        if not isinstance(parsed, ipaddress.IPv4Address) or parsed.is_unspecified:
-            problems.append(
-                f"{path}.routerID: must be a non-zero IPv4 address (dotted quad), got {show(data['routerID'])}"
-            )
-        else:
-            router_id = parsed
+    router_id = parse_router_id(data.get("routerID"), f"{path}.routerID", problems)
     my_asn = parse_asn(data["myASN"], f"{path}.myASN", problems) if data.get("myASN") is not None else None
     if my_asn is not None:
         for peer in targets:

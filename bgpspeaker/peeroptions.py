@@ -25,7 +25,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from bgpspeaker.values import ASN_MAX, ASN_MIN, parse_asn, parse_duration, parse_ip, show
+from bgpspeaker.values import ASN_MAX, ASN_MIN, parse_asn, parse_duration, parse_ip, parse_router_id, show
 
 __all__ = ["DYNAMIC_ASN_KINDS", "MAX_CONNECT_TIME_S", "PEER_OPTION_KEYS", "PeerOptions", "parse_peer_options"]
 
@@ -79,15 +79,7 @@ def parse_peer_options(data: Mapping[str, Any], path: str, problems: list[str]) 
             problems.append(f"{path}.connectTime: must be 1s..{MAX_CONNECT_TIME_S}s, got {show(data['connectTime'])}")
             connect = None
 
-    router_id: ipaddress.IPv4Address | None = None
-    if data.get("routerID") is not None:
-        parsed = parse_ip(data["routerID"])
-        if not isinstance(parsed, ipaddress.IPv4Address) or parsed.is_unspecified:
-            problems.append(
-                f"{path}.routerID: must be a non-zero IPv4 address (dotted quad), got {show(data['routerID'])}"
-            )
-        else:
-            router_id = parsed
+    router_id = parse_router_id(data.get("routerID"), f"{path}.routerID", problems)
     interface: str | None = None
     raw_interface = data.get("interface")
     if raw_interface is not None:

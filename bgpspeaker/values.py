@@ -218,6 +218,17 @@ class LabelSelector:
         )
 
 
+def parse_router_id(value: Any, path: str, problems: list[str]) -> ipaddress.IPv4Address | None:
+    """A BGP router ID: a non-zero IPv4 address; missing or null: None."""
+    if value is None:
+        return None
+    parsed = parse_ip(value)
+    if not isinstance(parsed, ipaddress.IPv4Address) or parsed.is_unspecified:
+        problems.append(f"{path}: must be a non-zero IPv4 address (dotted quad), got {show(value)}")
+        return None
+    return parsed
+
+
 def parse_names(
     value: Any, path: str, known: Collection[str], problems: list[str], *, what: str, listing: str
 ) -> tuple[str, ...]:

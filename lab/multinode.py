@@ -38,7 +38,16 @@ from lab.kubeapi import FakeKubeApi, endpoint_slice, node, service
 from lab.netns import Frr, Lab, run_in, stop_pid, wait_until
 from lab.speaker import SpeakerProcess
 
-__all__ = ["BFD_PROFILE", "SPEAKER_BFD", "MultiNode", "Node", "multinode", "router_config", "speaker_config"]
+__all__ = [
+    "BFD_PROFILE",
+    "SPEAKER_BFD",
+    "MultiNode",
+    "Node",
+    "multinode",
+    "multinode_lab",
+    "router_config",
+    "speaker_config",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 ROUTER_ASN = 64512
@@ -431,6 +440,18 @@ class RunningProbe:
         """The report (after ``stop``)."""
         self.stop()
         return FlowReport.from_json(json.loads(self.out.read_text()))
+
+
+@contextmanager
+def multinode_lab(name: str, **options: Any) -> Iterator[MultiNode]:
+    """A ``Lab`` named ``name`` with ``multinode(lab, **options)`` in it, all removed on exit
+    (a module-scoped fixture's body)."""
+    with Lab(name) as lab:
+        topo = multinode(lab, **options)
+        try:
+            yield topo
+        finally:
+            topo.close()
 
 
 def multinode(

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from lab.multinode import VIP, MultiNode, multinode, speaker_config
-from lab.netns import Lab, wait_until
+from lab.multinode import VIP, MultiNode, multinode_lab, speaker_config
+from lab.netns import wait_until
 from tests.integration.conftest import require_prerequisites
 
 PREFIX = f"{VIP}/32"
@@ -25,12 +25,8 @@ ALL = {"node-1", "node-2", "node-3"}
 @pytest.fixture(scope="module")
 def built() -> Iterator[MultiNode]:
     require_prerequisites()
-    with Lab("mn") as lab:
-        topo = multinode(lab)
-        try:
-            yield topo
-        finally:
-            topo.close()
+    with multinode_lab("mn") as topo:
+        yield topo
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 import pytest
 
 from lab.bfdrouter import FrrBfd
-from lab.multinode import BFD_PROFILE, SPEAKER_BFD, VIP, MultiNode, multinode, speaker_config
-from lab.netns import Lab, wait_until
+from lab.multinode import BFD_PROFILE, SPEAKER_BFD, VIP, MultiNode, multinode_lab, speaker_config
+from lab.netns import wait_until
 from tests.integration.conftest import require_prerequisites
 
 PREFIX = f"{VIP}/32"
@@ -27,12 +27,8 @@ ALL = {"node-1", "node-2", "node-3"}
 @pytest.fixture(scope="module")
 def built() -> Iterator[MultiNode]:
     require_prerequisites()
-    with Lab("mb") as lab:
-        topo = multinode(lab, bfd=True)
-        try:
-            yield topo
-        finally:
-            topo.close()
+    with multinode_lab("mb", bfd=True) as topo:
+        yield topo
 
 
 @pytest.fixture
@@ -44,12 +40,8 @@ def mn(built: MultiNode) -> Iterator[MultiNode]:
 @pytest.fixture(scope="module")
 def built_listen_range() -> Iterator[MultiNode]:
     require_prerequisites()
-    with Lab("ml") as lab:
-        topo = multinode(lab, bfd=True, listen_range=True)
-        try:
-            yield topo
-        finally:
-            topo.close()
+    with multinode_lab("ml", bfd=True, listen_range=True) as topo:
+        yield topo
 
 
 @pytest.fixture

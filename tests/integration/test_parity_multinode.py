@@ -16,8 +16,8 @@ from collections.abc import Iterator
 import pytest
 
 from lab.kubeapi import node
-from lab.multinode import VIP, VIP6, MultiNode, multinode, speaker_config
-from lab.netns import Lab, wait_until
+from lab.multinode import VIP, VIP6, MultiNode, multinode_lab, speaker_config
+from lab.netns import wait_until
 from tests.integration.conftest import require_prerequisites
 
 V4, V6 = f"{VIP}/32", f"{VIP6}/128"
@@ -29,12 +29,8 @@ EXCLUDE = "node.kubernetes.io/exclude-from-external-load-balancers"
 @pytest.fixture(scope="module")
 def built() -> Iterator[MultiNode]:
     require_prerequisites()
-    with Lab("par") as lab:
-        topo = multinode(lab, ipv6=True)
-        try:
-            yield topo
-        finally:
-            topo.close()
+    with multinode_lab("par", ipv6=True) as topo:
+        yield topo
 
 
 @pytest.fixture
