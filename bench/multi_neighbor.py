@@ -87,6 +87,25 @@ def _lines(runtime: PeerRuntime, count: int) -> list[str]:
 
 
 def run(layout: str, peers: int, count: int) -> dict[str, Any]:
+    """One layout, on a thread of its own (it enters the node's namespace, which goes with the lab)."""
+    out: list[dict[str, Any]] = []
+    errors: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            out.append(_run(layout, peers, count))
+        except BaseException as error:  # noqa: BLE001  # re-raised in the caller's thread
+            errors.append(error)
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return out[0]
+
+
+def _run(layout: str, peers: int, count: int) -> dict[str, Any]:
     """One layout: start, feed, wait for every router, settle, measure."""
     with Lab("mn") as lab:
         node_ns = lab.netns("node")
