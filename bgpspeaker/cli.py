@@ -148,16 +148,15 @@ class _ConfigSource:
                 text += b"\0unreadable:" + path.encode()
         return text
 
-    def load(self, probed: Any = None) -> tuple[SpeakerConfig, dict[str, Any], Any]:
-        """(effective config, peer runtimes, router ID); ConfigError on any problem.
-        ``probed``: a network probe already started (bgpspeaker.startup)."""
+    def load(self) -> tuple[SpeakerConfig, dict[str, Any], Any]:
+        """(effective config, peer runtimes, router ID); ConfigError on any problem."""
         from bgpspeaker.peers import resolve_peers
 
         text = self.read()
         raw = _read_bounded(self.path)
         config = parse_config_bytes(raw, self.path)
         try:
-            effective, runtimes, facts = resolve_peers(config, self._read_secret, probed=probed)
+            effective, runtimes, facts = resolve_peers(config, self._read_secret)
         except OSError as error:
             raise ConfigError([f"cannot read this node's routes and addresses: {error}"]) from error
         router_id = config.router_id or facts.primary_ipv4
@@ -177,20 +176,6 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _run_daemon(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
-    node_name = args.node_name or os.environ.get("NODE_NAME", "")
-    if not node_name:
-        log.error("node_name_missing", hint="pass --node-name or set NODE_NAME (downward API spec.nodeName)")
-        return EXIT_USAGE
-    try:
-        first = load_config(args.config)  # fail fast, before touching the API server
-    except ConfigError as error:
-        log.error("config_invalid", path=args.config, problems=error.problems)
-        return EXIT_USAGE
-    from bgpspeaker.startup import start_early
-
-    # The network probe (a child process) runs while the client's modules import.
-    early = start_early(first)
-    cleanup.callback(early.discard)
     # Imported here so check-config stays fast and works without the kubernetes client.
     from bgpspeaker.bfd.client import BfdClient
     from bgpspeaker.cluster.api import ApiPaths, api_client
@@ -203,6 +188,15 @@ def _run_daemon(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     from bgpspeaker.secretwatch import Rekeyer, SecretWatches
     from bgpspeaker.workdir import create_workdir, remove_stale_workdirs, remove_workdir
 
+    node_name = args.node_name or os.environ.get("NODE_NAME", "")
+    if not node_name:
+        log.error("node_name_missing", hint="pass --node-name or set NODE_NAME (downward API spec.nodeName)")
+        return EXIT_USAGE
+    try:
+        load_config(args.config)  # fail fast, before touching the API server
+    except ConfigError as error:
+        log.error("config_invalid", path=args.config, problems=error.problems)
+        return EXIT_USAGE
     try:
         api = api_client(args.kubeconfig)
     except Exception as error:  # noqa: BLE001  # ConfigException, bad files: one clear line, exit 2
@@ -229,7 +223,7 @@ def _run_daemon(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
 
     source = _ConfigSource(args.config, read_secret_with(ApiPaths(api)))
     try:
-        config, runtimes, router_id = source.load(early.take())
+        config, runtimes, router_id = source.load()
     except ConfigError as error:
         log.error("config_invalid", path=args.config, problems=error.problems)
         return EXIT_USAGE

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from bgpspeaker.cluster.access import Access
 from bgpspeaker.config import PeerConfig, SecretRef, SpeakerConfig
 from bgpspeaker.errors import ConfigError
-from bgpspeaker.netinfo import NetFacts, StartedProbe, probe
+from bgpspeaker.netinfo import NetFacts, probe
 from bgpspeaker.routes import IPAddress
 
 if TYPE_CHECKING:
@@ -175,20 +175,13 @@ def check_password_files(config: SpeakerConfig) -> None:
 
 
 def resolve_peers(
-    config: SpeakerConfig, read_secret: SecretReader | None = None, *, probed: StartedProbe | None = None
+    config: SpeakerConfig, read_secret: SecretReader | None = None
 ) -> tuple[SpeakerConfig, dict[str, PeerRuntime], NetFacts]:
     """(the config with every peer resolved, runtime per peer name, the network facts used);
-    ConfigError if a password fails. ``probed``: a probe started earlier, used if it asked
-    about exactly these peers' addresses."""
+    ConfigError if a password fails."""
     runtimes: dict[str, PeerRuntime] = {}
     problems: list[str] = []
-    addresses = [str(peer.peer_address) for peer in config.peers]
-    if probed is not None and probed.addresses == tuple(addresses):
-        facts = probed.result()
-    else:
-        if probed is not None:
-            probed.discard()  # the file changed in between: ask again
-        facts = probe(addresses)
+    facts = probe([str(peer.peer_address) for peer in config.peers])
     for index, peer in enumerate(config.peers):
         try:
             runtimes[peer.name] = _resolve_one(facts, peer, read_secret, f"peers[{index}]")
