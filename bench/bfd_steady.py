@@ -137,6 +137,10 @@ def _phase(
         "p99_gap_ms": round(gaps[int(len(gaps) * 0.99)] * 1000, 1) if gaps else None,
         "median_gap_ms": round(statistics.median(gaps) * 1000, 1) if gaps else None,
         "speaker_bfd_down_events": len(speaker.events("bfd_down")),
+        "speaker_bfd_downs": [  # what each one was (cumulative, as the count): a path failure or the router's word
+            {k: e.get(k) for k in ("timestamp", "state", "diag", "remote_state", "remote_diag", "takes_bgp_down")}
+            for e in speaker.events("bfd_down")
+        ],
         "router_session_down_total": downs_at_router,
         "speaker_cpu_s": round(cpu_seconds(speaker.pid) - cpu0, 2),
         "longest_reconcile_pass_ms": max(
