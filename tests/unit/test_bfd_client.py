@@ -107,8 +107,11 @@ def test_which_changes_hold_bgp_down(lines: list[dict[str, Any]], blocked: bool,
     client = run_child(lines)
     try:
         want = frozenset({"tor-a"}) if blocked else frozenset()
+        # The last state alone may also be an earlier line's ("up" ... "up"): the Down count too
         wait_until(
-            lambda: client.statuses()["tor-a"].state == lines[-1]["state"], timeout_s=10, desc="the last line read"
+            lambda: (status := client.statuses()["tor-a"]).state == lines[-1]["state"] and status.down_events == downs,
+            timeout_s=10,
+            desc="the last line read",
         )
         assert client.blocked() == want
         assert client.statuses()["tor-a"].down_events == downs
