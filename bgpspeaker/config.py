@@ -35,6 +35,7 @@ from bgpspeaker.values import (
     parse_ip,
     parse_names,
     parse_selectors,
+    parse_unicast,
     show,
 )
 
@@ -373,19 +374,12 @@ def _peer(
     my_asn = parse_asn(data["myASN"], f"{path}.myASN", problems) if "myASN" in data else top_asn
     port = parse_int(data.get("peerPort", 179), f"{path}.peerPort", problems, low=1, high=65535)
 
-    source: IPAddress | None = None
-    if data.get("sourceAddress") is not None:
-        source = parse_ip(data["sourceAddress"])
-        if source is None or source.is_unspecified or source.is_multicast:
-            problems.append(
-                f"{path}.sourceAddress: must be a unicast IPv4 or IPv6 address, got {show(data['sourceAddress'])}"
-            )
-            source = None
-        elif address is not None and source.version != address.version:
-            problems.append(
-                f"{path}.sourceAddress: must be the same family as peerAddress ({address}),"
-                f" got {show(data['sourceAddress'])}"
-            )
+    source = parse_unicast(data.get("sourceAddress"), f"{path}.sourceAddress", problems)
+    if source is not None and address is not None and source.version != address.version:
+        problems.append(
+            f"{path}.sourceAddress: must be the same family as peerAddress ({address}),"
+            f" got {show(data['sourceAddress'])}"
+        )
     hold, keepalive = _timers(data, path, problems)
 
     password_file = data.get("passwordFile")

@@ -35,10 +35,10 @@ from bgpspeaker.values import (
     LabelSelector,
     matches_any,
     parse_asn,
-    parse_ip,
     parse_names,
     parse_router_id,
     parse_selectors,
+    parse_unicast,
     show,
 )
 
@@ -277,21 +277,14 @@ def _override(data: Any, path: str, peers: Mapping[str, PeerConfig], problems: l
                     f" it is {now} with myASN {peer.my_asn}. An override must keep each session eBGP or iBGP"
                     " (list only the peers it fits in peers)"
                 )
-    source: IPAddress | None = None
-    if data.get("sourceAddress") is not None:
-        source = parse_ip(data["sourceAddress"])
-        if source is None or source.is_unspecified or source.is_multicast:
-            problems.append(
-                f"{path}.sourceAddress: must be a unicast IPv4 or IPv6 address, got {show(data['sourceAddress'])}"
-            )
-            source = None
-        else:
-            for peer in targets:
-                if peer.peer_address.version != source.version:
-                    problems.append(
-                        f"{path}.sourceAddress: must be the same family as the peerAddress of {show(peer.name)}"
-                        f" ({peer.peer_address}), got {show(data['sourceAddress'])} (list only matching peers in peers)"
-                    )
+    source = parse_unicast(data.get("sourceAddress"), f"{path}.sourceAddress", problems)
+    if source is not None:
+        for peer in targets:
+            if peer.peer_address.version != source.version:
+                problems.append(
+                    f"{path}.sourceAddress: must be the same family as the peerAddress of {show(peer.name)}"
+                    f" ({peer.peer_address}), got {show(data['sourceAddress'])} (list only matching peers in peers)"
+                )
     if router_id is None and my_asn is None and source is None and len(problems) == before:
         problems.append(f"{path}: sets nothing; give at least one of routerID, myASN, sourceAddress")
     if len(problems) != before or name is None:

@@ -218,6 +218,17 @@ class LabelSelector:
         )
 
 
+def parse_unicast(value: Any, path: str, problems: list[str]) -> IPAddress | None:
+    """A unicast IPv4 or IPv6 address (``sourceAddress``); missing or null: None."""
+    if value is None:
+        return None
+    parsed = parse_ip(value)
+    if parsed is None or parsed.is_unspecified or parsed.is_multicast:
+        problems.append(f"{path}: must be a unicast IPv4 or IPv6 address, got {show(value)}")
+        return None
+    return parsed
+
+
 def parse_router_id(value: Any, path: str, problems: list[str]) -> ipaddress.IPv4Address | None:
     """A BGP router ID: a non-zero IPv4 address; missing or null: None."""
     if value is None:
