@@ -12,7 +12,7 @@ import dataclasses
 import subprocess
 from typing import Any
 
-from lab.netns import Frr, Lab, _run, stop_pid, wait_until
+from lab.netns import Frr, Lab, stop_pid
 
 __all__ = ["FrrBfd", "bfd_profile_block", "frr_with_bfd"]
 
@@ -49,21 +49,8 @@ class FrrBfd(Frr):
         self.pid = self._daemon("bgpd", config)
         return self
 
-    def _daemon(self, name: str, config: str, *extra: str) -> int:
-        conf = self.workdir / f"{name}.conf"
-        conf.write_text(config)
-        subprocess.run(["chown", "frr:frr", str(conf)], check=True)
-        pidfile = self.workdir / f"{name}.pid"
-        pidfile.unlink(missing_ok=True)
-        zserv = ["-z", str(self.workdir / "zserv.api")] if self.zebra_daemon or name == "bfdd" else ["-Z"]
-        _run(
-            "ip", "netns", "exec", self.netns, f"/usr/lib/frr/{name}", "-d", *zserv,
-            "-f", str(conf), "-i", str(pidfile), "--vty_socket", str(self.workdir),
-            "-A", "127.0.0.1", "-P", "0", *extra,
-        )  # fmt: skip
-        return int(
-            wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), timeout_s=10, desc=f"{name} pidfile")
-        )
+    def _uses_zebra(self, name: str) -> bool:
+        return self.zebra_daemon or name == "bfdd"
 
     def bfd_peers(self) -> list[dict[str, Any]]:
         """``show bfd peers json``."""

@@ -142,7 +142,7 @@ class Frr:
         subprocess.run(["chown", "frr:frr", str(conf)], check=True)
         pidfile = self.workdir / f"{name}.pid"
         pidfile.unlink(missing_ok=True)
-        zserv = ["-z", str(self.workdir / "zserv.api")] if self.zebra else ["-Z"]
+        zserv = ["-z", str(self.workdir / "zserv.api")] if self._uses_zebra(name) else ["-Z"]
         _run(
             "ip", "netns", "exec", self.netns, f"/usr/lib/frr/{name}", "-d", *zserv,
             "-f", str(conf), "-i", str(pidfile), "--vty_socket", str(self.workdir),
@@ -151,6 +151,10 @@ class Frr:
         return int(
             wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), timeout_s=10, desc=f"{name} pidfile")
         )
+
+    def _uses_zebra(self, _name: str) -> bool:
+        """Whether daemon ``name`` is given zebra's socket (-z) rather than -Z."""
+        return self.zebra
 
     def vtysh(self, command: str) -> str:
         """Run one vtysh command against this bgpd."""
