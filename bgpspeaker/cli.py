@@ -65,8 +65,10 @@ def _check_config(args: argparse.Namespace) -> int:
     from bgpspeaker.configfile import find_configs
     from bgpspeaker.peers import check_password_files
 
+    source = "(stdin)" if args.file == "-" else args.file
     try:
-        found = find_configs(_read_bounded(args.file), args.file)
+        data = sys.stdin.buffer.read(MAX_CONFIG_BYTES + 1) if args.file == "-" else _read_bounded(args.file)
+        found = find_configs(data, source)
     except ConfigError as error:
         for problem in error.problems:
             print(problem, file=sys.stderr)
@@ -74,9 +76,9 @@ def _check_config(args: argparse.Namespace) -> int:
     if found.other_kinds:
         kinds = collections.Counter(found.other_kinds)
         summary = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
-        print(f"{args.file}: skipped {len(found.other_kinds)} documents of other kinds ({summary})")
+        print(f"{source}: skipped {len(found.other_kinds)} documents of other kinds ({summary})")
     for note in found.skipped:
-        print(f"{args.file}: {note}")
+        print(f"{source}: {note}")
     problems = list(found.problems)
     for document in found.configs:
         try:
@@ -88,7 +90,7 @@ def _check_config(args: argparse.Namespace) -> int:
     if problems:
         return EXIT_USAGE
     checked = [d.where for d in found.configs if d.where]
-    print(f"{args.file}: valid" + (f" ({'; '.join(checked)})" if checked else ""))
+    print(f"{source}: valid" + (f" ({'; '.join(checked)})" if checked else ""))
     return EXIT_OK
 
 
@@ -715,9 +717,10 @@ def _parser() -> argparse.ArgumentParser:
         help="validate a config file; exit 2 listing every problem",
         description="Validate a SpeakerConfig, a ConfigMap holding one (data key config.yaml), or a file of"
         " several documents (e.g. kubectl kustomize deploy/ output; other kinds are skipped with a note)."
-        " Exit 0 when valid, else 2 with every problem on stderr.",
+        " Exit 0 when valid, else 2 with every problem on stderr. FILE - reads standard input"
+        " (kubectl kustomize deploy/ | bgpspeaker check-config -).",
     )
-    check.add_argument("file", metavar="FILE")
+    check.add_argument("file", metavar="FILE|-")
     check.set_defaults(func=_check_config)
 
     metallb = commands.add_parser(

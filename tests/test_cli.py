@@ -262,3 +262,20 @@ def test_check_config_names_the_document_of_each_problem(tmp_path: Path) -> None
         "document 2 (ConfigMap bgpspeaker-system/bgpspeaker-config, data['config.yaml']):"
         " myASN: must be an integer 1..4294967295, got 0"
     ]
+
+
+def test_check_config_reads_standard_input() -> None:
+    """`FILE -`: what a pipe gives (kubectl kustomize deploy/ | bgpspeaker check-config -), named (stdin)."""
+    for text, code, where in ((GOOD, 0, "stdout"), (GOOD.replace("64513", "0"), 2, "stderr")):
+        result = subprocess.run(
+            [sys.executable, "-m", "bgpspeaker.cli", "check-config", "-"],
+            input=text,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert result.returncode == code, result.stderr
+        assert (result.stdout if where == "stdout" else result.stderr).strip() == (
+            "(stdin): valid" if code == 0 else "myASN: must be an integer 1..4294967295, got 0"
+        )
