@@ -23,12 +23,13 @@ from typing import Any
 import structlog
 
 from bgpspeaker import __version__
-from bgpspeaker.config import MAX_CONFIG_BYTES, SpeakerConfig, load_document, parse_config_bytes
+from bgpspeaker.config import MAX_CONFIG_BYTES, SpeakerConfig, load_document, parse_config_bytes, read_prefix
 from bgpspeaker.configdiff import config_changes
 from bgpspeaker.errors import ConfigError
 from bgpspeaker.logs import configure
 from bgpspeaker.observe import DEFAULT_LISTEN, DEFAULT_STATUS_ADDRESS
 from bgpspeaker.signals import SignalRelay
+from bgpspeaker.threads import guarded
 
 __all__ = ["load_config", "main"]
 
@@ -39,17 +40,10 @@ DEFAULT_CONFIG_PATH = "/etc/bgpspeaker/config.yaml"
 """Where the DaemonSet mounts the ConfigMap's config.yaml."""
 
 
-def _read_prefix(path: str) -> bytes:
-    """The file's first bytes, one more than any config can be (a config path pointing at
-    /dev/zero or a huge file would otherwise be read for ever); OSError when unreadable."""
-    with open(path, "rb") as handle:
-        return handle.read(MAX_CONFIG_BYTES + 1)
-
-
 def _read_bounded(path: str) -> bytes:
-    """``_read_prefix``, an unreadable file being a ConfigError."""
+    """``read_prefix``, an unreadable file being a ConfigError."""
     try:
-        return _read_prefix(path)
+        return read_prefix(path)
     except OSError as error:
         raise ConfigError([f"{path}: cannot read: {error.strerror or error}"]) from error
 
@@ -94,19 +88,6 @@ def _check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _guarded(target: Callable[[], None], name: str, crashed: threading.Event) -> threading.Thread:
-    """A daemon thread whose unexpected death brings the whole process down."""
-
-    def body() -> None:
-        try:
-            target()
-        except BaseException:  # a half-alive speaker is worse than a restart
-            log.exception("thread_crashed", thread=name)
-            crashed.set()
-
-    return threading.Thread(target=body, name=name, daemon=True)
-
-
 def _password_paths(text: bytes) -> list[str]:
     try:
         data = load_document(text, "config")
@@ -138,7 +119,7 @@ class _ConfigSource:
         """The config file's bytes plus those of the password files it names (so a rotated
         password is noticed like a config change); None when unreadable."""
         try:
-            text = _read_prefix(self.path)
+            text = read_prefix(self.path)
         except OSError:
             return None
         if text != self._parsed_text:  # parse only when the file changed, not every poll
@@ -146,7 +127,7 @@ class _ConfigSource:
             self._password_paths = _password_paths(text)
         for path in self._password_paths:
             try:
-                text += b"\0" + _read_prefix(path)
+                text += b"\0" + read_prefix(path)
             except OSError:
                 text += b"\0unreadable:" + path.encode()
         return text
@@ -222,7 +203,7 @@ def _run_daemon(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     # cyclic GC from rescanning them while the lists allocate (10k: lists 1.6 -> 1.2 s).
     gc.freeze()
     for watcher in watchers:
-        _guarded(watcher.run, f"watch-{watcher.kind}", crashed).start()
+        guarded(watcher.run, f"watch-{watcher.kind}", crashed, log).start()
 
     source = _ConfigSource(args.config, read_secret_with(ApiPaths(api)))
     try:
@@ -328,9 +309,9 @@ def _run_daemon(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     if args.events:
         recorder = EventRecorder(ApiPaths(api), node=node_name, stop=stop)
         reconciler.journal.on_route = recorder.route
-        _guarded(recorder.run, "events", crashed).start()
+        guarded(recorder.run, "events", crashed, log).start()
     reconciler.start_unconditional_sessions()
-    reconcile_thread = _guarded(reconciler.run, "reconciler", crashed)
+    reconcile_thread = guarded(reconciler.run, "reconciler", crashed, log)
     reconcile_thread.start()
 
     exit_code = EXIT_OK

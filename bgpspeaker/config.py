@@ -55,6 +55,7 @@ __all__ = [
     "load_documents",
     "parse_config",
     "parse_config_bytes",
+    "read_prefix",
     "parse_ip",
 ]
 
@@ -730,6 +731,15 @@ def _ranges(value: Any, path: str, problems: list[str]) -> tuple[Prefix, ...]:
 
 
 MAX_CONFIG_BYTES = 1 << 20
+
+
+def read_prefix(path: str) -> bytes:
+    """The file's first bytes, one more than any config can be (a config path pointing at
+    /dev/zero or a huge file would otherwise be read for ever); OSError when unreadable."""
+    with open(path, "rb") as handle:
+        return handle.read(MAX_CONFIG_BYTES + 1)
+
+
 """A SpeakerConfig is a few KiB; a MiB leaves room for thousands of peers and selectors."""
 MAX_YAML_DEPTH = 32
 """The deepest real config nests about 8 levels (advertisements > selectors > expressions > values)."""

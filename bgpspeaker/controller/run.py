@@ -32,7 +32,7 @@ from prometheus_client.registry import Collector
 
 from bgpspeaker.cluster.access import Access
 from bgpspeaker.cluster.api import ApiPaths, list_page
-from bgpspeaker.config import SpeakerConfig
+from bgpspeaker.config import SpeakerConfig, read_prefix
 from bgpspeaker.controller.allocate import Allocation, Assignment, Outcome, allocate, is_ours
 from bgpspeaker.controller.claims import Claim, parse_claim
 from bgpspeaker.controller.leader import LeaseElector
@@ -41,6 +41,7 @@ from bgpspeaker.controller.writer import EventWriter, StatusWriter
 from bgpspeaker.errors import ConfigError
 from bgpspeaker.httpserver import METHODS, HttpLimits, HttpServer, Render, Reply, Request
 from bgpspeaker.signals import SignalRelay
+from bgpspeaker.threads import guarded
 
 __all__ = ["DEFAULT_METRICS_ADDRESS", "Controller", "run_controller"]
 
@@ -371,10 +372,10 @@ def run_controller(options: ControllerOptions, load_config: Callable[[str], Spea
         dirty.set()
 
     relay = SignalRelay(on_signal, (signal.SIGTERM, signal.SIGINT)).install()
-    loop = _guarded(controller.run, "allocate", crashed)
-    lease = _guarded(elector.run, "lease", crashed)
-    threads = [_guarded(watcher.run, "watch-services", crashed), lease, loop]
-    threads.append(_guarded(events.run, "events", crashed))
+    loop = guarded(controller.run, "allocate", crashed, log)
+    lease = guarded(elector.run, "lease", crashed, log)
+    threads = [guarded(watcher.run, "watch-services", crashed, log), lease, loop]
+    threads.append(guarded(events.run, "events", crashed, log))
     log.info(
         "controller_starting",
         identity=options.identity,
@@ -421,21 +422,8 @@ def run_controller(options: ControllerOptions, load_config: Callable[[str], Spea
 
 
 def _read(path: str) -> bytes | None:
+    """The config file's bytes as ``load_config`` bounds them, None when unreadable."""
     try:
-        with open(path, "rb") as handle:
-            return handle.read(1 << 20)
+        return read_prefix(path)
     except OSError:
         return None
-
-
-def _guarded(target: Callable[[], None], name: str, crashed: threading.Event) -> threading.Thread:
-    """A daemon thread whose unexpected death ends the process through the normal shutdown."""
-
-    def body() -> None:
-        try:
-            target()
-        except BaseException:  # a half-alive controller is worse than a restart
-            log.exception("thread_crashed", thread=name)
-            crashed.set()
-
-    return threading.Thread(target=body, name=name, daemon=True)
