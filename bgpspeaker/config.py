@@ -55,8 +55,8 @@ __all__ = [
     "load_documents",
     "parse_config",
     "parse_config_bytes",
-    "read_prefix",
     "parse_ip",
+    "read_prefix",
 ]
 
 API_VERSION = "bgpspeaker.io/v1alpha1"
