@@ -820,19 +820,24 @@ conn.sendall(b"announce route 192.0.2.10/32 next-hop 10.0.0.2\\n")
 seen["command"] = passes(lambda: None)
 processes.write("api-tor", "done")
 seen["ack"] = conn.recv(100).decode()
-conn.close()  # the supervisor's side closes
+conn.close()  # the supervisor's side closes; ExaBGP writes nothing: only the end of file tells
+conn = passes(accepted)  # ExaBGP's own respawn connects again
+conn.settimeout(10)
+second = processes._process["api-tor"]
+seen["respawned"] = second is not first
+processes.write("api-tor", "done")
+seen["ack_after_respawn"] = conn.recv(100).decode()
 if seen["kind"] == "InProcessRelay":  # the real relay may still drain this, or be gone (EPIPE)
+    conn.close()
     try:
-        processes.write("api-tor", "done")
+        processes.write("api-tor", "done")  # before ExaBGP's reactor noticed the close
         seen["write_after_close"] = "returned"
     except ProcessError:
         seen["write_after_close"] = "ProcessError"
     seen["broken"] = processes.broken(None)
-conn = passes(accepted)  # ExaBGP's own respawn connects again
-conn.settimeout(10)
-seen["respawned"] = processes._process["api-tor"] is not first
-processes.write("api-tor", "done")
-seen["ack_after_respawn"] = conn.recv(100).decode()
+    conn = passes(accepted)
+    conn.settimeout(10)
+    seen["respawned_again"] = processes._process["api-tor"] is not second
 processes.terminate()  # ExaBGP's shutdown: a last line, then the end of file
 tail = b""
 while chunk := conn.recv(4096):
@@ -861,6 +866,7 @@ _CONNECTED = {
                 "children": 0,
                 "write_after_close": "returned",
                 "broken": False,
+                "respawned_again": True,
                 **_CONNECTED,
             },
             id="inprocess-relay",
