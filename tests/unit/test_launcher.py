@@ -878,3 +878,33 @@ def test_inprocess_relay_patch(options: list[str], expected: dict[str, object]) 
     same lines over the same socket with no child; a supervisor that closes gets a new connection
     from ExaBGP's respawn, and ExaBGP's write in between neither raises nor marks the helper broken."""
     assert run_patched(options, _PROCESSES).result == expected
+
+
+_NO_SOCKET = """
+import os, sys, tempfile
+from exabgp.reactor.api.processes import Processes, ProcessError
+from bgpspeaker.exabgp.inprocess import RELAY
+
+path = os.path.join(tempfile.mkdtemp(), "api.sock")  # nobody listens
+processes = Processes()
+processes.start({"api-tor": {"run": [sys.executable, RELAY, path], "encoder": "json", "respawn": True}})
+seen = {"kind": type(processes._process["api-tor"]).__name__, "passes": None}
+for count in range(1, 50):  # one received() per reactor pass
+    try:
+        list(processes.received())
+    except ProcessError:
+        seen["passes"] = count
+        break
+seen["broken"] = processes.broken(None)
+result(seen)
+"""
+
+
+def test_inprocess_relay_without_a_socket_ends_exabgp() -> None:
+    """No socket to connect to: each start is a helper that already exited, ExaBGP respawns it
+    and gives up after its 5 respawns (ProcessError: the reactor exits, the supervisor restarts
+    ExaBGP), as with a relay that cannot connect; never a helper marked broken and a peer
+    left running with no API."""
+    run = run_patched(["--inprocess-relay"], _NO_SOCKET)
+    assert run.result == {"kind": "InProcessRelay", "passes": 6, "broken": False}
+    assert sum("bgpspeaker's API relay could not connect to" in line for line in run.log) == 6
