@@ -3,10 +3,11 @@
 ExaBGP's config names ``relay.py`` as its API helper; the relay connects to a unix socket
 this supervisor owns. With the speed patches the launcher makes ExaBGP connect to that
 socket itself instead of starting the relay (``bgpspeaker.exabgp.inprocess``: no second
-process); as released, ExaBGP runs the relay. Either way one thread (``exabgp-supervisor``)
-spawns ExaBGP, accepts the API connection, reads every line (acks and neighbor events) and restarts ExaBGP when it
-exits. ``execute()`` is called by the reconciler, the single writer: it pipelines
-command lines and matches the ``done``/``error`` acks in order.
+process); as released, ExaBGP runs the relay. Either way one thread
+(``exabgp-supervisor``) spawns ExaBGP, accepts the API connection, reads every line (acks
+and neighbor events) and restarts ExaBGP when it exits. ``execute()`` is called by the
+reconciler, the single writer: it pipelines command lines and matches the
+``done``/``error`` acks in order.
 
 ExaBGP is started with ``PR_SET_PDEATHSIG`` = SIGKILL from that long-lived thread,
 so it dies with bgpspeaker, and in its own session, so a terminal's Ctrl-C reaches
@@ -420,8 +421,9 @@ class ExabgpSupervisor:
         if ours and lacks(parent, run_as, stat.S_IXOTH) is not None:
             bit = stat.S_IXGRP if info.st_gid == run_as.gid else stat.S_IXOTH
             os.chmod(parent, stat.S_IMODE(info.st_mode) | bit)
-        # The relay's path is checked by ExaBGP's config parser whether or not it is run
-        # (with the speed patches ExaBGP connects in-process, bgpspeaker.exabgp.inprocess).
+        # ExaBGP as released runs the relay, so its user must read it; with the speed patches
+        # ExaBGP only matches its path and connects in-process (bgpspeaker.exabgp.inprocess,
+        # imported from the same directory), so the check still names a path it needs.
         relay = Path(__file__).resolve().parent / "relay.py"
         for path, need in ((workdir, stat.S_IXOTH), (Path(sys.executable), stat.S_IXOTH), (relay, stat.S_IROTH)):
             blocked = blocked_for(path, run_as, need=need)
