@@ -12,7 +12,10 @@ speaker's own log: when the lists were done, when ExaBGP started, the first pass
 
 Memory: the speaker with ``--peers`` routers (one FRR each, its own link), N services,
 all N best at every router; RSS of the daemon and of every child (ExaBGP, the relays
-ExaBGP starts, the BFD child when a peer uses BFD), summed.
+ExaBGP starts, the BFD child when a peer uses BFD), summed. With ``--before DIR`` the two
+trees alternate ``--repeat`` times per row (medians and ranges). The ``relay`` kind is the
+relay processes' RSS and ``relay_processes`` their count: 0 when ExaBGP runs the relay
+in-process (the launcher's ``--inprocess-relay``), one per peer as released.
 """
 
 from __future__ import annotations
@@ -79,6 +82,7 @@ def _phases(speaker: SpeakerProcess, started_wall: float) -> dict[str, float]:
         "watch_listed": "listed_s",
         "end_of_rib_sent": "eor_s",
         "exabgp_started": "exabgp_started_s",
+        "exabgp_api_connected": "api_connected_s",
         "peer_up": "peer_up_s",
     }
     out: dict[str, float] = {}
@@ -218,9 +222,10 @@ def _comm(pid: int) -> str:
     return text[:40]
 
 
-def memory_row(count: int, peers: int, *, bfd: bool = False) -> dict[str, Any]:
-    """RSS (and PSS) of the speaker and every process below it with ``peers`` routers and
-    ``count`` services; ``bfd``: every peer names a BFD profile (the BFD child runs)."""
+def memory_row(count: int, peers: int, *, bfd: bool = False, tree: Path = HERE) -> dict[str, Any]:
+    """RSS (and PSS) of the speaker (the package in ``tree``) and every process below it with
+    ``peers`` routers and ``count`` services; ``bfd``: every peer names a BFD profile (the BFD
+    child runs)."""
     with Lab("mem") as lab:
         node_ns = lab.netns("node")
         routers: list[Frr] = []
@@ -242,7 +247,11 @@ def memory_row(count: int, peers: int, *, bfd: bool = False) -> dict[str, Any]:
             api.apply(node("node-b"))
             seed_services(api, count)
             started = time.monotonic()
-            speaker.start()
+            os.chdir(tree)  # `python -m` finds the package in its working directory first
+            try:
+                speaker.start()
+            finally:
+                os.chdir(HERE)
             for i, frr in enumerate(routers):
                 wait_received(frr, count, timeout_s=180, neighbor=f"10.0.{i}.2")
             cold_s = time.monotonic() - started
@@ -250,7 +259,7 @@ def memory_row(count: int, peers: int, *, bfd: bool = False) -> dict[str, Any]:
             parts = {speaker.pid: "speaker"} | {pid: _comm(pid) for pid in descendants(speaker.pid)}
             sizes = {pid: rss_mb(pid) for pid in parts}
             shares = {pid: pss_mb(pid) for pid in parts}
-            by_kind: dict[str, float] = {}
+            by_kind: dict[str, float] = {"relay": 0.0}  # the column stays when no relay runs
             for pid, kind in parts.items():
                 by_kind[kind] = round(by_kind.get(kind, 0.0) + sizes[pid], 1)
             return {
@@ -262,10 +271,47 @@ def memory_row(count: int, peers: int, *, bfd: bool = False) -> dict[str, Any]:
                 "total_pss_mb": sum(shares.values()),
                 "by_kind_rss_mb": by_kind,
                 "processes": len(parts),
+                "relay_processes": sum(1 for kind in parts.values() if kind == "relay"),
             }
         finally:
             speaker.close()
             api.stop()
+
+
+def memory_rows(
+    counts: list[int], peer_counts: list[int], *, repeat: int, bfd: bool, before: Path | None
+) -> list[dict[str, Any]]:
+    """``memory_row`` per N and peer count; with ``before``, this tree and that one
+    alternated ``repeat`` times, each row with the rounds, medians and ranges."""
+    trees = {"bgpspeaker": HERE} | ({"before": before} if before is not None else {})
+    for tree in trees.values():
+        compile_tree(tree)
+    rows = []
+    for count in counts:
+        for peers in peer_counts:
+            if before is None:
+                row = memory_row(count, peers, bfd=bfd)
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+                continue
+            rounds = []
+            for _ in range(repeat):
+                result = {name: memory_row(count, peers, bfd=bfd, tree=tree) for name, tree in trees.items()}
+                rounds.append(result)
+                for name, one in result.items():
+                    kinds = json.dumps(one["by_kind_rss_mb"])
+                    print(f"n={count} peers={peers} {name:<10} RSS {one['total_rss_mb']:.1f} MB {kinds}", flush=True)
+            summary: dict[str, Any] = {"n": count, "peers": peers, "bfd": bfd, "rounds": rounds}
+            for name in trees:
+                for key in ("total_rss_mb", "total_pss_mb"):
+                    values = [r[name][key] for r in rounds]
+                    summary.setdefault(name, {})[key] = {
+                        "median": statistics.median(values),
+                        "min": min(values),
+                        "max": max(values),
+                    }
+            rows.append(summary)
+    return rows
 
 
 def main() -> None:
@@ -282,12 +328,16 @@ def main() -> None:
 
     configure(log_format="console", level="warning")
     if args.memory:
-        result: Any = []
-        for count in args.n:
-            for peers in args.peers:
-                row = memory_row(count, peers, bfd=args.bfd)
-                print(json.dumps(row), flush=True)
-                result.append(row)
+        before = Path(args.before) if args.before else None
+        result: Any = memory_rows(args.n, args.peers, repeat=args.repeat, bfd=args.bfd, before=before)
+        for row in result if before is not None else []:
+            for name in ("bgpspeaker", "before"):
+                rss, pss = row[name]["total_rss_mb"], row[name]["total_pss_mb"]
+                print(
+                    f"n={row['n']} peers={row['peers']} {name:<10} RSS {rss['median']:.1f} MB"
+                    f" ({rss['min']:.1f}-{rss['max']:.1f}),"
+                    f" PSS {pss['median']:.1f} MB ({pss['min']:.1f}-{pss['max']:.1f})"
+                )
     else:
         result = cold_start_rows(args.n, args.repeat, Path(args.before) if args.before else None)
         for row in result:

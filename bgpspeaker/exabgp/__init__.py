@@ -7,7 +7,9 @@ protocol.
 - ``privileges``: whom the child runs as (never root);
 - ``diagnosis``: why a session does not come up;
 - ``launcher``: ExaBGP's own ``main`` with bgpspeaker's patches (run in the child);
-- ``relay``: the API helper ExaBGP runs, relaying to the supervisor's unix socket.
+- ``relay``: the API helper ExaBGP's config names, relaying to the supervisor's unix socket;
+- ``inprocess``: that relay's job inside ExaBGP (the launcher's ``--inprocess-relay``, one
+  of the speed patches), so ExaBGP starts no relay process.
 
 Import the modules themselves (``bgpspeaker.exabgp.supervisor``): this package file
 imports nothing, so the launcher, run inside every ExaBGP child as

@@ -1,6 +1,6 @@
 """Start ExaBGP 5.0.15 with a setting it lacks, no needless copy, no naps while busy, and why a connect failed.
 
-Eight patches to private ExaBGP functions, each switched on by an option (the supervisor
+Nine patches to private ExaBGP functions, each switched on by an option (the supervisor
 builds them with ``launcher_settings``; ``Settings.arguments`` and ``parse_arguments``
 are the two directions of that command line):
 
@@ -54,6 +54,13 @@ are the two directions of that command line):
   ``peer-as auto``. With the option every increment is added to totals for the life of
   the process, and at most once a second, when they changed, the peer's API processes get
   one line ``{"type": "bgpspeaker-counters", "counters": {"send-update": 3, ...}}``.
+- The API relay in-process (``--inprocess-relay``, a speed patch). ExaBGP starts its API
+  helper, our ``relay.py``, as a second Python process per peer (~11 MB RSS, and a Python
+  start before the first route) only to copy bytes to the supervisor's unix socket. With
+  the option ExaBGP's ``Processes`` connects to that socket itself when the helper's
+  command is our relay, and uses the connection as the helper's pipes
+  (``bgpspeaker.exabgp.inprocess``: what it gives ExaBGP, and why a write to a closed
+  connection drops instead of raising). Any other command is started as before.
 
 Before patching anything the launcher checks that the installed ExaBGP is a release the
 patches were written against (``SUPPORTED_EXABGP``) and that every function a requested
@@ -102,7 +109,8 @@ SUPPORTED_EXABGP = frozenset({"5.0.15"})
 read every ``TARGETS`` function in the new release and what calls it (``Timer`` calls
 ``HoldTime.keepalive``; the configuration and the API call ``remove_self``;
 ``Outgoing.establish`` calls ``_setup``, ``_connect`` and the module-level ``ready`` by
-name; ``Reactor.run`` calls ``asynchronous.run`` and ``_wait_for_io``), check each
+name; ``Reactor.run`` calls ``asynchronous.run`` and ``_wait_for_io``; ``Processes`` uses
+what its module's ``subprocess.Popen`` returns as ``bgpspeaker.exabgp.inprocess`` lists), check each
 patch still means what its docstring says, then run tests/unit/test_launcher.py and
 tests/integration/test_peering.py and test_lifecycle.py against it."""
 
@@ -129,6 +137,7 @@ class Patch(enum.StrEnum):
     CONNECT_RETRY = "connect-retry"
     REJECT_OWN_ASN = "reject-own-asn"
     MESSAGE_COUNTERS = "message-counters"
+    INPROCESS_RELAY = "inprocess-relay"
 
 
 class Kind(enum.StrEnum):
@@ -157,6 +166,7 @@ class Target:
 
 _OUTGOING = "exabgp.reactor.network.outgoing"
 _ASYNC = "exabgp.reactor.asynchronous"
+_PROCESSES = "exabgp.reactor.api.processes"
 
 TARGETS: dict[Patch, tuple[Target, ...]] = {
     Patch.KEEPALIVE: (Target("exabgp.bgp.message.open.holdtime", "HoldTime.keepalive", ("self",)),),
@@ -187,6 +197,15 @@ TARGETS: dict[Patch, tuple[Target, ...]] = {
         Target("exabgp.reactor.peer", "Peer.run", ("self",)),
         Target("exabgp.reactor.api.processes", "Processes.write", ("self", "process", "string", "neighbor")),
         Target("exabgp.reactor.api.processes", "ProcessError", kind=Kind.VALUE),
+    ),
+    Patch.INPROCESS_RELAY: (
+        # The module's own ``subprocess`` name is replaced; these use what Popen returns.
+        Target(_PROCESSES, "subprocess", kind=Kind.VALUE),
+        Target(_PROCESSES, "Processes._start", ("self", "process")),
+        Target(_PROCESSES, "Processes._update_fds", ("self",)),
+        Target(_PROCESSES, "Processes.received", ("self",), Kind.GENERATOR),
+        Target(_PROCESSES, "Processes.write", ("self", "process", "string", "neighbor")),
+        Target(_PROCESSES, "Processes._terminate_run", ("self", "process", "process_name")),
     ),
 }
 """Every name in ExaBGP a patch replaces (``HoldTime.keepalive``, ``Neighbor.remove_self``,
@@ -286,6 +305,7 @@ class Settings:
     """The longest wait between connect attempts; None: ExaBGP's own backoff (up to 60 s)."""
     reject_own_asn: bool = False
     message_counters: bool = False
+    inprocess_relay: bool = False
 
     @property
     def patches(self) -> tuple[Patch, ...]:
@@ -299,6 +319,7 @@ class Settings:
             (Patch.CONNECT_RETRY, self.connect_retry_s is not None),
             (Patch.REJECT_OWN_ASN, self.reject_own_asn),
             (Patch.MESSAGE_COUNTERS, self.message_counters),
+            (Patch.INPROCESS_RELAY, self.inprocess_relay),
         )
         return tuple(patch for patch, on in switched if on)
 
@@ -323,6 +344,8 @@ class Settings:
             options.append("--reject-own-asn")
         if self.message_counters:
             options.append("--message-counters")
+        if self.inprocess_relay:
+            options.append("--inprocess-relay")
         return options
 
 
@@ -343,8 +366,9 @@ def launcher_settings(
     minimum. The connect retry cap whenever ``connect_time_s`` is set (the peer's
     ``connectTime``); our own AS refused with ``reject_own_asn`` (``dynamicASN: external``).
     The connect-error report and the message counters always (they only log and count). The speed patches (no route
-    copy, TCP_NODELAY, the fast reactor with ``idle_poll_ms``) unless ``speed_patches`` is
-    False: the benchmark's anchor "ExaBGP as released"."""
+    copy, TCP_NODELAY, the fast reactor with ``idle_poll_ms``, the relay in-process) unless
+    ``speed_patches`` is False: the benchmark's anchor "ExaBGP as released", which runs the
+    real relay."""
     return Settings(
         keepalive_s=keepalive_s if 0 < keepalive_s < hold_time_s // KEEPALIVE_DIVISOR else None,
         no_route_copy=speed_patches,
@@ -355,6 +379,7 @@ def launcher_settings(
         connect_retry_s=connect_time_s,
         reject_own_asn=reject_own_asn,
         message_counters=True,
+        inprocess_relay=speed_patches,
     )
 
 
@@ -407,6 +432,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--message-counters", action="store_true", help="send BGP message totals to the API process (1/s at most)"
     )
+    parser.add_argument(
+        "--inprocess-relay", action="store_true", help="connect to the relay's socket inside ExaBGP, no relay process"
+    )
     return parser
 
 
@@ -431,6 +459,7 @@ def parse_arguments(argv: Sequence[str]) -> tuple[Settings, list[str]]:
         connect_retry_s=options.connect_retry_s,
         reject_own_asn=options.reject_own_asn,
         message_counters=options.message_counters,
+        inprocess_relay=options.inprocess_relay,
     )
     return settings, theirs
 
@@ -660,6 +689,16 @@ def _count_messages() -> None:
     Peer.run = run_and_report
 
 
+def _relay_in_process() -> None:
+    import subprocess
+
+    from exabgp.reactor.api import processes
+
+    from bgpspeaker.exabgp.inprocess import SubprocessWithRelay
+
+    processes.subprocess = SubprocessWithRelay(subprocess)  # the part of the module ExaBGP uses
+
+
 def apply(settings: Settings) -> None:
     """Patch the imported ExaBGP as ``settings`` say (checked first: ``refusal``). Not undone."""
     if settings.connect_errors:
@@ -670,6 +709,8 @@ def apply(settings: Settings) -> None:
         _reject_own_asn()
     if settings.message_counters:
         _count_messages()
+    if settings.inprocess_relay:
+        _relay_in_process()
     if settings.fast_reactor:
         _no_event_loop_per_pass()
         _no_idle_wait_while_busy(settings.idle_poll_ms)

@@ -5,6 +5,10 @@ and events to its stdin. This helper connects to the socket the supervisor owns
 and copies bytes both ways, so the supervisor keeps the API even when ExaBGP
 respawns the helper. It imports nothing from bgpspeaker, to start fast.
 
+With the launcher's speed patches ExaBGP does not run this file: it recognises the
+command and connects to the socket itself (``inprocess.py``, which matches this path).
+It runs for ExaBGP as released (the benchmark's anchor) and any ExaBGP without the patch.
+
 Usage: python relay.py SOCKET_PATH
 """
 

@@ -1,10 +1,13 @@
 """The ExaBGP supervisor: run ExaBGP as a child, speak its text API (the ``Session``).
 
-ExaBGP runs ``relay.py`` as its API helper; the relay connects to a unix socket this
-supervisor owns. One thread (``exabgp-supervisor``) spawns ExaBGP, accepts the relay's
-connection, reads every line (acks and neighbor events) and restarts ExaBGP when it
-exits. ``execute()`` is called by the reconciler, the single writer: it pipelines
-command lines and matches the ``done``/``error`` acks in order.
+ExaBGP's config names ``relay.py`` as its API helper; the relay connects to a unix socket
+this supervisor owns. With the speed patches the launcher makes ExaBGP connect to that
+socket itself instead of starting the relay (``bgpspeaker.exabgp.inprocess``: no second
+process); as released, ExaBGP runs the relay. Either way one thread
+(``exabgp-supervisor``) spawns ExaBGP, accepts the API connection, reads every line (acks
+and neighbor events) and restarts ExaBGP when it exits. ``execute()`` is called by the
+reconciler, the single writer: it pipelines command lines and matches the
+``done``/``error`` acks in order.
 
 ExaBGP is started with ``PR_SET_PDEATHSIG`` = SIGKILL from that long-lived thread,
 so it dies with bgpspeaker, and in its own session, so a terminal's Ctrl-C reaches
@@ -418,6 +421,9 @@ class ExabgpSupervisor:
         if ours and lacks(parent, run_as, stat.S_IXOTH) is not None:
             bit = stat.S_IXGRP if info.st_gid == run_as.gid else stat.S_IXOTH
             os.chmod(parent, stat.S_IMODE(info.st_mode) | bit)
+        # ExaBGP as released runs the relay, so its user must read it; with the speed patches
+        # ExaBGP only matches its path and connects in-process (bgpspeaker.exabgp.inprocess,
+        # imported from the same directory), so the check still names a path it needs.
         relay = Path(__file__).resolve().parent / "relay.py"
         for path, need in ((workdir, stat.S_IXOTH), (Path(sys.executable), stat.S_IXOTH), (relay, stat.S_IROTH)):
             blocked = blocked_for(path, run_as, need=need)
@@ -471,7 +477,7 @@ class ExabgpSupervisor:
         socket_path.unlink(missing_ok=True)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(str(socket_path))
-        # The relay is ExaBGP's helper and runs as ExaBGP's user: only it may connect.
+        # ExaBGP's API helper (in ExaBGP, or the relay it runs) has ExaBGP's user: only it may connect.
         os.chmod(socket_path, 0o600)
         if run_as is not None:
             os.chown(socket_path, run_as.uid, run_as.gid)

@@ -1,8 +1,8 @@
-"""ExaBGP never runs as root: the speaker runs as root here, and every ExaBGP child and its
-API relay run as ``nobody``; the session still comes up and routes still flow through the
-relay; the peer's files belong to that user alone; a SIGKILLed speaker still takes its
-ExaBGP along (the parent-death signal is set after the uid switch); a retired peer's
-directory, with its MD5 key, is removed while the daemon runs on."""
+"""ExaBGP never runs as root: the speaker runs as root here, and every ExaBGP child runs as
+``nobody`` (its API relay runs inside it: no process of its own); the session still comes up
+and routes still flow through the API socket; the peer's files belong to that user alone; a
+SIGKILLed speaker still takes its ExaBGP along (the parent-death signal is set after the uid
+switch); a retired peer's directory, with its MD5 key, is removed while the daemon runs on."""
 
 from __future__ import annotations
 
@@ -57,9 +57,10 @@ def announce(topology: Topology) -> None:
     )
 
 
-def test_exabgp_and_its_relay_never_run_as_root(topology: Topology) -> None:
-    """Speaker uid 0; each ExaBGP and relay: real, effective, saved and fs uid and gid nobody's,
-    no supplementary groups; session Established in FRR and a route best through the relay."""
+def test_exabgp_never_runs_as_root(topology: Topology) -> None:
+    """Speaker uid 0; each ExaBGP: real, effective, saved and fs uid and gid nobody's, no
+    supplementary groups, no child (the relay runs in it); session Established in FRR and a
+    route best through the API socket."""
     nobody = pwd.getpwnam("nobody")
     announce(topology)
     topology.speaker.start()
@@ -74,9 +75,8 @@ def test_exabgp_and_its_relay_never_run_as_root(topology: Topology) -> None:
         for child in children(topology.speaker.pid)
         if b"bgpspeaker.exabgp.launcher" in Path(f"/proc/{child}/cmdline").read_bytes()
     )
-    relays = [relay for pid in pids for relay in children(pid)]
-    assert relays, "every ExaBGP runs its API relay"
-    for pid in [*pids, *relays]:
+    assert [child for pid in pids for child in children(pid)] == [], "the API relay runs inside ExaBGP"
+    for pid in pids:
         uids, gids = ids(pid, "Uid"), ids(pid, "Gid")
         print(f"PID {pid}: Uid {uids} Gid {gids} Groups {groups(pid)}")
         assert uids == [nobody.pw_uid] * 4 and 0 not in uids
@@ -92,18 +92,17 @@ def test_exabgp_and_its_relay_never_run_as_root(topology: Topology) -> None:
     assert top.st_uid == 0 and stat.S_IMODE(top.st_mode) & 0o077 == 0o001
 
 
-def test_a_sigkilled_speaker_takes_exabgp_and_the_relay_along(topology: Topology) -> None:
-    """PR_SET_PDEATHSIG survives the switch to nobody: SIGKILL the root speaker, ExaBGP and
-    its relay die, and FRR drops the session."""
+def test_a_sigkilled_speaker_takes_exabgp_along(topology: Topology) -> None:
+    """PR_SET_PDEATHSIG survives the switch to nobody: SIGKILL the root speaker, ExaBGP dies,
+    and FRR drops the session."""
     topology.speaker.start()
     topology.speaker.wait_event("peer_up", timeout_s=20, peer="tor-a")
     pids = wait_until(lambda: exabgp_pids(topology), timeout_s=10, desc="exabgp_pid in /status")
-    relays = [relay for pid in pids for relay in children(pid)]
-    assert pids and relays and all(ids(pid, "Uid")[1] != 0 for pid in pids)
+    assert pids and all(ids(pid, "Uid")[1] != 0 for pid in pids)
     workdir = Path(Path(f"/proc/{pids[0]}/cmdline").read_bytes().split(b"\0")[-2].decode()).parent.parent
     os.kill(topology.speaker.pid, signal.SIGKILL)
     topology.speaker.wait_exit(timeout_s=5)
-    wait_until(lambda: not any(pid_alive(pid) for pid in [*pids, *relays]), timeout_s=5, desc="ExaBGP and relay gone")
+    wait_until(lambda: not any(pid_alive(pid) for pid in pids), timeout_s=5, desc="ExaBGP gone")
     wait_until(
         lambda: topology.frr.neighbor("10.0.0.2").get("bgpState") != "Established",
         timeout_s=10,

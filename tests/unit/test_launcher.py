@@ -199,7 +199,9 @@ def test_target_refusal_names_the_function(target: Target, expected: str) -> Non
 
 def test_supported_exabgp_with_every_patch_is_accepted() -> None:
     """The installed ExaBGP passes every check."""
-    everything = Settings(keepalive_s=10, no_route_copy=True, nodelay=True, fast_reactor=True, connect_errors=True)
+    everything = Settings(
+        keepalive_s=10, no_route_copy=True, nodelay=True, fast_reactor=True, connect_errors=True, inprocess_relay=True
+    )
     assert refusal(everything, "5.0.15") is None
 
 
@@ -252,9 +254,22 @@ def test_main_refuses_a_changed_function() -> None:
     assert _logged_level(line) == "warning"
 
 
+def test_main_refuses_an_exabgp_without_its_subprocess_name() -> None:
+    """An ExaBGP whose Processes no longer calls the module's ``subprocess.Popen`` (say, it imports
+    Popen by name): the in-process relay is refused by name, not silently left unused."""
+    setup = "import exabgp.reactor.api.processes as processes\ndel processes.subprocess"
+    done = _launch(setup, "--inprocess-relay", "--", "version")
+    assert done.returncode == EXIT_REFUSED
+    [line] = done.stderr.splitlines()
+    assert line.endswith(
+        "exabgp.reactor.api.processes.subprocess does not exist, and the --inprocess-relay patch needs it"
+    ), line
+    assert _logged_level(line) == "warning"
+
+
 _EVERY_OPTION = [
     *("--keepalive", "30", "--no-route-copy", "--nodelay"),
-    *("--fast-reactor", "--idle-poll-ms", "100", "--connect-errors"),
+    *("--fast-reactor", "--idle-poll-ms", "100", "--connect-errors", "--inprocess-relay"),
 ]
 
 
@@ -296,6 +311,7 @@ def test_main_hands_over_to_exabgp() -> None:
         pytest.param(["--connect-retry", "5", "--"], Settings(connect_retry_s=5), [], id="connect-retry"),
         pytest.param(["--reject-own-asn", "--"], Settings(reject_own_asn=True), [], id="reject-own-asn"),
         pytest.param(["--message-counters", "--"], Settings(message_counters=True), [], id="message-counters"),
+        pytest.param(["--inprocess-relay", "--"], Settings(inprocess_relay=True), [], id="inprocess-relay"),
         pytest.param(
             [*_EVERY_OPTION, "--", "server", "CONFIG"],
             Settings(
@@ -305,6 +321,7 @@ def test_main_hands_over_to_exabgp() -> None:
                 fast_reactor=True,
                 idle_poll_ms=100,
                 connect_errors=True,
+                inprocess_relay=True,
             ),
             ["server", "CONFIG"],
             id="everything",
@@ -334,6 +351,7 @@ def test_parse_arguments(argv: list[str], settings: Settings, exabgp_argv: list[
         pytest.param(Settings(connect_retry_s=2), (Patch.CONNECT_RETRY,), id="connect-retry"),
         pytest.param(Settings(reject_own_asn=True), (Patch.REJECT_OWN_ASN,), id="reject-own-asn"),
         pytest.param(Settings(message_counters=True), (Patch.MESSAGE_COUNTERS,), id="message-counters"),
+        pytest.param(Settings(inprocess_relay=True), (Patch.INPROCESS_RELAY,), id="inprocess-relay"),
     ],
 )
 def test_settings_name_their_patches(settings: Settings, patches: tuple[Patch, ...]) -> None:
@@ -374,6 +392,7 @@ def test_parse_arguments_rejects(argv: list[str]) -> None:
         Settings(keepalive_s=1, fast_reactor=True),
         Settings(connect_errors=True, connect_retry_s=65535),
         Settings(reject_own_asn=True, message_counters=True),
+        Settings(inprocess_relay=True, fast_reactor=True),
     ],
 )
 def test_arguments_read_back(settings: Settings) -> None:
@@ -391,7 +410,7 @@ def test_launcher_settings_connect_time() -> None:
 
 
 _ALWAYS = {"connect_errors": True, "message_counters": True}  # the report and the counters
-_SPEED = {"no_route_copy": True, "nodelay": True, "fast_reactor": True, "idle_poll_ms": 100}
+_SPEED = {"no_route_copy": True, "nodelay": True, "fast_reactor": True, "idle_poll_ms": 100, "inprocess_relay": True}
 
 
 @pytest.mark.parametrize(
@@ -758,3 +777,134 @@ result(Processes.lines)
 def test_message_counters_patch(options: list[str], lines: list[object]) -> None:
     """Totals survive a session reset (ExaBGP zeroes its counters) and go to the API process as one JSON line."""
     assert run_patched(options, _COUNTERS).result == lines
+
+
+_PROCESSES = """
+import os, select, socket, sys, tempfile, time
+from exabgp.reactor.api.processes import Processes, ProcessError
+from bgpspeaker.exabgp.inprocess import RELAY
+
+def children():
+    return [c for t in os.listdir("/proc/self/task") for c in open(f"/proc/self/task/{t}/children").read().split()]
+
+def passes(until):
+    # ExaBGP's reactor: wait for the API's descriptors (at most 0.1 s), then received()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        select.select(processes.fds, [], [], 0.1)
+        for _, line in processes.received():
+            return line
+        done = until()
+        if done:
+            return done
+    raise AssertionError("nothing within 10 s")
+
+def accepted():
+    try:
+        return listener.accept()[0]
+    except BlockingIOError:
+        return None
+
+path = os.path.join(tempfile.mkdtemp(), "api.sock")
+listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+listener.bind(path)
+listener.listen(4)
+listener.setblocking(False)
+processes = Processes()
+processes.start({"api-tor": {"run": [sys.executable, RELAY, path], "encoder": "json", "respawn": True}})
+first = processes._process["api-tor"]
+conn = passes(accepted)
+conn.settimeout(10)
+seen = {"kind": type(first).__name__, "children": len(children())}
+conn.sendall(b"announce route 192.0.2.10/32 next-hop 10.0.0.2\\n")
+seen["command"] = passes(lambda: None)
+processes.write("api-tor", "done")
+seen["ack"] = conn.recv(100).decode()
+conn.close()  # the supervisor's side closes; ExaBGP writes nothing: only the end of file tells
+conn = passes(accepted)  # ExaBGP's own respawn connects again
+conn.settimeout(10)
+second = processes._process["api-tor"]
+seen["respawned"] = second is not first
+processes.write("api-tor", "done")
+seen["ack_after_respawn"] = conn.recv(100).decode()
+if seen["kind"] == "InProcessRelay":  # the real relay may still drain this, or be gone (EPIPE)
+    conn.close()
+    try:
+        processes.write("api-tor", "done")  # before ExaBGP's reactor noticed the close
+        seen["write_after_close"] = "returned"
+    except ProcessError:
+        seen["write_after_close"] = "ProcessError"
+    seen["broken"] = processes.broken(None)
+    conn = passes(accepted)
+    conn.settimeout(10)
+    seen["respawned_again"] = processes._process["api-tor"] is not second
+processes.terminate()  # ExaBGP's shutdown: a last line, then the end of file
+tail = b""
+while chunk := conn.recv(4096):
+    tail += chunk
+seen["shutdown"] = json.loads(tail)["type"]
+result(seen)
+"""
+
+_CONNECTED = {
+    "command": "announce route 192.0.2.10/32 next-hop 10.0.0.2",
+    "ack": "done\n",
+    "respawned": True,
+    "ack_after_respawn": "done\n",
+    "shutdown": "notification",
+}
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        pytest.param([], {"kind": "Popen", "children": 1, **_CONNECTED}, id="as-released"),
+        pytest.param(
+            ["--inprocess-relay"],
+            {
+                "kind": "InProcessRelay",
+                "children": 0,
+                "write_after_close": "returned",
+                "broken": False,
+                "respawned_again": True,
+                **_CONNECTED,
+            },
+            id="inprocess-relay",
+        ),
+    ],
+)
+def test_inprocess_relay_patch(options: list[str], expected: dict[str, object]) -> None:
+    """ExaBGP's own Processes with our relay's command: as released, a relay process; patched, the
+    same lines over the same socket with no child; a supervisor that closes gets a new connection
+    from ExaBGP's respawn, and ExaBGP's write in between neither raises nor marks the helper broken."""
+    assert run_patched(options, _PROCESSES).result == expected
+
+
+_NO_SOCKET = """
+import os, sys, tempfile
+from exabgp.reactor.api.processes import Processes, ProcessError
+from bgpspeaker.exabgp.inprocess import RELAY
+
+path = os.path.join(tempfile.mkdtemp(), "api.sock")  # nobody listens
+processes = Processes()
+processes.start({"api-tor": {"run": [sys.executable, RELAY, path], "encoder": "json", "respawn": True}})
+seen = {"kind": type(processes._process["api-tor"]).__name__, "passes": None}
+for count in range(1, 50):  # one received() per reactor pass
+    try:
+        list(processes.received())
+    except ProcessError:
+        seen["passes"] = count
+        break
+seen["broken"] = processes.broken(None)
+result(seen)
+"""
+
+
+def test_inprocess_relay_without_a_socket_ends_exabgp() -> None:
+    """No socket to connect to: each start is a helper that already exited, ExaBGP respawns it
+    and gives up after its 5 respawns (ProcessError: the reactor exits, the supervisor restarts
+    ExaBGP), as with a relay that cannot connect; never a helper marked broken and a peer
+    left running with no API."""
+    run = run_patched(["--inprocess-relay"], _NO_SOCKET)
+    assert run.result == {"kind": "InProcessRelay", "passes": 6, "broken": False}
+    assert sum("bgpspeaker's API relay could not connect to" in line for line in run.log) == 6
