@@ -27,7 +27,8 @@ from bgpspeaker.config import MAX_CONFIG_BYTES, SpeakerConfig, load_document, pa
 from bgpspeaker.configdiff import config_changes
 from bgpspeaker.errors import ConfigError
 from bgpspeaker.logs import configure
-from bgpspeaker.observe import DEFAULT_LISTEN, DEFAULT_STATUS_ADDRESS
+from bgpspeaker.ports import DEFAULT_METRICS_ADDRESS as DEFAULT_LISTEN
+from bgpspeaker.ports import DEFAULT_STATUS_ADDRESS
 from bgpspeaker.signals import SignalRelay
 from bgpspeaker.threads import guarded
 
