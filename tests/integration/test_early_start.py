@@ -8,11 +8,12 @@ the early ExaBGP must be stopped (not left to the kernel) and the work directory
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,21 +73,35 @@ def _imported(line: str) -> str | None:
     return line.rsplit("|", 1)[-1].strip() if line.startswith("import time:") else None
 
 
-def test_exabgp_starts_before_the_client_is_imported_and_a_bad_kubeconfig_stops_it(
-    topology: SingleNode, tmp_path: Path
-) -> None:
-    """Only the peer needing neither the API nor the Node starts early, before any kubernetes module
-    is imported; a bad kubeconfig is one error line, exit 2, ExaBGP stopped, the work directory gone."""
-    config = tmp_path / "speaker.yaml"
-    config.write_text(THREE_PEERS)
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text("apiVersion: v1\nkind: Config\n")  # no cluster, no context
-    stderr = tmp_path / "stderr"
+ONE_PEER = THREE_PEERS.partition("  - name: tor-keyed")[0]
+
+
+@dataclasses.dataclass
+class Exited:
+    """A speaker run to its exit: its code, PID, stderr lines and the JSON records among them."""
+
+    code: int
+    pid: int
+    lines: list[str]
+    records: list[dict[str, Any]]
+
+    def tail(self) -> str:
+        return "\n".join(self.lines[-20:])
+
+    def events(self, event: str) -> list[dict[str, Any]]:
+        return [r for r in self.records if r.get("event") == event]
+
+
+def run_to_exit(netns: str, tmp_path: Path, *, config: str, kubeconfig: str, extra: Sequence[str] = ()) -> Exited:
+    """``python -X importtime -m bgpspeaker.cli run`` in ``netns``, stderr (log and imports) to a file."""
+    config_path, kubeconfig_path, stderr = tmp_path / "speaker.yaml", tmp_path / "kubeconfig", tmp_path / "stderr"
+    config_path.write_text(config)
+    kubeconfig_path.write_text(kubeconfig)
     argv = [sys.executable, "-X", "importtime", "-m", "bgpspeaker.cli", "--log-format", "json", "run"]
-    argv += ["--config", str(config), "--kubeconfig", str(kubeconfig), "--node-name", NODE]
+    argv += ["--config", str(config_path), "--kubeconfig", str(kubeconfig_path), "--node-name", NODE, *extra]
     with stderr.open("wb") as out:
         proc = subprocess.Popen(
-            ["ip", "netns", "exec", topology.speaker.netns, *argv],
+            ["ip", "netns", "exec", netns, *argv],
             cwd=REPO,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -99,24 +114,55 @@ def test_exabgp_starts_before_the_client_is_imported_and_a_bad_kubeconfig_stops_
             proc.kill()
             proc.wait()
     lines = stderr.read_text().splitlines()
-    records = _records(lines)
-    tail = "\n".join(lines[-20:])
-    assert code == 2, tail
-    errors = [r["event"] for r in records if r.get("level") == "error"]
-    assert errors == ["kubeconfig_invalid"], tail
+    return Exited(code=code, pid=proc.pid, lines=lines, records=_records(lines))
 
-    started = [r for r in records if r["event"] == "exabgp_started"]
-    assert [r["peer"] for r in started] == ["tor-a"], tail
-    assert [r["peers"] for r in records if r["event"] == "sessions_started_early"] == [["tor-a"]]
-    first_exabgp = next(i for i, line in enumerate(lines) if '"exabgp_started"' in line)
-    first_client = next(i for i, line in enumerate(lines) if (_imported(line) or "").startswith("kubernetes"))
-    assert first_exabgp < first_client, "\n".join(lines[first_client - 3 : first_client + 1])
 
-    # Stopped by the daemon on its way out (an info-level exit), not left to die with it.
-    exits = [r for r in records if r["event"] == "exabgp_exited" and r["pid"] == started[0]["pid"]]
-    assert [r["level"] for r in exits] == ["info"], tail
+def assert_cleaned_up(run: Exited) -> None:
+    """The early ExaBGP was stopped by the daemon on its way out (an info-level exit, not left
+    to die with it), and the work directory is gone."""
+    started = run.events("exabgp_started")
+    assert [r["peer"] for r in started] == ["tor-a"], run.tail()
+    exits = [r for r in run.events("exabgp_exited") if r["pid"] == started[0]["pid"]]
+    assert [r["level"] for r in exits] == ["info"], run.tail()
     assert not pid_alive(started[0]["pid"])
-    assert not list(Path(tempfile.gettempdir()).glob(f"bgpspeaker-{proc.pid}-*"))
+    assert not list(Path(tempfile.gettempdir()).glob(f"bgpspeaker-{run.pid}-*"))
+
+
+def test_exabgp_starts_before_the_client_is_imported_and_a_bad_kubeconfig_stops_it(
+    topology: SingleNode, tmp_path: Path
+) -> None:
+    """Only the peer needing neither the API nor the Node starts early, before any kubernetes module
+    is imported; a bad kubeconfig is one error line, exit 2, ExaBGP stopped, the work directory gone."""
+    no_cluster = "apiVersion: v1\nkind: Config\n"
+    run = run_to_exit(topology.speaker.netns, tmp_path, config=THREE_PEERS, kubeconfig=no_cluster)
+    assert run.code == 2, run.tail()
+    assert [r["event"] for r in run.records if r.get("level") == "error"] == ["kubeconfig_invalid"], run.tail()
+    assert [r["peers"] for r in run.events("sessions_started_early")] == [["tor-a"]]
+    first_exabgp = next(i for i, line in enumerate(run.lines) if '"exabgp_started"' in line)
+    first_client = next(i for i, line in enumerate(run.lines) if (_imported(line) or "").startswith("kubernetes"))
+    assert first_exabgp < first_client, "\n".join(run.lines[first_client - 3 : first_client + 1])
+    assert_cleaned_up(run)
+
+
+@pytest.mark.parametrize(
+    ("config", "listen_on_api_port", "error"),
+    [
+        pytest.param(THREE_PEERS, False, "config_invalid", id="passwordSecret-unreadable"),
+        pytest.param(ONE_PEER, True, "http_listen_failed", id="metrics-port-taken"),
+    ],
+)
+def test_later_start_failures_stop_the_early_exabgp(
+    topology: SingleNode, tmp_path: Path, config: str, listen_on_api_port: bool, error: str
+) -> None:
+    """A failure after the early start (the Secret cannot be read; the metrics port is taken, here by
+    the API server itself): one error line, exit 2, the early ExaBGP stopped, the directory gone."""
+    extra = ["--listen", f"127.0.0.1:{topology.api.port}"] if listen_on_api_port else []
+    run = run_to_exit(
+        topology.speaker.netns, tmp_path, config=config, kubeconfig=topology.api.kubeconfig(), extra=extra
+    )
+    assert run.code == 2, run.tail()
+    assert [r["event"] for r in run.records if r.get("level") == "error"] == [error], run.tail()
+    assert_cleaned_up(run)
 
 
 def test_nothing_is_announced_before_every_kind_is_listed(topology: SingleNode) -> None:
