@@ -234,14 +234,9 @@ def _run_daemon(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     cleanup.callback(sessions.stop_all, 2.0)  # every way out stops ExaBGP, then its directory goes
     early.start(first_config, sessions)
 
-    from bgpspeaker.bfd.client import BfdClient
     from bgpspeaker.cluster.api import ApiPaths, api_client
     from bgpspeaker.cluster.store import ClusterStore
     from bgpspeaker.cluster.watch import WatchSettings, make_watchers
-    from bgpspeaker.lifecycle import ACK_TIMEOUT_S, shut_down
-    from bgpspeaker.peers import read_secret_with
-    from bgpspeaker.reconciler import Reconciler
-    from bgpspeaker.secretwatch import Rekeyer, SecretWatches
 
     try:
         api = api_client(args.kubeconfig)
@@ -260,6 +255,11 @@ def _run_daemon(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     gc.freeze()
     for watcher in watchers:
         guarded(watcher.run, f"watch-{watcher.kind}", crashed, log).start()
+    from bgpspeaker.bfd.client import BfdClient  # the rest while the lists load
+    from bgpspeaker.lifecycle import ACK_TIMEOUT_S, shut_down
+    from bgpspeaker.peers import read_secret_with
+    from bgpspeaker.reconciler import Reconciler
+    from bgpspeaker.secretwatch import Rekeyer, SecretWatches
 
     source = _ConfigSource(args.config, read_secret_with(ApiPaths(api)))
     try:
