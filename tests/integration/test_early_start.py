@@ -68,9 +68,19 @@ def _records(lines: list[str]) -> list[dict[str, Any]]:
     return out
 
 
-def _imported(line: str) -> str | None:
-    """The module an ``-X importtime`` line names, or None for another line."""
-    return line.rsplit("|", 1)[-1].strip() if line.startswith("import time:") else None
+def import_started(lines: list[str], module: str) -> int:
+    """The index of the first ``-X importtime`` line of ``module``'s import: its own line comes
+    when it is done, after its sub-imports' (deeper), so its import began with the first line
+    of that deeper block."""
+    imports = [(i, line.split("|")) for i, line in enumerate(lines) if line.startswith("import time:")]
+    depth = {i: len(name) - len(name.lstrip(" ")) for i, (*_, name) in imports}
+    own = next(i for i, (*_, name) in imports if name.strip() == module)
+    start = own
+    for i, _ in reversed([entry for entry in imports if entry[0] < own]):
+        if depth[i] <= depth[own]:
+            break
+        start = i
+    return start
 
 
 ONE_PEER = THREE_PEERS.partition("  - name: tor-keyed")[0]
@@ -139,8 +149,8 @@ def test_exabgp_starts_before_the_client_is_imported_and_a_bad_kubeconfig_stops_
     assert [r["event"] for r in run.records if r.get("level") == "error"] == ["kubeconfig_invalid"], run.tail()
     assert [r["peers"] for r in run.events("sessions_started_early")] == [["tor-a"]]
     first_exabgp = next(i for i, line in enumerate(run.lines) if '"exabgp_started"' in line)
-    first_client = next(i for i, line in enumerate(run.lines) if (_imported(line) or "").startswith("kubernetes"))
-    assert first_exabgp < first_client, "\n".join(run.lines[first_client - 3 : first_client + 1])
+    client = import_started(run.lines, "kubernetes")
+    assert first_exabgp < client, "\n".join(run.lines[max(0, first_exabgp - 3) : first_exabgp + 2])
     assert_cleaned_up(run)
 
 
