@@ -27,7 +27,8 @@ from bgpspeaker.config import MAX_CONFIG_BYTES, SpeakerConfig, load_document, pa
 from bgpspeaker.configdiff import config_changes
 from bgpspeaker.errors import ConfigError
 from bgpspeaker.logs import configure
-from bgpspeaker.observe import DEFAULT_LISTEN, DEFAULT_STATUS_ADDRESS
+from bgpspeaker.ports import DEFAULT_METRICS_ADDRESS as DEFAULT_LISTEN
+from bgpspeaker.ports import DEFAULT_STATUS_ADDRESS
 from bgpspeaker.signals import SignalRelay
 from bgpspeaker.threads import guarded
 
@@ -161,15 +162,11 @@ def _run(args: argparse.Namespace) -> int:
 
 def _run_daemon(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     # Imported here so check-config stays fast and works without the kubernetes client.
-    from bgpspeaker.bfd.client import BfdClient
-    from bgpspeaker.cluster.api import ApiPaths, api_client
-    from bgpspeaker.cluster.store import ClusterStore
-    from bgpspeaker.cluster.watch import WatchSettings, make_watchers
+    # Only what starts ExaBGP comes before the client (bgpspeaker.earlystart).
+    from bgpspeaker.earlystart import EarlyStart
     from bgpspeaker.exabgp.supervisor import ExabgpSupervisor
-    from bgpspeaker.lifecycle import ACK_TIMEOUT_S, shut_down
-    from bgpspeaker.peers import PeerRuntime, read_secret_with
-    from bgpspeaker.reconciler import Reconciler
-    from bgpspeaker.secretwatch import Rekeyer, SecretWatches
+    from bgpspeaker.peers import PeerRuntime
+    from bgpspeaker.sessions import Sessions
     from bgpspeaker.workdir import create_workdir, remove_stale_workdirs, remove_workdir
 
     node_name = args.node_name or os.environ.get("NODE_NAME", "")
@@ -177,14 +174,9 @@ def _run_daemon(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
         log.error("node_name_missing", hint="pass --node-name or set NODE_NAME (downward API spec.nodeName)")
         return EXIT_USAGE
     try:
-        load_config(args.config)  # fail fast, before touching the API server
+        first_config = load_config(args.config)  # fail fast, before touching the API server
     except ConfigError as error:
         log.error("config_invalid", path=args.config, problems=error.problems)
-        return EXIT_USAGE
-    try:
-        api = api_client(args.kubeconfig)
-    except Exception as error:  # noqa: BLE001  # ConfigException, bad files: one clear line, exit 2
-        log.error("kubeconfig_invalid", kubeconfig=args.kubeconfig, error=str(error).strip())
         return EXIT_USAGE
     stop = threading.Event()
     crashed = threading.Event()
@@ -193,30 +185,6 @@ def _run_daemon(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     def mark_dirty() -> None:
         if reconciler is not None:
             reconciler.mark_dirty()
-
-    # The lists are the long pole of a cold start: begin them first, and resolve the
-    # peers and start ExaBGP while they load. Nothing is announced before they finish.
-    store = ClusterStore(on_change=mark_dirty)
-    settings = WatchSettings(inactivity_timeout_s=args.watch_inactivity_timeout)
-    watchers = make_watchers(api, store, node_name=node_name, settings=settings, stop=stop)
-    # The client's modules (hundreds of thousands of objects) stay for good: keep the
-    # cyclic GC from rescanning them while the lists allocate (10k: lists 1.6 -> 1.2 s).
-    gc.freeze()
-    for watcher in watchers:
-        guarded(watcher.run, f"watch-{watcher.kind}", crashed, log).start()
-
-    source = _ConfigSource(args.config, read_secret_with(ApiPaths(api)))
-    try:
-        config, runtimes, router_id = source.load()
-    except ConfigError as error:
-        log.error("config_invalid", path=args.config, problems=error.problems)
-        return EXIT_USAGE
-    # A rotated passwordSecret re-keys its session without SIGHUP (bgpspeaker.secretwatch).
-    secret_changed = threading.Event()
-    secret_watches = SecretWatches(ApiPaths(api), settings=settings, on_change=secret_changed.set)
-    cleanup.callback(secret_watches.stop)
-    rekeyer = Rekeyer(secret_watches)
-    rekeyer.loaded((config, runtimes, router_id))
 
     reload_requested = threading.Event()
     wake = threading.Event()
@@ -235,6 +203,7 @@ def _run_daemon(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
             stop.set()
         wake.set()
 
+    # Before any child exists: a SIGTERM during the start leaves by the shutdown path.
     relay = SignalRelay(on_signal, (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)).install()
     cleanup.callback(relay.close)
 
@@ -257,6 +226,54 @@ def _run_daemon(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
             exabgp_log_level="INFO" if args.log_level == "debug" else "WARNING",
         )
 
+    # ExaBGP's own start (~0.2 s) is the long pole of a small cold start: the peers that
+    # need neither the API server nor this node's labels start it now, on the other core,
+    # while the Kubernetes client is imported and lists. Nothing is announced earlier.
+    early = EarlyStart(new_session)
+    sessions = Sessions(early.factory)
+    cleanup.callback(sessions.stop_all, 2.0)  # every way out stops ExaBGP, then its directory goes
+    early.start(first_config, sessions)
+
+    from bgpspeaker.cluster.api import ApiPaths, api_client
+    from bgpspeaker.cluster.store import ClusterStore
+    from bgpspeaker.cluster.watch import WatchSettings, make_watchers
+
+    try:
+        api = api_client(args.kubeconfig)
+    except Exception as error:  # noqa: BLE001  # ConfigException, bad files: one clear line, exit 2
+        log.error("kubeconfig_invalid", kubeconfig=args.kubeconfig, error=str(error).strip())
+        return EXIT_USAGE
+
+    # The lists are the long pole of a larger cold start: begin them first, and resolve
+    # the other peers and start their ExaBGP while they load. Nothing is announced before
+    # they finish.
+    store = ClusterStore(on_change=mark_dirty)
+    settings = WatchSettings(inactivity_timeout_s=args.watch_inactivity_timeout)
+    watchers = make_watchers(api, store, node_name=node_name, settings=settings, stop=stop)
+    # The client's modules (hundreds of thousands of objects) stay for good: keep the
+    # cyclic GC from rescanning them while the lists allocate (10k: lists 1.6 -> 1.2 s).
+    gc.freeze()
+    for watcher in watchers:
+        guarded(watcher.run, f"watch-{watcher.kind}", crashed, log).start()
+    from bgpspeaker.bfd.client import BfdClient  # the rest while the lists load
+    from bgpspeaker.lifecycle import ACK_TIMEOUT_S, shut_down
+    from bgpspeaker.peers import read_secret_with
+    from bgpspeaker.reconciler import Reconciler
+    from bgpspeaker.secretwatch import Rekeyer, SecretWatches
+
+    source = _ConfigSource(args.config, read_secret_with(ApiPaths(api)))
+    try:
+        config, runtimes, router_id = source.load()
+    except ConfigError as error:
+        log.error("config_invalid", path=args.config, problems=error.problems)
+        return EXIT_USAGE
+    # A rotated passwordSecret re-keys its session without SIGHUP (bgpspeaker.secretwatch).
+    secret_changed = threading.Event()
+    secret_watches = SecretWatches(ApiPaths(api), settings=settings, on_change=secret_changed.set)
+    cleanup.callback(secret_watches.stop)
+    rekeyer = Rekeyer(secret_watches)
+    rekeyer.loaded((config, runtimes, router_id))
+
     # The BFD child starts with the first peer that names a bfdProfile.
     bfd = BfdClient(on_change=mark_dirty, never_up_warn_s=args.bfd_never_up_warning)
     reconciler = Reconciler(
@@ -265,8 +282,9 @@ def _run_daemon(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
         router_id=router_id,
         node_name=node_name,
         store=store,
-        session_factory=new_session,
+        session_factory=early.factory,
         bfd=bfd,
+        sessions=sessions,
     )
     log.info(
         "speaker_starting",

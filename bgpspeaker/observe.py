@@ -38,6 +38,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from bgpspeaker.httpserver import METHODS, HttpLimits, HttpServer, Render, Reply, Request, is_local_client
+from bgpspeaker.ports import DEFAULT_METRICS_ADDRESS, DEFAULT_STATUS_ADDRESS
 from bgpspeaker.routes import Attributes, Prefix, RouteKey, Unknown, prefix_order
 from bgpspeaker.session import SessionStatus
 
@@ -52,10 +53,6 @@ __all__ = [
 
 log = structlog.get_logger("bgpspeaker.observe")
 
-DEFAULT_METRICS_ADDRESS = ":9479"
-"""Every address (the node's, on the host network): Prometheus and the kubelet's probes."""
-DEFAULT_STATUS_ADDRESS = "127.0.0.1:9480"
-"""Loopback: ``bgpspeaker status`` and ``explain`` run on the node (``kubectl exec``)."""
 DEFAULT_LISTEN = DEFAULT_METRICS_ADDRESS
 PRIVATE_PATHS = frozenset({"/status", "/config"})
 """What the metrics address answers only to clients on this host (unless ``status_remote``)."""

@@ -77,7 +77,11 @@ class Reconciler:
         session_factory: SessionFactory,
         retry_s: Sequence[float] = RETRY_S,
         bfd: BfdLink | None = None,
+        sessions: Sessions | None = None,
     ) -> None:
+        """``sessions``: the sessions started before this reconciler existed (the entry point
+        starts some before the Kubernetes client is imported: bgpspeaker.earlystart), made
+        by ``session_factory``; the reconciler owns them from here on."""
         self._bfd = bfd
         self._config, self._runtimes, self._router_id = config, dict(runtimes), router_id
         self._pending: tuple[SpeakerConfig, dict[str, PeerRuntime], IPAddress] | None = None
@@ -89,7 +93,7 @@ class Reconciler:
         self._dirty = threading.Event()
         self._dirty.set()  # the store may have synced before this reconciler existed
         self._stop = threading.Event()
-        self.sessions = Sessions(session_factory)
+        self.sessions = sessions if sessions is not None else Sessions(session_factory)
         self.journal = Journal()
         self._planner = Planner(config.hold_down)
         self._completed = False
@@ -170,8 +174,13 @@ class Reconciler:
         started = {name: runtime for name, runtime in self._runtimes.items() if name in unconditional}
         if self._bfd is not None:
             self._bfd.want(bfd_sessions(started))  # BFD comes up with them, not after the lists
+        running = self.sessions.names()
         for name, runtime in started.items():
-            self.sessions.start(name, runtime, runtime.peer.router_id or self._router_id)
+            router_id = runtime.peer.router_id or self._router_id
+            if name in running:  # started early: kept unless the full load resolved it differently
+                self.sessions.restart_if_changed(name, runtime, router_id)
+            else:
+                self.sessions.start(name, runtime, router_id)
 
     # -- the loop ----------------------------------------------------------------------
 

@@ -59,6 +59,7 @@ class Sessions:
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="send")
         self.updates_sent: dict[str, int] = {}
         """Peer -> changes sent (each became at least one UPDATE), for metrics."""
+        self._stopped_all = False
 
     # -- reading (any thread: copies) ---------------------------------------------------
 
@@ -111,7 +112,11 @@ class Sessions:
             session.hasten(ack_timeout_s)
 
     def stop_all(self, timeout_s: float) -> None:
-        """Stop every session, in parallel (each may take up to ``timeout_s``)."""
+        """Stop every session, in parallel (each may take up to ``timeout_s``). Once: a later
+        call (the entry point's cleanup, after a shutdown) returns at once."""
+        if self._stopped_all:
+            return
+        self._stopped_all = True
         futures = [self._pool.submit(session.stop, timeout_s) for session in self._sessions.values()]
         concurrent.futures.wait(futures, timeout=timeout_s + 1.0)
         self._pool.shutdown(wait=False)

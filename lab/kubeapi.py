@@ -361,6 +361,14 @@ class FakeKubeApi:
         with self._cond:
             self._injected_lists[kind].extend([body] * times)
 
+    def drop_injected_lists(self, kind: str) -> int:
+        """Forget the injected lists of ``kind`` not served yet (the next list is a real one);
+        how many there were."""
+        with self._cond:
+            dropped = len(self._injected_lists[kind])
+            self._injected_lists[kind].clear()
+            return dropped
+
     def inject_watch_line(self, kind: str, line: bytes) -> None:
         """Send this raw line (a newline is added) once, on the open or next watch stream of ``kind``,
         before its next event."""

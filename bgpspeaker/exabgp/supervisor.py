@@ -180,6 +180,8 @@ class ExabgpSupervisor:
         self._proc: subprocess.Popen[bytes] | None = None
         self._generation = 0
         self._stopping = threading.Event()
+        self._spawned = threading.Event()
+        """Set once the first ExaBGP process exists (or the supervisor ended without one)."""
         self._ready = threading.Condition(self._lock)
         self.state = PeerState(self.name, "down", time.monotonic())
         self.restarts = 0
@@ -207,6 +209,11 @@ class ExabgpSupervisor:
         """The running ExaBGP's PID, or None."""
         proc = self._proc
         return proc.pid if proc is not None and proc.poll() is None else None
+
+    def wait_spawned(self, timeout_s: float) -> bool:
+        """Block until the first ExaBGP process was started (or the supervisor ended); True
+        unless ``timeout_s`` passed first."""
+        return self._spawned.wait(timeout_s)
 
     def wait_ready(self, timeout_s: float) -> int | None:
         """Block until the API connection is up; return its generation, or None on timeout."""
@@ -464,6 +471,7 @@ class ExabgpSupervisor:
                 self._log.exception("exabgp_supervisor_failed")
         finally:
             self._stopping.set()
+            self._spawned.set()  # a waiter must not wait for a process that never comes
             self._kill()
             with self._ready:
                 self._ready.notify_all()
@@ -544,6 +552,7 @@ class ExabgpSupervisor:
             generation=generation,
             user=run_as.name if run_as is not None else user_name(os.geteuid()),
         )
+        self._spawned.set()
         assert proc.stdout is not None
         output = threading.Thread(
             target=_forward_output,
