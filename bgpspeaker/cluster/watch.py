@@ -6,7 +6,8 @@ paths themselves (``ApiPaths``): we read the raw JSON and keep a few fields per
 object, not the client's model objects, and skip its generated per-resource classes
 (in client 37, importing ``CoreV1Api`` alone takes 0.6-0.9 s and 21 MB). Layers,
 as in kopf: ``run`` reconnects forever with a bounded backoff that resets on
-success; ``_list`` replaces the whole kind atomically; ``_watch`` streams one
+success; ``_list`` replaces the whole kind atomically (its pages fetched one ahead,
+while the page before is parsed: ``pages.prefetched_pages``); ``_watch`` streams one
 request, returns on 410 Gone (relist) or when the server ends the request (re-watch
 from the last resourceVersion), and raises on errors or silence longer than the
 inactivity timeout.
@@ -20,6 +21,7 @@ ends a watcher (``watch_internal_error``, counted in ``Watcher.internal_errors``
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
@@ -39,6 +41,7 @@ from bgpspeaker.cluster.api import (
     READ_BYTES,
     ApiPaths,
     Expired,
+    ListPage,
     decode_json,
     list_page,
     watch_event,
@@ -51,6 +54,7 @@ from bgpspeaker.cluster.model import (
     parse_node,
     parse_service,
 )
+from bgpspeaker.cluster.pages import Stopped, prefetched_pages
 from bgpspeaker.cluster.store import ClusterStore, Parsed
 from bgpspeaker.memory import return_memory
 
@@ -262,6 +266,8 @@ class Watcher:
             if time.monotonic() - started < 1.0:
                 # Ended at once without an error: do not spin against such a server.
                 self._stop.wait(self._settings.backoff_s[0])
+        except Stopped:
+            return None  # run() sees the stop event
         except Expired:
             self._expired()
         except ApiException as error:
@@ -307,28 +313,33 @@ class Watcher:
         return True
 
     def _list(self) -> str:
+        """Every page (page k+1 fetched while page k is parsed: ``prefetched_pages``), then
+        the store's kind replaced at once; the resourceVersion to watch from. Any failed
+        page fails the whole list (raised as the fetch raised it); the store is untouched."""
         items: dict[str, Parsed] = {}
-        token: str | None = None
-        while True:
-            query = [*self._selector(), ("limit", self._settings.page_size)]
-            if token:
-                query.append(("continue", token))
-            body = self._api.call("GET", self._path, query=query, timeout=(self._settings.connect_timeout_s, 60.0))
-            page = list_page(body, self.kind)
-            for obj in page.items:
-                parsed = self._parser(obj)
-                if parsed is not None:
-                    items[parsed[0]] = parsed[1]
-            token = page.continue_token
-            if token is None:
-                assert page.resource_version is not None  # list_page: the last page has one
+        resource_version: str | None = None
+        pages = prefetched_pages(self._page, stop=self._stop, name=f"watch-{self.kind}-pages")
+        with contextlib.closing(pages):
+            for page in pages:
+                for obj in page.items:
+                    parsed = self._parser(obj)
+                    if parsed is not None:
+                        items[parsed[0]] = parsed[1]
                 resource_version = page.resource_version
-                break
+        assert resource_version is not None  # list_page: the last page has one
         self._store.replace(self.kind, items)
         self._store.report_ok(self.kind)
         return_memory()
         log.info("watch_listed", kind=self.kind, objects=len(items), resource_version=resource_version)
         return resource_version
+
+    def _page(self, token: str | None) -> ListPage:
+        """One list page, fetched and checked (on the page fetcher's thread)."""
+        query = [*self._selector(), ("limit", self._settings.page_size)]
+        if token:
+            query.append(("continue", token))
+        body = self._api.call("GET", self._path, query=query, timeout=(self._settings.connect_timeout_s, 60.0))
+        return list_page(body, self.kind)
 
     def _watch(self) -> None:
         response = self._api.request(
