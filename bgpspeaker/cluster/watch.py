@@ -48,7 +48,10 @@ from bgpspeaker.cluster.api import (
     watch_lines,
 )
 from bgpspeaker.cluster.model import (
+    EndpointSlice,
+    Node,
     ObjectInvalid,
+    Service,
     object_key,
     parse_endpoint_slice,
     parse_node,
@@ -112,33 +115,54 @@ class _Parser:
     object's: it is logged as ``watch_internal_error`` (once per object and error),
     counted in ``internal_errors``, and the object is skipped like an invalid one."""
 
-    def __init__(self, kind: str, parse: Callable[[Any], Any]) -> None:
+    def __init__(self, kind: str, parse: Callable[[Any], Any], key_of: Callable[[Any], str] | None = None) -> None:
         self.kind = kind
         self._parse = parse
+        self._key_of = key_of
+        """The key of a parsed value (``Service.key``, ``Node.name``), which the parse already
+        checked and built: the raw object's key is then read only for an object that failed.
+        None: ``object_key`` before every parse."""
         self._reported: dict[str, str] = {}
         self.internal_errors = 0
 
     def __call__(self, obj: Any) -> tuple[str, Parsed] | None:
+        key: str | None = None
+        if self._key_of is None:
+            key = self._key(obj)
+            if key is None:
+                return None
         try:
-            key = object_key(obj)
+            value = self._parse(obj)
+        except Exception as error:  # noqa: BLE001  # a parser bug is still one object's problem
+            if key is None:
+                key = self._key(obj)
+                if key is None:  # a bad key is reported as such, as when it is read first
+                    return None
+            self._report(key, error)
+            return None
+        if key is None:
+            assert self._key_of is not None  # without it, the key was read before the parse
+            key = self._key_of(value)
+        self._reported.pop(key, None)
+        return key, value
+
+    def _key(self, obj: Any) -> str | None:
+        try:
+            return object_key(obj)
         except ObjectInvalid as error:
             log.warning("object_invalid", kind=self.kind, object="?", error=str(error))
             return None
-        try:
-            value = self._parse(obj)
-        except ObjectInvalid as error:
+
+    def _report(self, key: str, error: Exception) -> None:
+        if isinstance(error, ObjectInvalid):
             if self._reported.get(key) != str(error):
                 self._reported[key] = str(error)
                 log.warning("object_invalid", kind=self.kind, object=key, error=str(error))
-            return None
-        except Exception as error:  # noqa: BLE001  # a parser bug is still one object's problem
-            self.internal_errors += 1
-            if self._reported.get(key) != repr(error):
-                self._reported[key] = repr(error)
-                log.error("watch_internal_error", kind=self.kind, object=key, **_error_fields(error))
-            return None
-        self._reported.pop(key, None)
-        return key, value
+            return
+        self.internal_errors += 1
+        if self._reported.get(key) != repr(error):
+            self._reported[key] = repr(error)
+            log.error("watch_internal_error", kind=self.kind, object=key, **_error_fields(error))
 
 
 class _Recovery:
@@ -204,11 +228,12 @@ class Watcher:
         stop: threading.Event,
         field_selector: str | None = None,
         recovery: _Recovery | None = None,
+        key_of: Callable[[Any], str] | None = None,
     ) -> None:
         self.kind = kind
         self._api = api
         self._path = path
-        self._parser = _Parser(kind, parse)
+        self._parser = _Parser(kind, parse, key_of)
         self._store = store
         self._settings = settings
         self._stop = stop
@@ -417,6 +442,18 @@ def _is_unreachable(error: BaseException) -> bool:
     return isinstance(error, urllib3.exceptions.HTTPError | OSError)
 
 
+def _service_key(service: Service) -> str:
+    return service.key
+
+
+def _slice_key(endpoint_slice: EndpointSlice) -> str:
+    return endpoint_slice.key
+
+
+def _node_key(node: Node) -> str:
+    return node.name
+
+
 def make_watchers(
     api: k8s.ApiClient,
     store: ClusterStore,
@@ -430,11 +467,24 @@ def make_watchers(
     recovery = _Recovery(settings.recovery_probe_s)
     common: dict[str, Any] = {"settings": settings, "stop": stop, "recovery": recovery}
     return [
-        Watcher("services", paths, "/api/v1/services", parse_service, store, **common),
+        Watcher("services", paths, "/api/v1/services", parse_service, store, key_of=_service_key, **common),
         Watcher(
-            "endpointslices", paths, "/apis/discovery.k8s.io/v1/endpointslices", parse_endpoint_slice, store, **common
+            "endpointslices",
+            paths,
+            "/apis/discovery.k8s.io/v1/endpointslices",
+            parse_endpoint_slice,
+            store,
+            key_of=_slice_key,
+            **common,
         ),
         Watcher(
-            "nodes", paths, "/api/v1/nodes", parse_node, store, field_selector=f"metadata.name={node_name}", **common
+            "nodes",
+            paths,
+            "/api/v1/nodes",
+            parse_node,
+            store,
+            field_selector=f"metadata.name={node_name}",
+            key_of=_node_key,
+            **common,
         ),
     ]

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
 from bgpspeaker.cluster import model
 from bgpspeaker.cluster.model import (
@@ -25,6 +26,7 @@ from bgpspeaker.cluster.model import (
     parse_node,
     parse_service,
 )
+from bgpspeaker.cluster.watch import _Parser, _service_key, _slice_key
 from bgpspeaker.values import parse_ip
 from lab.kubeapi import endpoint_slice, node, service
 
@@ -356,3 +358,42 @@ def test_shared_endpoints_stay_bounded() -> None:
     assert again.endpoints[0] is parsed[-1].endpoints[0]
     assert again == ref_parse_endpoint_slice(slices[-1])
     assert ipaddress.ip_address("10.0.0.2") in parse_node(node("n", addresses=["10.0.0.2"])).addresses
+
+
+def _bug_after_parse(obj: Any) -> Service:
+    service = parse_service(obj)
+    if service.labels:
+        raise TypeError("a parser bug")
+    return service
+
+
+def _bug_before_parse(obj: Any) -> Service:
+    if isinstance(obj, dict) and "spec" not in obj:
+        raise KeyError("spec")
+    return parse_service(obj)
+
+
+@pytest.mark.parametrize(
+    ("objects", "parse", "key_of"),
+    [
+        pytest.param(near(GOOD_SERVICES), parse_service, _service_key, id="service"),
+        pytest.param(near(GOOD_SLICES), parse_endpoint_slice, _slice_key, id="endpointslice"),
+        pytest.param(near(GOOD_SERVICES), _bug_after_parse, _service_key, id="bug-after-the-key"),
+        pytest.param(near(GOOD_SERVICES), _bug_before_parse, _service_key, id="bug-before-the-key"),
+    ],
+)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_key_read_once_changes_no_outcome(objects: Any, parse: Any, key_of: Any, data: st.DataObject) -> None:
+    """Keys taken from the parsed values (not read before every parse): the same results, the same
+    log lines (each problem once, a bad key as "?") and the same internal error count."""
+    objs = data.draw(st.lists(objects, max_size=4))
+    with capture_logs() as first_logs:
+        first = _Parser("services", parse)
+        first_results = [first(obj) for obj in objs + objs]
+    with capture_logs() as keyed_logs:
+        keyed = _Parser("services", parse, key_of)
+        keyed_results = [keyed(obj) for obj in objs + objs]
+    assert keyed_results == first_results
+    assert keyed_logs == first_logs
+    assert keyed.internal_errors == first.internal_errors
