@@ -7,7 +7,8 @@ Node) through the watchers, against the test API server over HTTP; its CPU and w
 The API server runs in this process (threads); each measured list runs in a child process
 whose working directory is the tree under test (``python -c`` puts it first on sys.path),
 so its CPU is the client's alone: imports excluded, from the watchers' start to every kind
-listed, the daemon's ``gc.freeze()`` done first as in ``bgpspeaker.cli``. The trees are
+listed, the daemon's ``gc.freeze()`` done first as in ``bgpspeaker.cli``; its RSS once
+listed and its peak RSS (imports included). The trees are
 alternated (A, B, A, B, ...) and compared by medians.
 
 ``--profile FILE``: cProfile of the Services and EndpointSlices lists of this tree, run in
@@ -54,9 +55,13 @@ for watcher in watchers:
 if not listed.wait(120):
     sys.exit("not listed in 120 s")
 cpu, wall = time.process_time() - cpu, time.monotonic() - wall
+import resource
+peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+rss_mb = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS:")) / 1024
 snapshot = store.snapshot()
 stop.set()
-result = json.dumps({"cpu_s": cpu, "wall_s": wall, "services": len(snapshot.services),
+result = json.dumps({"cpu_s": cpu, "wall_s": wall, "rss_mb": rss_mb, "peak_rss_mb": peak_mb,
+                  "services": len(snapshot.services),
                   "slices": sum(len(b) for b in snapshot.slices_by_service.values())})
 open(sys.argv[2], "w").write(result)
 """
@@ -118,7 +123,7 @@ def main() -> None:
                 runs[name].append(result)
                 print(f"round {round_ + 1} {name:<7} cpu {result['cpu_s']:.3f} s  wall {result['wall_s']:.3f} s")
         print(f"n={args.n} ({2 * args.n} objects), {args.repeat} alternated rounds, load {os.getloadavg()}")
-        for metric in ("cpu_s", "wall_s"):
+        for metric in ("cpu_s", "wall_s", "rss_mb", "peak_rss_mb"):
             medians = {}
             for name in trees:
                 values = [r[metric] for r in runs[name]]
