@@ -275,7 +275,8 @@ def parse_service(obj: Any) -> Service:
 
 _ENDPOINTS: dict[tuple[bool, bool | None, bool | None, str | None], Endpoint] = {}
 """One ``Endpoint`` per distinct value (frozen, compared by value): most slices' endpoints
-repeat a few (node, conditions) pairs. Emptied when it reaches ``_ENDPOINTS_MAX``."""
+repeat a few (node, conditions) pairs. Emptied when it reaches ``_ENDPOINTS_MAX``. Used
+from several watcher threads: the worst a race can do is build two equal objects."""
 _ENDPOINTS_MAX = 4096
 
 
