@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import raw_exabgp, rss_mb, seed_services, vips, wait_received
+from bench.common import cpu_seconds, raw_exabgp, rss_mb, seed_services, vips, wait_received
 from bgpspeaker.exabgp.commands import announce_line
 from bgpspeaker.routes import Attributes
 from lab.kubeapi import FakeKubeApi, node
@@ -65,13 +65,14 @@ def speaker_cold_start(count: int, tree: Path = HERE) -> dict[str, Any]:
             finally:
                 os.chdir(HERE)
             done = wait_received(topo.frr, count, timeout_s=120)
+            speaker_cpu_s = cpu_seconds(topo.speaker.pid)  # the daemon's own CPU: less noisy than wall time
             wait_until(  # after the clock stopped: the pass's own end, for the phases
                 lambda: any(e.get("commands") for e in topo.speaker.events("reconcile_finished")),
                 timeout_s=30,
                 desc="the first pass that sent routes",
             )
             phases = _phases(topo.speaker, started_wall)
-            return {"n": count, "cold_start_s": done - started, **phases}
+            return {"n": count, "cold_start_s": done - started, "speaker_cpu_s": speaker_cpu_s, **phases}
         finally:
             topo.close()
 

@@ -8,13 +8,15 @@ resourceVersion, send BOOKMARK events when asked (``allowWatchBookmarks``), end 
 event of code 410 (Gone); ``fieldSelector`` on ``metadata.name``/``metadata.namespace``.
 
 Faults for tests: ``drop_watches()`` cuts every open stream mid-flight,
-``compact()`` makes every earlier resourceVersion too old (410 on the next watch),
+``compact()`` makes every earlier resourceVersion too old (410 on the next watch, and
+on the next page of a list begun before it: its continue token expires),
 ``silence_watches()`` leaves streams open but mute, ``set_outage(503)`` answers
 every request with an error, ``stop()``/``start()`` make it unreachable;
 ``inject_list()`` answers the next list of a kind with a given raw body and
 ``inject_watch_line()`` slips a given raw line into a kind's watch stream (malformed
 data from the server); ``inject_conflicts()`` makes the next writes of a kind lose a
-race (another writer updates the object first: 409 Conflict).
+race (another writer updates the object first: 409 Conflict); ``hold_list_pages()``
+makes the later pages of a kind's lists wait (a fault lands between two pages).
 
 Writes as kube-apiserver does them: ``PUT`` replaces an object (its ``status`` is
 kept: for Services the status belongs to the subresource), ``PUT``/``PATCH`` on
@@ -206,6 +208,7 @@ class FakeKubeApi:
         self._compacted_rv = 0
         self._list_snapshots: dict[str, tuple[list[dict[str, Any]], int]] = {}
         self._snapshot_seq = 0
+        self._held_pages: set[str] = set()
         self._watches: set[_Watch] = set()
         self._silent = False
         self._outage: int | None = None
@@ -247,6 +250,7 @@ class FakeKubeApi:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        self.hold_list_pages(None)
         self.drop_watches()
 
     def kubeconfig(self) -> str:
@@ -327,6 +331,7 @@ class FakeKubeApi:
         with self._cond:
             self._rv += 1
             self._compacted_rv = self._rv
+            self._list_snapshots.clear()  # continue tokens too: 410 "continue parameter is too old"
             self._cond.notify_all()
 
     def drop_watches(self) -> int:
@@ -355,6 +360,20 @@ class FakeKubeApi:
             self._outage = status
         if status is not None:
             self.drop_watches()
+
+    def hold_list_pages(self, kind: str | None) -> None:
+        """Requests for a later page of a ``kind`` list (those with a continue token) wait
+        until this is called again with None (or the server stops); they are logged in
+        ``requests`` on arrival. Faults set meanwhile (``compact``, ``inject_list``) apply
+        to them when released."""
+        with self._cond:
+            self._held_pages = {kind} if kind is not None else set()
+            self._cond.notify_all()
+
+    def _wait_while_held(self, kind: str) -> None:
+        with self._cond:
+            while kind in self._held_pages:
+                self._cond.wait()
 
     def inject_list(self, kind: str, body: bytes, *, times: int = 1) -> None:
         """Answer the next ``times`` lists of ``kind`` (any page) with HTTP 200 and this raw body."""
@@ -732,7 +751,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if query.get("watch") in ("true", "1"):
             self._stream(kind, query)
-        elif (injected := api._injected_list(kind)) is not None:
+            return
+        if query.get("continue"):
+            api._wait_while_held(kind)
+        if (injected := api._injected_list(kind)) is not None:
             self._send_raw(200, injected)
         else:
             page = api._list(kind, query)

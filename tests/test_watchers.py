@@ -547,3 +547,127 @@ def test_a_parser_bug_is_that_objects_problem(tmp_path: Path) -> None:
     finally:
         stop.set()
         api.stop()
+
+
+# -- pipelined list pages (bgpspeaker.cluster.pages) ---------------------------------------
+
+
+def _page_requests(api: FakeKubeApi, path: str = "/api/v1/services") -> list[str]:
+    """The later-page requests (with a continue token) of lists of ``path``, in order."""
+    return [p for method, p in api.requests if method == "GET" and p.startswith(path + "?") and "continue=" in p]
+
+
+def _pages_threads(kind: str) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == f"watch-{kind}-pages"]
+
+
+def test_next_page_is_fetched_while_a_page_is_parsed(tmp_path: Path) -> None:
+    """Page 2 is requested before the first object of page 1 is parsed (its continue token is
+    read first); the list is whole and the page fetcher ends with it."""
+    api = FakeKubeApi(bookmark_interval_s=0.3).start()
+    for i in range(8):  # pages of 3: three pages
+        api.apply(service("default", f"s{i}", ips=[f"192.0.2.{i}"]))
+    requested_during_parse: list[bool] = []
+
+    def parse(obj: Any) -> Any:
+        if not requested_during_parse:
+            try:
+                wait_until(lambda: _page_requests(api), timeout_s=5, desc="page 2 requested during the parse")
+            except AssertionError:
+                requested_during_parse.append(False)
+            else:
+                requested_during_parse.append(True)
+        return parse_service(obj)
+
+    store = ClusterStore(on_change=lambda: None)
+    stop = threading.Event()
+    watcher = _services_watcher(api, tmp_path, store, stop, parse)
+    try:
+        watcher.thread.start()
+        wait_until(lambda: "services" in store.last_sync_monotonic, timeout_s=10, desc="listed")
+        assert requested_during_parse == [True]
+        assert set(store.snapshot().services) == {f"default/s{i}" for i in range(8)}
+        assert len(_page_requests(api)) == 2
+        wait_until(lambda: not _pages_threads("services"), timeout_s=5, desc="the page fetcher ended")
+    finally:
+        stop.set()
+        api.stop()
+
+
+def test_expired_continue_token_relists_from_scratch(harness: Harness) -> None:
+    """A compaction between two pages: the next page is 410 (continue token too old), the list
+    starts over from the first page, and the store is replaced once with the new state (a
+    deletion made meanwhile included), never with part of a list."""
+    for i in range(8):
+        harness.api.apply(service("default", f"s{i}", ips=[f"192.0.2.{i}"]))
+    harness.api.hold_list_pages("services")
+    with capture_logs() as logs:
+        for watcher in harness.watchers:
+            watcher.thread.start()
+        wait_until(lambda: _page_requests(harness.api), timeout_s=10, desc="page 2 requested")
+        harness.api.delete("services", "default/s0")  # on page 1, already parsed
+        harness.api.apply(service("default", "new", ips=["192.0.2.50"]))
+        harness.api.compact()
+        harness.api.hold_list_pages(None)
+        wanted = {f"default/s{i}" for i in range(1, 8)} | {"default/new"}
+        wait_until(lambda: harness.services() == wanted, timeout_s=10, desc="relisted")
+    services_listed = [e for e in logs if e["event"] == "watch_listed" and e["kind"] == "services"]
+    assert [e["objects"] for e in services_listed] == [8]
+    assert [e for e in logs if e["event"] == "watch_expired" and e["kind"] == "services"]
+    assert not [e for e in logs if e["event"] == "watch_restarted" and e["kind"] == "services"]
+    assert all(seen in (set(), wanted) for seen in harness.service_sets), harness.service_sets
+    first_pages = [
+        p
+        for m, p in harness.api.requests
+        if p.startswith("/api/v1/services?") and "continue=" not in p and "watch" not in p
+    ]
+    assert len(first_pages) == 2  # the first list, then the relist from the first page
+
+
+def test_a_failed_page_fails_the_whole_list(harness: Harness) -> None:
+    """A malformed second page: the list fails (watch_restarted, backed off), the store is not
+    touched, and the retry lists every page again."""
+    for i in range(8):
+        harness.api.apply(service("default", f"s{i}", ips=[f"192.0.2.{i}"]))
+    harness.api.hold_list_pages("services")
+    with capture_logs() as logs:
+        for watcher in harness.watchers:
+            watcher.thread.start()
+        wait_until(lambda: _page_requests(harness.api), timeout_s=10, desc="page 2 requested")
+        harness.api.inject_list("services", b'{"metadata":{"resourceVersion":"9"},"items":"abc"}')
+        harness.api.hold_list_pages(None)
+        wanted = {f"default/s{i}" for i in range(8)}
+        wait_until(lambda: harness.services() == wanted, timeout_s=10, desc="listed after the retry")
+    failures = [e for e in logs if e["event"] == "watch_restarted" and e["kind"] == "services"]
+    assert len(failures) == 1 and "items must be a list" in failures[0]["error"], failures
+    assert failures[0]["retry_in_s"] == FAST.backoff_s[0]
+    assert [e["objects"] for e in logs if e["event"] == "watch_listed" and e["kind"] == "services"] == [8]
+    assert all(seen in (set(), wanted) for seen in harness.service_sets), harness.service_sets
+
+
+def test_stopping_mid_list_leaves_nothing_running(tmp_path: Path) -> None:
+    """The watcher is stopped while page 2 is on its way: the watcher and its page fetcher both
+    end, no further page is asked for, and the store keeps no part of the list."""
+    api = FakeKubeApi(bookmark_interval_s=0.3).start()
+    for i in range(8):
+        api.apply(service("default", f"s{i}", ips=[f"192.0.2.{i}"]))
+    store = ClusterStore(on_change=lambda: None)
+    stop = threading.Event()
+    watcher = _services_watcher(api, tmp_path, store, stop)
+    api.hold_list_pages("services")
+    try:
+        watcher.thread.start()
+        wait_until(lambda: _page_requests(api), timeout_s=10, desc="page 2 requested")
+        stop.set()
+        api.hold_list_pages(None)
+        wait_until(
+            lambda: not watcher.thread.is_alive() and not _pages_threads("services"),
+            timeout_s=10,
+            desc="watcher and page fetcher ended",
+        )
+        assert len(_page_requests(api)) == 1
+        assert "services" not in store.last_sync_monotonic
+        assert watcher.internal_errors == 0
+    finally:
+        stop.set()
+        api.stop()

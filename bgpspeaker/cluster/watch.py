@@ -6,7 +6,8 @@ paths themselves (``ApiPaths``): we read the raw JSON and keep a few fields per
 object, not the client's model objects, and skip its generated per-resource classes
 (in client 37, importing ``CoreV1Api`` alone takes 0.6-0.9 s and 21 MB). Layers,
 as in kopf: ``run`` reconnects forever with a bounded backoff that resets on
-success; ``_list`` replaces the whole kind atomically; ``_watch`` streams one
+success; ``_list`` replaces the whole kind atomically (its pages fetched one ahead,
+while the page before is parsed: ``pages.prefetched_pages``); ``_watch`` streams one
 request, returns on 410 Gone (relist) or when the server ends the request (re-watch
 from the last resourceVersion), and raises on errors or silence longer than the
 inactivity timeout.
@@ -20,6 +21,7 @@ ends a watcher (``watch_internal_error``, counted in ``Watcher.internal_errors``
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
@@ -39,18 +41,23 @@ from bgpspeaker.cluster.api import (
     READ_BYTES,
     ApiPaths,
     Expired,
+    ListPage,
     decode_json,
     list_page,
     watch_event,
     watch_lines,
 )
 from bgpspeaker.cluster.model import (
+    EndpointSlice,
+    Node,
     ObjectInvalid,
+    Service,
     object_key,
     parse_endpoint_slice,
     parse_node,
     parse_service,
 )
+from bgpspeaker.cluster.pages import Stopped, prefetched_pages
 from bgpspeaker.cluster.store import ClusterStore, Parsed
 from bgpspeaker.memory import return_memory
 
@@ -108,33 +115,54 @@ class _Parser:
     object's: it is logged as ``watch_internal_error`` (once per object and error),
     counted in ``internal_errors``, and the object is skipped like an invalid one."""
 
-    def __init__(self, kind: str, parse: Callable[[Any], Any]) -> None:
+    def __init__(self, kind: str, parse: Callable[[Any], Any], key_of: Callable[[Any], str] | None = None) -> None:
         self.kind = kind
         self._parse = parse
+        self._key_of = key_of
+        """The key of a parsed value (``Service.key``, ``Node.name``), which the parse already
+        checked and built: the raw object's key is then read only for an object that failed.
+        None: ``object_key`` before every parse."""
         self._reported: dict[str, str] = {}
         self.internal_errors = 0
 
     def __call__(self, obj: Any) -> tuple[str, Parsed] | None:
+        key: str | None = None
+        if self._key_of is None:
+            key = self._key(obj)
+            if key is None:
+                return None
         try:
-            key = object_key(obj)
+            value = self._parse(obj)
+        except Exception as error:  # noqa: BLE001  # a parser bug is still one object's problem
+            if key is None:
+                key = self._key(obj)
+                if key is None:  # a bad key is reported as such, as when it is read first
+                    return None
+            self._report(key, error)
+            return None
+        if key is None:
+            assert self._key_of is not None  # without it, the key was read before the parse
+            key = self._key_of(value)
+        self._reported.pop(key, None)
+        return key, value
+
+    def _key(self, obj: Any) -> str | None:
+        try:
+            return object_key(obj)
         except ObjectInvalid as error:
             log.warning("object_invalid", kind=self.kind, object="?", error=str(error))
             return None
-        try:
-            value = self._parse(obj)
-        except ObjectInvalid as error:
+
+    def _report(self, key: str, error: Exception) -> None:
+        if isinstance(error, ObjectInvalid):
             if self._reported.get(key) != str(error):
                 self._reported[key] = str(error)
                 log.warning("object_invalid", kind=self.kind, object=key, error=str(error))
-            return None
-        except Exception as error:  # noqa: BLE001  # a parser bug is still one object's problem
-            self.internal_errors += 1
-            if self._reported.get(key) != repr(error):
-                self._reported[key] = repr(error)
-                log.error("watch_internal_error", kind=self.kind, object=key, **_error_fields(error))
-            return None
-        self._reported.pop(key, None)
-        return key, value
+            return
+        self.internal_errors += 1
+        if self._reported.get(key) != repr(error):
+            self._reported[key] = repr(error)
+            log.error("watch_internal_error", kind=self.kind, object=key, **_error_fields(error))
 
 
 class _Recovery:
@@ -200,11 +228,12 @@ class Watcher:
         stop: threading.Event,
         field_selector: str | None = None,
         recovery: _Recovery | None = None,
+        key_of: Callable[[Any], str] | None = None,
     ) -> None:
         self.kind = kind
         self._api = api
         self._path = path
-        self._parser = _Parser(kind, parse)
+        self._parser = _Parser(kind, parse, key_of)
         self._store = store
         self._settings = settings
         self._stop = stop
@@ -262,6 +291,8 @@ class Watcher:
             if time.monotonic() - started < 1.0:
                 # Ended at once without an error: do not spin against such a server.
                 self._stop.wait(self._settings.backoff_s[0])
+        except Stopped:
+            return None  # run() sees the stop event
         except Expired:
             self._expired()
         except ApiException as error:
@@ -307,28 +338,33 @@ class Watcher:
         return True
 
     def _list(self) -> str:
+        """Every page (page k+1 fetched while page k is parsed: ``prefetched_pages``), then
+        the store's kind replaced at once; the resourceVersion to watch from. Any failed
+        page fails the whole list (raised as the fetch raised it); the store is untouched."""
         items: dict[str, Parsed] = {}
-        token: str | None = None
-        while True:
-            query = [*self._selector(), ("limit", self._settings.page_size)]
-            if token:
-                query.append(("continue", token))
-            body = self._api.call("GET", self._path, query=query, timeout=(self._settings.connect_timeout_s, 60.0))
-            page = list_page(body, self.kind)
-            for obj in page.items:
-                parsed = self._parser(obj)
-                if parsed is not None:
-                    items[parsed[0]] = parsed[1]
-            token = page.continue_token
-            if token is None:
-                assert page.resource_version is not None  # list_page: the last page has one
+        resource_version: str | None = None
+        pages = prefetched_pages(self._page, stop=self._stop, name=f"watch-{self.kind}-pages")
+        with contextlib.closing(pages):
+            for page in pages:
+                for obj in page.items:
+                    parsed = self._parser(obj)
+                    if parsed is not None:
+                        items[parsed[0]] = parsed[1]
                 resource_version = page.resource_version
-                break
+        assert resource_version is not None  # list_page: the last page has one
         self._store.replace(self.kind, items)
         self._store.report_ok(self.kind)
         return_memory()
         log.info("watch_listed", kind=self.kind, objects=len(items), resource_version=resource_version)
         return resource_version
+
+    def _page(self, token: str | None) -> ListPage:
+        """One list page, fetched and checked (on the page fetcher's thread)."""
+        query = [*self._selector(), ("limit", self._settings.page_size)]
+        if token:
+            query.append(("continue", token))
+        body = self._api.call("GET", self._path, query=query, timeout=(self._settings.connect_timeout_s, 60.0))
+        return list_page(body, self.kind)
 
     def _watch(self) -> None:
         response = self._api.request(
@@ -406,6 +442,18 @@ def _is_unreachable(error: BaseException) -> bool:
     return isinstance(error, urllib3.exceptions.HTTPError | OSError)
 
 
+def _service_key(service: Service) -> str:
+    return service.key
+
+
+def _slice_key(endpoint_slice: EndpointSlice) -> str:
+    return endpoint_slice.key
+
+
+def _node_key(node: Node) -> str:
+    return node.name
+
+
 def make_watchers(
     api: k8s.ApiClient,
     store: ClusterStore,
@@ -419,11 +467,24 @@ def make_watchers(
     recovery = _Recovery(settings.recovery_probe_s)
     common: dict[str, Any] = {"settings": settings, "stop": stop, "recovery": recovery}
     return [
-        Watcher("services", paths, "/api/v1/services", parse_service, store, **common),
+        Watcher("services", paths, "/api/v1/services", parse_service, store, key_of=_service_key, **common),
         Watcher(
-            "endpointslices", paths, "/apis/discovery.k8s.io/v1/endpointslices", parse_endpoint_slice, store, **common
+            "endpointslices",
+            paths,
+            "/apis/discovery.k8s.io/v1/endpointslices",
+            parse_endpoint_slice,
+            store,
+            key_of=_slice_key,
+            **common,
         ),
         Watcher(
-            "nodes", paths, "/api/v1/nodes", parse_node, store, field_selector=f"metadata.name={node_name}", **common
+            "nodes",
+            paths,
+            "/api/v1/nodes",
+            parse_node,
+            store,
+            field_selector=f"metadata.name={node_name}",
+            key_of=_node_key,
+            **common,
         ),
     ]
