@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import itertools
 import json
 import os
 import shutil
@@ -234,6 +235,13 @@ class PathSampler:
         self._thread.join()
 
 
+_LINK_NUMBERS = itertools.count(1)
+"""Numbers veth names for the whole process. A counter per Lab restarted at 1 for every
+Lab, so labs built one after another reused names; bench runs doing that saw ``ip link
+add`` exit 2 a few times (not reproduced; names still held while the kernel tears down an
+earlier lab's namespaces is the suspected cause). Unique names rule it out."""
+
+
 class Lab:
     """Namespaces and links with unique names; ``close()`` removes all of it."""
 
@@ -241,7 +249,6 @@ class Lab:
         self.prefix = f"bsp{os.getpid() % 100000}{tag}"
         self.namespaces: list[str] = []
         self.frrs: list[Frr] = []
-        self._links = 0
         # bgpd drops to user frr: its directories must be reachable by that user,
         # which pytest's 0700 tmp_path is not.
         self.root = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-"))
@@ -257,8 +264,8 @@ class Lab:
 
     def link(self, ns_a: str, addr_a: str | list[str], ns_b: str, addr_b: str | list[str]) -> tuple[str, str]:
         """A veth pair between two namespaces with the given ``addr/len`` (one or several) on each end."""
-        self._links += 1
-        if_a, if_b = f"v{os.getpid() % 100000}a{self._links}", f"v{os.getpid() % 100000}b{self._links}"
+        number = next(_LINK_NUMBERS)
+        if_a, if_b = f"v{os.getpid() % 100000}a{number}", f"v{os.getpid() % 100000}b{number}"
         _run("ip", "link", "add", if_a, "type", "veth", "peer", "name", if_b)
         _run("ip", "link", "set", if_a, "netns", ns_a)
         _run("ip", "link", "set", if_b, "netns", ns_b)
