@@ -1,5 +1,5 @@
-"""What an ExaBGP child loads: the launcher's deferred imports and frozen GC
-(bgpspeaker.exabgp.imports).
+"""What an ExaBGP child loads and keeps: the launcher's deferred imports and frozen GC
+(bgpspeaker.exabgp.imports), and the rendered neighbor's adj-rib-in.
 
 Imports are process-wide, so every test runs its script in a fresh interpreter. No
 network: at most a TCP connect to a closed port on 127.0.0.1.
@@ -7,6 +7,7 @@ network: at most a TCP connect to a closed port on 127.0.0.1.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import pwd
@@ -18,7 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bgpspeaker.config import parse_config
 from bgpspeaker.exabgp.imports import DEFERRED
+from bgpspeaker.exabgp.render import render_config
+from bgpspeaker.peers import PeerRuntime
 
 _ENV = {
     **os.environ,
@@ -250,3 +254,43 @@ def test_launcher_runs_exabgp_server_without_them(tmp_path: Path) -> None:
     imported = {line.split("'")[1] for line in lines if line.startswith("import '")}
     assert "exabgp.reactor.loop" in imported
     assert sorted(imported & set(DEFERRED)) == []
+
+
+# -- what ExaBGP keeps ---------------------------------------------------------------------
+
+
+def test_rendered_neighbor_keeps_no_received_routes(tmp_path: Path) -> None:
+    """Our rendered config read by the installed ExaBGP: no adj-rib-in (routes from the router are not kept; with
+    no API process asking for them ExaBGP skips decoding them), the adj-rib-out kept (our routes after a reset)."""
+    config = parse_config(
+        {
+            "apiVersion": "bgpspeaker.io/v1alpha1",
+            "kind": "SpeakerConfig",
+            "myASN": 64513,
+            "peers": [{"name": "tor-a", "peerAddress": "10.0.0.1", "peerASN": 64512}],
+        }
+    )
+    text = render_config(
+        PeerRuntime(config.peers[0]),
+        router_id=ipaddress.IPv4Address("10.0.0.2"),
+        relay_command=[sys.executable, "/nonexistent/relay.py", "/nonexistent/api.sock"],
+    )
+    path = tmp_path / "exabgp.conf"
+    path.write_text(text)
+    assert run(
+        """
+        from exabgp.environment import getenv
+        from exabgp.logger import log
+        log.init(getenv())
+        from exabgp.configuration.configuration import Configuration
+        configuration = Configuration([sys.argv[1]])
+        assert configuration.reload(), configuration.error
+        [neighbor] = configuration.neighbors.values()
+        result({
+            "adj-rib-in": neighbor["adj-rib-in"],
+            "adj-rib-out": neighbor["adj-rib-out"],
+            "caches": [neighbor.rib.incoming.cache, neighbor.rib.outgoing.cache],
+        })
+        """,
+        str(path),
+    ) == {"adj-rib-in": False, "adj-rib-out": True, "caches": [False, True]}
