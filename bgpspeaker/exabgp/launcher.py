@@ -63,7 +63,7 @@ it prints one line to stderr naming what it found and what it expected, and exit
 gives up: ``exabgp_gave_up``).
 
 Once the release is known, ExaBGP's modules are imported with two standard-library
-packages it does not use here deferred and the cyclic GC paused (``bgpspeaker.exabgp.imports``).
+modules it does not use here deferred and the cyclic GC paused (``bgpspeaker.exabgp.imports``).
 
 Everything else is ExaBGP's own ``main``, unchanged. Run by the supervisor as
 ``python -m bgpspeaker.exabgp.launcher [OPTIONS] -- server CONFIG``: everything after
