@@ -69,6 +69,9 @@ it prints one line to stderr naming what it found and what it expected, and exit
 ``EXIT_REFUSED`` without starting ExaBGP (the supervisor logs the line, restarts, and
 gives up: ``exabgp_gave_up``).
 
+Once the release is known, ExaBGP's modules are imported with two standard-library
+modules it does not use here deferred and the cyclic GC paused (``bgpspeaker.exabgp.imports``).
+
 Everything else is ExaBGP's own ``main``, unchanged. Run by the supervisor as
 ``python -m bgpspeaker.exabgp.launcher [OPTIONS] -- server CONFIG``: everything after
 ``--`` is ExaBGP's own command line.
@@ -84,6 +87,8 @@ import inspect
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
+
+from bgpspeaker.exabgp.imports import importing
 
 __all__ = [
     "EXIT_REFUSED",
@@ -725,7 +730,13 @@ def apply(settings: Settings) -> None:
 def main() -> None:
     """Check, patch, then hand over to ExaBGP's own ``main`` with the arguments after ``--``."""
     settings, exabgp_arguments = parse_arguments(sys.argv[1:])
-    problem = refusal(settings, installed_exabgp_version())
+    found = installed_exabgp_version()
+    problem = version_refusal(found)
+    if problem is None:  # a release the launcher knows: its modules imported as bgpspeaker.exabgp.imports says
+        with importing():
+            problem = refusal(settings, found)
+            if problem is None:
+                import exabgp.application.main  # noqa: F401  # with the rest of ExaBGP, inside importing()
     if problem is not None:
         # One line, and worded so that the supervisor logs it at warning ("refused").
         print(f"bgpspeaker.exabgp.launcher refused to start ExaBGP: {problem}", file=sys.stderr, flush=True)
