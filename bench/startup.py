@@ -218,9 +218,10 @@ def _comm(pid: int) -> str:
     return text[:40]
 
 
-def memory_row(count: int, peers: int, *, bfd: bool = False) -> dict[str, Any]:
-    """RSS (and PSS) of the speaker and every process below it with ``peers`` routers and
-    ``count`` services; ``bfd``: every peer names a BFD profile (the BFD child runs)."""
+def memory_row(count: int, peers: int, *, bfd: bool = False, tree: Path = HERE) -> dict[str, Any]:
+    """RSS (and PSS) of the speaker (the package in ``tree``) and every process below it
+    with ``peers`` routers and ``count`` services; ``bfd``: every peer names a BFD profile
+    (the BFD child runs)."""
     with Lab("mem") as lab:
         node_ns = lab.netns("node")
         routers: list[Frr] = []
@@ -242,7 +243,11 @@ def memory_row(count: int, peers: int, *, bfd: bool = False) -> dict[str, Any]:
             api.apply(node("node-b"))
             seed_services(api, count)
             started = time.monotonic()
-            speaker.start()
+            os.chdir(tree)  # `python -m` finds the package in its working directory first
+            try:
+                speaker.start()
+            finally:
+                os.chdir(HERE)
             for i, frr in enumerate(routers):
                 wait_received(frr, count, timeout_s=180, neighbor=f"10.0.{i}.2")
             cold_s = time.monotonic() - started
@@ -251,8 +256,10 @@ def memory_row(count: int, peers: int, *, bfd: bool = False) -> dict[str, Any]:
             sizes = {pid: rss_mb(pid) for pid in parts}
             shares = {pid: pss_mb(pid) for pid in parts}
             by_kind: dict[str, float] = {}
+            pss_by_kind: dict[str, float] = {}
             for pid, kind in parts.items():
                 by_kind[kind] = round(by_kind.get(kind, 0.0) + sizes[pid], 1)
+                pss_by_kind[kind] = round(pss_by_kind.get(kind, 0.0) + shares[pid], 1)
             return {
                 "n": count,
                 "peers": peers,
@@ -261,11 +268,47 @@ def memory_row(count: int, peers: int, *, bfd: bool = False) -> dict[str, Any]:
                 "total_rss_mb": sum(sizes.values()),
                 "total_pss_mb": sum(shares.values()),
                 "by_kind_rss_mb": by_kind,
+                "by_kind_pss_mb": pss_by_kind,
                 "processes": len(parts),
             }
         finally:
             speaker.close()
             api.stop()
+
+
+def memory_rows(
+    counts: list[int], peer_counts: list[int], *, bfd: bool, before: Path | None, repeat: int
+) -> list[dict[str, Any]]:
+    """``memory_row`` for each N and peer count; with ``before``, this tree and that one
+    alternated ``repeat`` times (A, B, A, B...), then the speaker's RSS and PSS medians
+    and ranges per tree."""
+    trees = {"bgpspeaker": HERE} | ({"before": before} if before is not None else {})
+    for tree in trees.values():
+        compile_tree(tree)
+    rows: list[dict[str, Any]] = []
+    for count in counts:
+        for peers in peer_counts:
+            runs: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
+            for _ in range(repeat):
+                for name, tree in trees.items():
+                    row = memory_row(count, peers, bfd=bfd, tree=tree) | {"tree": name}
+                    print(json.dumps(row), flush=True)
+                    runs[name].append(row)
+                    rows.append(row)
+            if before is None:
+                continue
+            for name, found in runs.items():
+                figures = {
+                    "speaker RSS": [r["by_kind_rss_mb"]["speaker"] for r in found],
+                    "speaker PSS": [r["by_kind_pss_mb"]["speaker"] for r in found],
+                    "total RSS": [r["total_rss_mb"] for r in found],
+                    "total PSS": [r["total_pss_mb"] for r in found],
+                }
+                shown = "  ".join(
+                    f"{what} {statistics.median(v):.1f} ({min(v):.1f}-{max(v):.1f})" for what, v in figures.items()
+                )
+                print(f"n={count} peers={peers} {name:<10} {shown}", flush=True)
+    return rows
 
 
 def main() -> None:
@@ -282,12 +325,13 @@ def main() -> None:
 
     configure(log_format="console", level="warning")
     if args.memory:
-        result: Any = []
-        for count in args.n:
-            for peers in args.peers:
-                row = memory_row(count, peers, bfd=args.bfd)
-                print(json.dumps(row), flush=True)
-                result.append(row)
+        result: Any = memory_rows(
+            args.n,
+            args.peers,
+            bfd=args.bfd,
+            before=Path(args.before) if args.before else None,
+            repeat=args.repeat if args.before else 1,
+        )
     else:
         result = cold_start_rows(args.n, args.repeat, Path(args.before) if args.before else None)
         for row in result:
