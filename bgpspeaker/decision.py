@@ -538,9 +538,11 @@ class DecisionMemo:
     is equal (property tests check it, with and without the change log)."""
 
     plan_key: tuple[object, ...] = ()
-    results: dict[str, tuple[Service, tuple[EndpointSlice, ...], _ServiceResult]] = dataclasses.field(
+    results: dict[str, tuple[Service, tuple[EndpointSlice, ...], tuple[RouteKey, ...]]] = dataclasses.field(
         default_factory=dict
     )
+    """Each service decided: the objects it was decided from and the routes it wants (its
+    contributions themselves are in ``wanted``, its verdicts in ``verdicts``)."""
     verdicts: dict[str, list[Verdict]] = dataclasses.field(default_factory=dict)
     """Each service's verdicts, as in ``results``: kept apart so a decision copies and
     orders them at C speed."""
@@ -692,7 +694,7 @@ def _decide_incrementally(
         visited.add(key)
         del memo.verdicts[key]
         del memo.ordered[bisect.bisect_left(memo.ordered, key)]
-        for route_key, _ in old[2][1]:
+        for route_key in old[2]:
             found = memo.wanted.get(route_key)
             if found is not None and any(c.service == key for c in found):
                 changed.add(route_key)
@@ -715,7 +717,7 @@ def _decide_incrementally(
         forget(key)
         visited.add(key)
         result = _decide_one(service, slices, plan=plan, node_name=node_name, node_reason=node_reason)
-        memo.results[key] = (service, slices, result)
+        memo.results[key] = (service, slices, tuple(route_key for route_key, _ in result[1]))
         memo.verdicts[key] = result[0]
         bisect.insort(memo.ordered, key)
         for route_key, contribution in result[1]:

@@ -153,14 +153,15 @@ class ClusterStore:
         with self._lock:
             table = self._table(kind)
             changed = table != items or kind not in self._listed
+            owned = dict(_own_keys(items))
             if kind == "endpointslices":
                 self._slices_by_service = {}
-                for key, value in items.items():
+                for key, value in owned.items():
                     assert isinstance(value, EndpointSlice)
                     if value.service_key is not None:
                         self._slices_by_service.setdefault(value.service_key, {})[key] = value
             table.clear()
-            table.update(_own_keys(items))
+            table.update(owned)
             if changed and kind != "nodes":
                 self._restart_log()
             self._listed.add(kind)
