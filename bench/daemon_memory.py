@@ -53,7 +53,7 @@ def measure(count: int, peers: int, *, top: int, group: str) -> dict[str, Any]:
     from bgpspeaker.session import Ack, RouteChange, SessionStatus
     from lab.kubeapi import endpoint_slice, node, service
 
-    configure(log_format="json", level="warning")  # the route log's lines are transient either way
+    configure(log_format="json", level=os.environ.get("DMEM_LOG_LEVEL", "warning"))  # stderr; info: the route log
     phases: dict[str, Any] = {}
 
     def mark(name: str) -> None:
@@ -203,7 +203,9 @@ def main() -> None:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), str(HERE)])}
         command = [sys.executable, __file__, "--one", "--n", str(args.n), "--peers", str(peers)]
         command += ["--top", str(args.top), "--group", args.group]
-        out = subprocess.run(command, env=env, cwd=HERE, check=True, capture_output=True, text=True).stdout
+        out = subprocess.run(
+            command, env=env, cwd=HERE, check=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        ).stdout
         result = json.loads(out)
         print(f"n={result['n']} peers={peers} acknowledged={result['acknowledged']} tree={tree}")
         print(f"  first pass CPU {result['first_pass_cpu_s']} s")
