@@ -167,11 +167,13 @@ def _run_daemon(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     from bgpspeaker.cluster.watch import WatchSettings, make_watchers
     from bgpspeaker.exabgp.supervisor import ExabgpSupervisor
     from bgpspeaker.lifecycle import ACK_TIMEOUT_S, shut_down
+    from bgpspeaker.memory import limit_malloc_arenas
     from bgpspeaker.peers import PeerRuntime, read_secret_with
     from bgpspeaker.reconciler import Reconciler
     from bgpspeaker.secretwatch import Rekeyer, SecretWatches
     from bgpspeaker.workdir import create_workdir, remove_stale_workdirs, remove_workdir
 
+    limit_malloc_arenas()  # before the daemon's threads start (bgpspeaker.memory.MALLOC_ARENAS)
     node_name = args.node_name or os.environ.get("NODE_NAME", "")
     if not node_name:
         log.error("node_name_missing", hint="pass --node-name or set NODE_NAME (downward API spec.nodeName)")

@@ -9,6 +9,8 @@ These tests hold each compact form to the plain one it replaces.
 from __future__ import annotations
 
 import ipaddress
+import subprocess
+import sys
 
 import pytest
 
@@ -103,3 +105,34 @@ def test_store_keys_objects_by_their_own_key_string() -> None:
     assert [key is parsed_service.key for key in snapshot.services] == [True]
     assert [key is parsed_node.name for key in snapshot.nodes] == [True]
     assert [[key is parsed_slice.key for key in bucket] for bucket in snapshot.slices_by_service.values()] == [[True]]
+
+
+_ARENAS_PROBE = """
+import ctypes, sys, threading
+from bgpspeaker.memory import limit_malloc_arenas
+if sys.argv[1] == "capped":
+    assert limit_malloc_arenas()
+barrier = threading.Barrier(8)
+def work():
+    kept = [bytearray(4096) for _ in range(100)]  # malloc, not Python's small-object allocator
+    barrier.wait()  # all eight alive at once: none can inherit an exited one's arena
+threads = [threading.Thread(target=work) for _ in range(8)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+ctypes.CDLL("libc.so.6").malloc_stats()  # glibc: one "Arena N:" block per arena, on stderr
+"""
+
+
+@pytest.mark.parametrize(("mode", "most"), [("capped", 2), ("default", None)], ids=["capped", "default"])
+def test_malloc_arenas_are_capped(mode: str, most: int | None) -> None:
+    """After limit_malloc_arenas(), eight allocating threads share two malloc arenas (glibc's own count)."""
+    found = subprocess.run(
+        [sys.executable, "-c", _ARENAS_PROBE, mode], capture_output=True, text=True, check=True, timeout=60
+    )
+    arenas = sum(1 for line in found.stderr.splitlines() if line.startswith("Arena "))
+    if most is not None:
+        assert 1 <= arenas <= most, found.stderr
+    else:  # the probe itself can tell: without the cap the threads get arenas of their own
+        assert arenas > 2, found.stderr
