@@ -261,8 +261,10 @@ def memory_row(count: int, peers: int, *, bfd: bool = False, tree: Path = HERE) 
             sizes = {pid: rss_mb(pid) for pid in parts}
             shares = {pid: pss_mb(pid) for pid in parts}
             by_kind: dict[str, float] = {"relay": 0.0}  # the column stays when no relay runs
+            pss_by_kind: dict[str, float] = {"relay": 0.0}
             for pid, kind in parts.items():
                 by_kind[kind] = round(by_kind.get(kind, 0.0) + sizes[pid], 1)
+                pss_by_kind[kind] = round(pss_by_kind.get(kind, 0.0) + shares[pid], 1)
             return {
                 "n": count,
                 "peers": peers,
@@ -271,6 +273,7 @@ def memory_row(count: int, peers: int, *, bfd: bool = False, tree: Path = HERE) 
                 "total_rss_mb": sum(sizes.values()),
                 "total_pss_mb": sum(shares.values()),
                 "by_kind_rss_mb": by_kind,
+                "by_kind_pss_mb": pss_by_kind,
                 "processes": len(parts),
                 "relay_processes": sum(1 for kind in parts.values() if kind == "relay"),
             }
@@ -280,38 +283,37 @@ def memory_row(count: int, peers: int, *, bfd: bool = False, tree: Path = HERE) 
 
 
 def memory_rows(
-    counts: list[int], peer_counts: list[int], *, repeat: int, bfd: bool, before: Path | None
+    counts: list[int], peer_counts: list[int], *, bfd: bool, before: Path | None, repeat: int
 ) -> list[dict[str, Any]]:
-    """``memory_row`` per N and peer count; with ``before``, this tree and that one
-    alternated ``repeat`` times, each row with the rounds, medians and ranges."""
+    """``memory_row`` for each N and peer count; with ``before``, this tree and that one
+    alternated ``repeat`` times (A, B, A, B...), then the speaker's RSS and PSS medians
+    and ranges per tree."""
     trees = {"bgpspeaker": HERE} | ({"before": before} if before is not None else {})
     for tree in trees.values():
         compile_tree(tree)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for count in counts:
         for peers in peer_counts:
-            if before is None:
-                row = memory_row(count, peers, bfd=bfd)
-                print(json.dumps(row), flush=True)
-                rows.append(row)
-                continue
-            rounds = []
+            runs: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
             for _ in range(repeat):
-                result = {name: memory_row(count, peers, bfd=bfd, tree=tree) for name, tree in trees.items()}
-                rounds.append(result)
-                for name, one in result.items():
-                    kinds = json.dumps(one["by_kind_rss_mb"])
-                    print(f"n={count} peers={peers} {name:<10} RSS {one['total_rss_mb']:.1f} MB {kinds}", flush=True)
-            summary: dict[str, Any] = {"n": count, "peers": peers, "bfd": bfd, "rounds": rounds}
-            for name in trees:
-                for key in ("total_rss_mb", "total_pss_mb"):
-                    values = [r[name][key] for r in rounds]
-                    summary.setdefault(name, {})[key] = {
-                        "median": statistics.median(values),
-                        "min": min(values),
-                        "max": max(values),
-                    }
-            rows.append(summary)
+                for name, tree in trees.items():
+                    row = memory_row(count, peers, bfd=bfd, tree=tree) | {"tree": name}
+                    print(json.dumps(row), flush=True)
+                    runs[name].append(row)
+                    rows.append(row)
+            if before is None:
+                continue
+            for name, found in runs.items():
+                figures = {
+                    "speaker RSS": [r["by_kind_rss_mb"]["speaker"] for r in found],
+                    "speaker PSS": [r["by_kind_pss_mb"]["speaker"] for r in found],
+                    "total RSS": [r["total_rss_mb"] for r in found],
+                    "total PSS": [r["total_pss_mb"] for r in found],
+                }
+                shown = "  ".join(
+                    f"{what} {statistics.median(v):.1f} ({min(v):.1f}-{max(v):.1f})" for what, v in figures.items()
+                )
+                print(f"n={count} peers={peers} {name:<10} {shown}", flush=True)
     return rows
 
 
@@ -329,16 +331,13 @@ def main() -> None:
 
     configure(log_format="console", level="warning")
     if args.memory:
-        before = Path(args.before) if args.before else None
-        result: Any = memory_rows(args.n, args.peers, repeat=args.repeat, bfd=args.bfd, before=before)
-        for row in result if before is not None else []:
-            for name in ("bgpspeaker", "before"):
-                rss, pss = row[name]["total_rss_mb"], row[name]["total_pss_mb"]
-                print(
-                    f"n={row['n']} peers={row['peers']} {name:<10} RSS {rss['median']:.1f} MB"
-                    f" ({rss['min']:.1f}-{rss['max']:.1f}),"
-                    f" PSS {pss['median']:.1f} MB ({pss['min']:.1f}-{pss['max']:.1f})"
-                )
+        result: Any = memory_rows(
+            args.n,
+            args.peers,
+            bfd=args.bfd,
+            before=Path(args.before) if args.before else None,
+            repeat=args.repeat if args.before else 1,
+        )
     else:
         result = cold_start_rows(args.n, args.repeat, Path(args.before) if args.before else None)
         for row in result:

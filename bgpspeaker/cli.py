@@ -165,10 +165,12 @@ def _run_daemon(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
     # Only what starts ExaBGP comes before the client (bgpspeaker.earlystart).
     from bgpspeaker.earlystart import EarlyStart
     from bgpspeaker.exabgp.supervisor import ExabgpSupervisor
+    from bgpspeaker.memory import limit_malloc_arenas
     from bgpspeaker.peers import PeerRuntime
     from bgpspeaker.sessions import Sessions
     from bgpspeaker.workdir import create_workdir, remove_stale_workdirs, remove_workdir
 
+    limit_malloc_arenas()  # before the daemon's threads start (bgpspeaker.memory.MALLOC_ARENAS)
     node_name = args.node_name or os.environ.get("NODE_NAME", "")
     if not node_name:
         log.error("node_name_missing", hint="pass --node-name or set NODE_NAME (downward API spec.nodeName)")

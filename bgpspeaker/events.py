@@ -39,10 +39,17 @@ API_ACCESS = (Access("", "events", frozenset({"create", "patch"}), "EventRecorde
 _REASONS = {"announced": "Announced", "withdrawn": "Withdrawn"}
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class _Bucket:
     tokens: float
     updated: float
+
+
+def without_full_buckets(buckets: dict[str, _Bucket], now: float, burst: int, refill_s: float) -> dict[str, _Bucket]:
+    """``buckets`` less the ones refilled to ``burst`` by ``now``: a full bucket is what a
+    service without one gets, so it need not be kept (a 10,000-VIP start leaves one per
+    service otherwise, ~1.5 MB)."""
+    return {key: bucket for key, bucket in buckets.items() if bucket.tokens + (now - bucket.updated) / refill_s < burst}
 
 
 def _take(bucket: _Bucket, now: float, burst: int, refill_s: float) -> bool:
@@ -54,7 +61,7 @@ def _take(bucket: _Bucket, now: float, burst: int, refill_s: float) -> bool:
     return True
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class _Sent:
     name: str
     count: int
@@ -86,6 +93,8 @@ class EventRecorder:
         self._window_s = dedup_window_s
         self._queue: queue.Queue[tuple[str, str, str, str]] = queue.Queue(queue_size)
         self._buckets: dict[str, _Bucket] = {}
+        self._pruned_at = time.monotonic()
+        """When full buckets were last dropped (when idle, at most once per ``refill_s``)."""
         self._global = _Bucket(float(global_burst), time.monotonic())
         self._global_burst = global_burst
         self._global_refill_s = global_refill_s
@@ -109,12 +118,18 @@ class EventRecorder:
             try:
                 service, reason, message, _why = self._queue.get(timeout=0.5)
             except queue.Empty:
+                now = time.monotonic()
+                if self._buckets and now - self._pruned_at > self._refill_s:
+                    self._buckets = without_full_buckets(self._buckets, now, self._burst, self._refill_s)
+                    self._pruned_at = now
                 continue
             self._record(service, reason, message)
 
     def _limit(self, service: str, now: float) -> str | None:
         """None when this Event may be written; else which limit refused it."""
-        bucket = self._buckets.setdefault(service, _Bucket(float(self._burst), now))
+        bucket = self._buckets.get(service)
+        if bucket is None:
+            bucket = self._buckets[service] = _Bucket(float(self._burst), now)
         if not _take(bucket, now, self._burst, self._refill_s):
             return service
         # And all services together: a restart announcing 10,000 VIPs must not become

@@ -109,7 +109,9 @@ class _DesiredRoutes:
 
     def __init__(self) -> None:
         self._runtimes: Mapping[str, PeerRuntime] | None = None
-        self._entries: dict[Prefix, tuple[Announcement, list[tuple[RouteKey, Attributes]]]] = {}
+        self._entries: dict[Prefix, Announcement] = {}
+        """The announcement each prefix's routes in ``desired`` were built from (its peers
+        name the keys: no per-prefix copy of the routes is kept)."""
         self.desired: dict[RouteKey, Attributes] = {}
 
     def update(
@@ -124,13 +126,14 @@ class _DesiredRoutes:
         for prefix in changed:
             old = self._entries.pop(prefix, None)
             if old is not None:
-                for key, _ in old[1]:
+                for peer in old.routes:
+                    key = (peer, prefix)
                     del self.desired[key]
                     touched.add(key)
             announcement = decision.announcements.get(prefix)
             if announcement is not None:
                 routes = _prefix_routes(prefix, announcement, runtimes)
-                self._entries[prefix] = (announcement, routes)
+                self._entries[prefix] = announcement
                 self.desired.update(routes)
                 touched.update(key for key, _ in routes)
         return touched
@@ -139,16 +142,15 @@ class _DesiredRoutes:
         if runtimes is not self._runtimes:
             self._runtimes, self._entries = runtimes, {}
         desired: dict[RouteKey, Attributes] = {}
-        entries: dict[Prefix, tuple[Announcement, list[tuple[RouteKey, Attributes]]]] = {}
+        old = self.desired
         for prefix, announcement in decision.announcements.items():
-            cached = self._entries.get(prefix)
-            if cached is not None and cached[0] is announcement:
-                routes = cached[1]
+            if self._entries.get(prefix) is announcement:  # the same routes: keep them as they are
+                for peer in announcement.routes:
+                    key = (peer, prefix)
+                    desired[key] = old[key]
             else:
-                routes = _prefix_routes(prefix, announcement, runtimes)
-            entries[prefix] = (announcement, routes)
-            desired.update(routes)
-        self._entries, self.desired = entries, desired
+                desired.update(_prefix_routes(prefix, announcement, runtimes))
+        self._entries, self.desired = dict(decision.announcements), desired
 
 
 def verdicts_by_service(decision: Decision, memo: DecisionMemo | None = None) -> Mapping[str, Sequence[Verdict]]:
