@@ -118,6 +118,12 @@ def raw_exabgp_cold_start(count: int, *, explicit_next_hop: bool = False, upstre
             started = time.monotonic()
             exabgp.start()
             exabgp.wait_ready(30)
+            if not explicit_next_hop:
+                # ExaBGP resolves `next-hop self` from the session's local address, known
+                # only once it is connected: a route sent before fails (AttributeError in
+                # Neighbor.ip_self). The relay's own start used to cover that gap; with the
+                # relay in-process the API is there first. bgpspeaker sends explicit hops.
+                wait_until(lambda: exabgp.status().state == "up", timeout_s=30, desc="session up")
             nets = [ipaddress.ip_network(p) for p in prefixes]
             hop = Attributes(next_hop=ipaddress.ip_address("10.0.0.2")) if explicit_next_hop else Attributes()
             exabgp.execute([announce_line(peer, hop, chunk) for chunk in _chunks(nets)])

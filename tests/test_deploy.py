@@ -246,10 +246,10 @@ def test_speaker_daemonset_runs_unprivileged_on_the_host_network(rendered: list[
     assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
     assert_hardened(pod, container)
     memory = {k: mebibytes(v["memory"]) for k, v in container["resources"].items()}
-    # docs/performance.md "Round 2", 10k routes, RSS summed: 2 peers 206 MB, 4 peers 328 MB,
-    # the BFD child 13.5 MB.
-    assert memory["requests"] >= (206 + 13.5) / 1.048576
-    assert memory["limits"] >= 1.3 * (328 + 13.5) / 1.048576
+    # docs/performance.md "Round 2", 10k routes, RSS summed: 2 peers 144 MB, 4 peers 212 MB,
+    # the BFD child 13.4 MB.
+    assert memory["requests"] >= (144 + 13.4) / 1.048576
+    assert memory["limits"] >= 1.3 * (212 + 13.4) / 1.048576
 
 
 def test_controller_deployment(rendered: list[dict[str, Any]]) -> None:
