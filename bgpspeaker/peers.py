@@ -68,6 +68,9 @@ class Password:
     __str__ = __repr__
 
 
+_FAMILY_VERSION = {"ipv4": 4, "ipv6": 6}
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class PeerRuntime:
     """One peer, resolved: what its ExaBGP child is started with."""
@@ -81,6 +84,13 @@ class PeerRuntime:
     the looked-up address for the other); a version not listed uses ``next-hop self``."""
     problems: tuple[str, ...] = ()
     """Non-fatal: what was dropped and why (logged by the caller)."""
+
+    @property
+    def uses_next_hop_self(self) -> bool:
+        """Some family it carries has no explicit next hop (no source address was found):
+        ExaBGP fills in ``next-hop self`` from the session's local address, which exists only
+        while connected; before that ExaBGP 5.0.15 refuses the route (``Neighbor.ip_self``)."""
+        return any(_FAMILY_VERSION[family] not in self.next_hops for family in self.peer.families)
 
 
 def _read_password_file(path: str, where: str) -> Password:

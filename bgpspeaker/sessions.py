@@ -123,12 +123,16 @@ class Sessions:
 
     def ready(self) -> set[str]:
         """The peers whose sessions take changes now; a new speaker process forgets its
-        predecessor's acknowledged routes first (they are all sent again)."""
+        predecessor's acknowledged routes first (they are all sent again). A peer that
+        relies on ``next-hop self`` takes them only while Established: sent earlier, ExaBGP
+        refuses them (``exabgp_command_failed`` at error level every pass and retry); the
+        session coming up wakes a pass (``on_ready``) that sends them."""
         return {name for name, session in self._sessions.items() if self._generation(name, session) is not None}
 
     def _generation(self, name: str, session: Session) -> int | None:
-        generation = session.status().generation
-        if generation is None:
+        status = session.status()
+        generation = status.generation
+        if generation is None or (status.runtime.uses_next_hop_self and not status.established):
             return None
         if self._acked_by.get(name) != (session, generation):
             stale = [key for key in self._acked if key[0] == name]
