@@ -49,8 +49,6 @@ def measure(count: int, peers: int, *, top: int, group: str) -> dict[str, Any]:
     from bgpspeaker.logs import configure
     from bgpspeaker.peers import PeerRuntime
     from bgpspeaker.reconciler import Reconciler
-    from bgpspeaker.routes import IPAddress
-    from bgpspeaker.session import Ack, RouteChange, SessionStatus
     from lab.kubeapi import endpoint_slice, node, service
 
     configure(log_format="json", level=os.environ.get("DMEM_LOG_LEVEL", "warning"))  # stderr; info: the route log
@@ -65,35 +63,7 @@ def measure(count: int, peers: int, *, top: int, group: str) -> dict[str, Any]:
 
     mark("imports")
 
-    class StandIn:
-        """A session that acknowledges every change."""
-
-        def __init__(self, runtime: PeerRuntime, router_id: IPAddress) -> None:
-            self.runtime, self.router_id, self.since = runtime, router_id, time.monotonic()
-
-        def accepts(self, runtime: PeerRuntime, router_id: IPAddress) -> bool:
-            return runtime.peer == self.runtime.peer and router_id == self.router_id
-
-        def start(self) -> None:
-            pass
-
-        def stop(self, timeout_s: float = 3.0) -> None:
-            pass
-
-        def retune(self, runtime: PeerRuntime) -> None:
-            self.runtime = runtime
-
-        def hasten(self, ack_timeout_s: float) -> None:
-            pass
-
-        def apply(self, changes: list[RouteChange], *, ack_timeout_s: float | None = None) -> list[Ack]:
-            return [True for _ in changes]
-
-        def end_of_rib(self) -> bool:
-            return True
-
-        def status(self) -> SessionStatus:
-            return SessionStatus(self.runtime.peer.name, self.runtime, "up", self.since, generation=1, up_count=1)
+    from lab.standin import StandInExabgp  # a session that acknowledges every change
 
     config = parse_config(
         {
@@ -130,7 +100,7 @@ def measure(count: int, peers: int, *, top: int, group: str) -> dict[str, Any]:
         router_id=ipaddress.IPv4Address("10.0.0.2"),
         node_name="node-a",
         store=store,
-        session_factory=StandIn,  # type: ignore[arg-type]  # a stand-in with the methods the reconciler calls
+        session_factory=StandInExabgp,
     )
     started = time.process_time()
     reconciler.reconcile_once()

@@ -10,8 +10,6 @@ set computed from scratch, never on what the stand-ins were called with.
 from __future__ import annotations
 
 import ipaddress
-import time
-from collections.abc import Sequence
 from typing import Any
 
 from hypothesis import given, settings
@@ -26,8 +24,8 @@ from bgpspeaker.peers import PeerRuntime
 from bgpspeaker.plan import desired_routes
 from bgpspeaker.reconciler import Reconciler
 from bgpspeaker.routes import Attributes, IPAddress
-from bgpspeaker.session import Ack, RouteChange, SessionStatus
 from lab.kubeapi import endpoint_slice, node, service
+from lab.standin import StandInExabgp
 
 ME = "n1"
 CONFIG = parse_config(
@@ -50,49 +48,6 @@ RUNTIMES = {
     for peer in CONFIG.peers
 }
 IPS = ["192.0.2.1", "192.0.2.2", "192.0.2.3", "198.51.100.1"]
-
-
-class StandInExabgp:
-    """A ``Session`` that acknowledges every change, except the ones ``refusals`` marks
-    (one flag per change, in order, consumed as changes come)."""
-
-    def __init__(self, runtime: PeerRuntime, router_id: IPAddress) -> None:
-        self.runtime = runtime
-        self.router_id = router_id
-        self.since = time.monotonic()
-        self.up_count = 1
-        self.generation = 1
-        self.refusals: list[bool] = []
-
-    @property
-    def name(self) -> str:
-        return self.runtime.peer.name
-
-    def accepts(self, runtime: PeerRuntime, router_id: IPAddress) -> bool:
-        return runtime.peer == self.runtime.peer and router_id == self.router_id
-
-    def start(self) -> None:
-        pass
-
-    def stop(self, timeout_s: float = 3.0) -> None:
-        pass
-
-    def retune(self, runtime: PeerRuntime) -> None:
-        self.runtime = runtime
-
-    def hasten(self, ack_timeout_s: float) -> None:
-        pass
-
-    def apply(self, changes: Sequence[RouteChange], *, ack_timeout_s: float | None = None) -> list[Ack]:
-        return [not (self.refusals.pop(0) if self.refusals else False) for _ in changes]
-
-    def end_of_rib(self) -> bool:
-        return True
-
-    def status(self) -> SessionStatus:
-        return SessionStatus(
-            self.name, self.runtime, "up", self.since, generation=self.generation, up_count=self.up_count
-        )
 
 
 def harness(
