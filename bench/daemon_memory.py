@@ -112,15 +112,16 @@ def measure(count: int, peers: int, *, top: int, group: str) -> dict[str, Any]:
     )
     reconciler.reconcile_once()
     mark("second_pass")
+    result = {
+        "n": count,
+        "peers": peers,
+        "acknowledged": acked,
+        "first_pass_cpu_s": round(first_pass_s, 3),
+        "phases": phases,
+        "sites": [],
+    }
     if group == "none":
-        return {
-            "n": count,
-            "peers": peers,
-            "acknowledged": acked,
-            "first_pass_cpu_s": round(first_pass_s, 3),
-            "phases": phases,
-            "sites": [],
-        }
+        return result
     snapshot = tracemalloc.take_snapshot().filter_traces(
         [tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, "<frozen importlib._bootstrap>")]
     )
@@ -145,14 +146,7 @@ def measure(count: int, peers: int, *, top: int, group: str) -> dict[str, Any]:
         for stat in snapshot.statistics(group)[:top]:
             frames = [f"{frame.filename.replace(str(HERE) + '/', '')}:{frame.lineno}" for frame in stat.traceback]
             sites.append({"mb": round(stat.size / 2**20, 2), "count": stat.count, "where": frames[-6:]})
-    return {
-        "n": count,
-        "peers": peers,
-        "acknowledged": acked,
-        "first_pass_cpu_s": round(first_pass_s, 3),
-        "phases": phases,
-        "sites": sites,
-    }
+    return result | {"sites": sites}
 
 
 def main() -> None:
